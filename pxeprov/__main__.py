@@ -1,0 +1,3 @@
+from pxeprov.cli import main
+
+main()

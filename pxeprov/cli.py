@@ -1,0 +1,274 @@
+"""The typer app: parse options, call the core, print what it returns. No logic of its own."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, NoReturn, TypeVar
+
+import typer
+
+from pxeprov import __version__, commands
+from pxeprov.errors import PxeprovError
+from pxeprov.network import NetworkRequest
+from pxeprov.paths import Root
+from pxeprov.plan import FileAction, Op, Plan
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Make this box a proxyDHCP + TFTP network-boot server next to your DHCP server.",
+)
+
+T = TypeVar("T")
+
+
+class Settings:
+    def __init__(self, root: Root, debug: bool) -> None:
+        self.root = root
+        self.debug = debug
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pxeprov {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    root: Annotated[
+        Path, typer.Option(help="Directory every system path is under; not / = no system action.")
+    ] = Path("/"),
+    debug: Annotated[bool, typer.Option(help="Show tracebacks and the commands run.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(message)s")
+    ctx.obj = Settings(Root.of(root), debug)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _errors(ctx: typer.Context) -> Iterator[None]:
+    """Our errors become one `error:` line and their exit code; tracebacks only with --debug."""
+    settings: Settings = ctx.obj
+    try:
+        yield
+    except PxeprovError as exc:
+        if settings.debug:
+            raise
+        _fail(exc.one_line(), exc.exit_code)
+    except (typer.Exit, typer.Abort, KeyboardInterrupt, BrokenPipeError):
+        raise
+    except Exception as exc:
+        if settings.debug:
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)", 1)
+
+
+def _machine(ctx: typer.Context) -> commands.Machine:
+    settings: Settings = ctx.obj
+    return commands.Machine(root=settings.root)
+
+
+# ---------------------------------------------------------------- output
+
+
+def _is_text(data: bytes) -> bool:
+    return b"\0" not in data[:8192]
+
+
+def _diff(action: FileAction) -> str:
+    old, new = action.old or b"", action.new or b""
+    if not (_is_text(old) and _is_text(new)):
+        return f"Binary {action.path}: {len(old)} -> {len(new)} bytes\n"
+    lines = difflib.unified_diff(
+        old.decode(errors="replace").splitlines(keepends=True),
+        new.decode(errors="replace").splitlines(keepends=True),
+        fromfile=f"{action.path} (on disk)" if action.old is not None else "/dev/null",
+        tofile=f"{action.path} (rendered)" if action.new is not None else "/dev/null",
+    )
+    return "".join(lines)
+
+
+def _print_plan(plan: Plan, install_note: str, restart: bool, is_system: bool) -> None:
+    typer.echo("Plan (nothing is written):")
+    status, _, what = install_note.partition(": ")
+    typer.echo(f"  {'would ' + status if status == 'install' else status:<22} {what}")
+    for a in plan.files:
+        label = a.op.value if a.op is Op.IDENTICAL else f"would {a.op.value}"
+        if a.op is Op.CONFLICT:
+            label = "CONFLICT (needs --force)"
+        note = f"  ({a.note})" if a.note and a.changes else ""
+        typer.echo(f"  {label:<22} {a.path}{note}")
+    if restart:
+        verb = "would restart" if is_system else "skipped"
+        suffix = "" if is_system else " (--root is not /)"
+        typer.echo(f"  {verb:<22} dnsmasq{suffix}")
+
+
+def _print_files(plan: Plan, diff: bool) -> None:
+    for a in plan.files:
+        if diff:
+            if a.changes:
+                typer.echo(_diff(a), nl=False)
+            continue
+        typer.echo(f"\n==> {a.path} <==")
+        if a.new is None:
+            typer.echo("(removed)" if a.op in (Op.REMOVE, Op.CONFLICT) else f"({a.note})")
+        elif _is_text(a.new):
+            typer.echo(a.new.decode(errors="replace"), nl=False)
+        else:
+            typer.echo(f"(binary, {len(a.new)} bytes; {a.note})")
+
+
+def _print_summary(result: commands.InitResult) -> None:
+    net = result.state.network
+    assert net is not None and result.outcome is not None
+    typer.echo(
+        f"pxeprov: proxyDHCP + TFTP on {net.interface} ({net.address}, {net.subnet}), "
+        f"TFTP root {result.state.tftp_root}"
+    )
+    for status, what in result.outcome.lines:
+        typer.echo(f"  {status:<10} {what}")
+    typer.echo(
+        "Changes applied." if result.outcome.changed else "Nothing changed: already up to date."
+    )
+    typer.echo(
+        "Boot loaders: BIOS -> pxelinux.0 (menu pxelinux.cfg/default); "
+        "UEFI x86-64 -> snponly.efi (iPXE, menu boot.ipxe)."
+    )
+    typer.echo("")
+    typer.echo(result.guidance, nl=False)
+
+
+def _warn(warnings: list[str]) -> None:
+    for w in warnings:
+        typer.echo(f"warning: {w}", err=True)
+
+
+# ---------------------------------------------------------------- commands
+
+
+@app.command()
+def init(
+    ctx: typer.Context,
+    interface: Annotated[str | None, typer.Option(help="Interface to serve on.")] = None,
+    address: Annotated[str | None, typer.Option(help="This server's IPv4 address.")] = None,
+    subnet: Annotated[
+        str | None, typer.Option(help="Subnet to serve, CIDR or network address.")
+    ] = None,
+    tftp_root: Annotated[
+        str | None, typer.Option(help="TFTP root [default: /var/lib/tftpboot].")
+    ] = None,
+    menu_timeout: Annotated[
+        int | None, typer.Option(help="Seconds before the default entry boots (0 = wait).")
+    ] = None,
+    title: Annotated[str | None, typer.Option(help="Menu title.")] = None,
+    dnsmasq_config: Annotated[
+        str | None,
+        typer.Option(
+            help="drop-in (/etc/dnsmasq.d/pxeprov.conf) or main (own /etc/dnsmasq.conf, "
+            "the original kept aside)."
+        ),
+    ] = None,
+    install_packages: Annotated[
+        bool, typer.Option(help="Install missing packages with apt-get (on / only).")
+    ] = True,
+    force: Annotated[bool, typer.Option(help="Overwrite managed files edited by hand.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="Print the plan and the rendered files; write nothing.")
+    ] = False,
+) -> None:
+    """Set up (or update) the proxyDHCP + TFTP server. Re-running changes nothing."""
+    options = commands.InitOptions(
+        network=NetworkRequest(interface, address, subnet),
+        tftp_root=tftp_root,
+        menu_timeout=menu_timeout,
+        title=title,
+        dnsmasq_config=dnsmasq_config,
+        install_packages=install_packages,
+        force=force,
+    )
+    with _errors(ctx):
+        machine = _machine(ctx)
+        if dry_run:
+            result = commands.preview(machine, options)
+            _warn(result.warnings)
+            _print_plan(
+                result.plan,
+                result.install_note,
+                result.plan.restart_dnsmasq,
+                machine.root.is_system,
+            )
+            _print_files(result.plan, diff=True)
+            return
+        try:
+            result = commands.init(machine, options)
+        except PxeprovError as exc:
+            if exc.exit_code == 3:  # conflict: show what the hand edit was
+                preview = commands.preview(machine, options)
+                for action in preview.plan.conflicts:
+                    typer.echo(_diff(action), nl=False)
+            raise
+        _warn(result.warnings)
+        _print_summary(result)
+
+
+@app.command()
+def render(
+    ctx: typer.Context,
+    diff: Annotated[bool, typer.Option(help="Show a unified diff against disk instead.")] = False,
+) -> None:
+    """Print the plan and every file pxeprov would write, from the current state."""
+    with _errors(ctx):
+        machine = _machine(ctx)
+        result = commands.preview(machine, commands.InitOptions())
+        _warn(result.warnings)
+        _print_plan(
+            result.plan, result.install_note, result.plan.restart_dnsmasq, machine.root.is_system
+        )
+        _print_files(result.plan, diff=diff)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """What the boot menus offer."""
+    with _errors(ctx):
+        state = commands.load_state(_machine(ctx).root)
+        entries = commands.menu_entries(state)
+        if as_json:
+            data = {"title": state.title, "menu_timeout": state.menu_timeout, "entries": entries}
+            typer.echo(json.dumps(data, indent=2))
+            return
+        typer.echo(f"{state.title} (timeout {state.menu_timeout} s)")
+        for e in entries:
+            mark = "*" if e["default"] else " "
+            typer.echo(f" {mark} {e['name']:<20} {e['kind']:<12} {e['label']}")
+
+
+def main() -> None:
+    try:
+        app(prog_name="pxeprov")
+    except BrokenPipeError:
+        # `pxeprov render | head`: the reader left; exit quietly like other Unix tools.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)

@@ -1,0 +1,159 @@
+"""The commands' core: state -> render -> plan -> apply. Returns results; never prints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from pxeprov import loaders, render, system
+from pxeprov import state as state_mod
+from pxeprov.apply import Outcome, Validator, apply
+from pxeprov.errors import InputError
+from pxeprov.fsutil import locked, read_bytes
+from pxeprov.network import NetworkRequest, Probe, resolve
+from pxeprov.paths import LOCK_FILE, STATE_FILE, TEMPLATE_OVERRIDE_DIR, Root
+from pxeprov.plan import Plan, make_plan
+from pxeprov.state import State
+
+LOCK_TIMEOUT = 60.0
+
+
+@dataclass
+class Machine:
+    """Everything outside pxeprov that the commands talk to."""
+
+    root: Root
+    probe: Probe = field(default_factory=Probe)
+    packages: system.Packages = field(default_factory=system.Packages)
+    service: system.Service = field(default_factory=lambda: system.Service("dnsmasq"))
+    validator: Validator = system.dnsmasq_test
+    lock_timeout: float = LOCK_TIMEOUT
+
+
+@dataclass(frozen=True)
+class InitOptions:
+    network: NetworkRequest = field(default_factory=NetworkRequest)
+    tftp_root: str | None = None
+    menu_timeout: int | None = None
+    title: str | None = None
+    dnsmasq_config: str | None = None
+    install_packages: bool = True
+    force: bool = False
+
+
+@dataclass
+class InitResult:
+    state: State
+    plan: Plan
+    warnings: list[str]
+    install_note: str  # what happens to packages, in words
+    outcome: Outcome | None = None  # None for a dry run
+    guidance: str = ""
+
+
+def load_state(root: Root) -> State:
+    path = root.path(STATE_FILE)
+    raw = read_bytes(path)
+    if raw is None:
+        return State()
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text") from None
+    return state_mod.loads(text, where=str(path))
+
+
+def desired_state(machine: Machine, options: InitOptions) -> tuple[State, list[str]]:
+    previous = load_state(machine.root)
+    network, warnings = resolve(options.network, previous.network, machine.probe)
+    changes: dict[str, Any] = {"network": network}
+    if options.tftp_root is not None:
+        changes["tftp_root"] = PurePosixPath(options.tftp_root)
+    if options.menu_timeout is not None:
+        changes["menu_timeout"] = options.menu_timeout
+    if options.title is not None:
+        changes["title"] = options.title
+    if options.dnsmasq_config is not None:
+        changes["dnsmasq_config"] = state_mod.cast_mode(options.dnsmasq_config)
+    return previous.with_changes(**changes), warnings
+
+
+def _packages_to_install(machine: Machine, options: InitOptions) -> tuple[list[str], str]:
+    if not machine.root.is_system:
+        return [], "skipped: package installation (--root is not /)"
+    if not options.install_packages:
+        return [], "skipped: package installation (--no-install-packages)"
+    missing = machine.packages.missing(loaders.PACKAGES)
+    if missing:
+        return missing, f"install: {' '.join(missing)}"
+    return [], f"unchanged: packages {' '.join(loaders.PACKAGES)} (installed)"
+
+
+def _override_dir(root: Root) -> Any:
+    return root.path(TEMPLATE_OVERRIDE_DIR)
+
+
+def preview(machine: Machine, options: InitOptions) -> InitResult:
+    """Render and plan; nothing is written, no lock is taken, no root privileges needed."""
+    state, warnings = desired_state(machine, options)
+    files = render.render(state, _override_dir(machine.root))
+    to_install, note = _packages_to_install(machine, options)
+    plan = make_plan(files, machine.root, to_install)
+    return InitResult(state, plan, warnings, note, None, render.guidance(state))
+
+
+def init(machine: Machine, options: InitOptions) -> InitResult:
+    root = machine.root
+    with locked(root.path(LOCK_FILE), machine.lock_timeout):
+        state, warnings = desired_state(machine, options)
+        files = render.render(state, _override_dir(root))
+        to_install, note = _packages_to_install(machine, options)
+        plan = make_plan(files, root, to_install)
+        installed = ""
+        if to_install:
+            # Conflicts are reported before anything is installed.
+            if plan.conflicts and not options.force:
+                apply(plan, root, force=False, validator=machine.validator, service=None)
+            machine.packages.install(to_install)
+            installed = f"installed: {' '.join(to_install)}"
+            plan = make_plan(files, root)
+        outcome = apply(
+            plan,
+            root,
+            force=options.force,
+            validator=machine.validator,
+            service=machine.service if root.is_system else None,
+        )
+        if installed:
+            outcome.lines.insert(0, ("installed", " ".join(to_install)))
+            outcome.changed = True
+        else:
+            status, _, what = note.partition(": ")
+            outcome.lines.insert(0, (status, what))
+    return InitResult(state, plan, warnings, note, outcome, render.guidance(state))
+
+
+def menu_entries(state: State) -> list[dict[str, Any]]:
+    default = state.default_image
+    entries: list[dict[str, Any]] = [
+        {
+            "name": "local",
+            "label": "Boot from local disk",
+            "kind": "local",
+            "default": default is None,
+        }
+    ]
+    for image in state.images:
+        entries.append(
+            {
+                "name": image.name,
+                "label": image.label,
+                "kind": image.kind,
+                "kernel": image.kernel,
+                "initrd": image.initrd,
+                "append": image.append,
+                "default": image.default,
+            }
+        )
+    return entries

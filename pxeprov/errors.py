@@ -1,0 +1,58 @@
+"""The one exception hierarchy of pxeprov.
+
+The CLI catches `PxeprovError` only, prints `error: <message>` (plus a hint) on one line and exits
+with the error's `exit_code`. Exit codes are documented in README.md ("Exit codes").
+"""
+
+from __future__ import annotations
+
+
+class PxeprovError(Exception):
+    """Root of every error pxeprov reports to the user."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        text = self.message if self.hint is None else f"{self.message} ({self.hint})"
+        return " ".join(text.split())
+
+
+class InputError(PxeprovError):
+    """A value given on the command line or in the state file is not valid."""
+
+    exit_code = 2
+
+
+class ConflictError(PxeprovError):
+    """A managed file was changed by hand since pxeprov wrote it."""
+
+    exit_code = 3
+
+
+class MissingFileError(PxeprovError):
+    """A boot-loader file (or another file pxeprov needs) is not there."""
+
+    exit_code = 4
+
+
+class CommandError(PxeprovError):
+    """An external program (apt-get, dnsmasq --test, systemctl, ip) failed."""
+
+    exit_code = 5
+
+
+class LockedError(PxeprovError):
+    """Another pxeprov run holds the lock."""
+
+    exit_code = 6
+
+
+class FilesystemError(PxeprovError):
+    """Reading or writing under the root failed (unwritable root, full disk, ...)."""
+
+    exit_code = 7

@@ -1,0 +1,107 @@
+"""Atomic file operations: write next to the target, fsync, rename into place."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from pxeprov.errors import FilesystemError, LockedError
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_bytes(path: Path) -> bytes | None:
+    """The file's content, or None when there is no file. A directory or an unreadable file is
+    an error, not an absent file."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise FilesystemError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _fail(action: str, path: Path, exc: OSError) -> FilesystemError:
+    hint = "disk full" if exc.errno == errno.ENOSPC else None
+    return FilesystemError(f"cannot {action} {path}: {exc.strerror or exc}", hint)
+
+
+def make_dirs(path: Path, mode: int = 0o755) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=mode)
+    except OSError as exc:
+        raise _fail("create directory", path, exc) from None
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace `path` with `data` in one rename. The temporary name starts with a dot, which
+    dnsmasq's conf-dir skips, so a crash never leaves a half file that dnsmasq would load."""
+    make_dirs(path.parent)
+    tmp = path.with_name(f".{path.name}.pxeprov-{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        try:
+            os.fchmod(fd, mode)  # umask must not take away world-readability
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise _fail("write", path, exc) from None
+    _fsync_dir(path.parent)
+
+
+def remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise _fail("remove", path, exc) from None
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def locked(path: Path, timeout: float) -> Iterator[None]:
+    """Hold an exclusive flock on `path`, waiting at most `timeout` seconds for it."""
+    make_dirs(path.parent)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise _fail("open lock file", path, exc) from None
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockedError(
+                        f"another pxeprov run holds {path}",
+                        f"waited {timeout:.0f} s; try again when it has finished",
+                    ) from None
+                time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -1,0 +1,55 @@
+"""System paths, always joined late onto a root (`--root`, default `/`).
+
+Every path pxeprov reads or writes is written here as it is on a real server (`/etc/...`) and
+turned into a real location only through `Root.path`, so a test can run every command for real
+inside a temporary directory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from pxeprov.errors import InputError
+
+STATE_FILE = PurePosixPath("/etc/pxeprov/pxeprov.toml")
+TEMPLATE_OVERRIDE_DIR = PurePosixPath("/etc/pxeprov/templates")
+DNSMASQ_DROP_IN = PurePosixPath("/etc/dnsmasq.d/pxeprov.conf")
+DNSMASQ_MAIN = PurePosixPath("/etc/dnsmasq.conf")
+DNSMASQ_MAIN_ORIGINAL = PurePosixPath("/etc/dnsmasq.conf.pxeprov-orig")
+DNSMASQ_DROP_IN_DIR = PurePosixPath("/etc/dnsmasq.d")
+DNSMASQ_DEFAULTS = PurePosixPath("/etc/default/dnsmasq")
+STATE_DIR = PurePosixPath("/var/lib/pxeprov")
+MANIFEST = STATE_DIR / "manifest.json"
+LOCK_FILE = STATE_DIR / "lock"
+BACKUP_DIR = STATE_DIR / "backups"
+DEFAULT_TFTP_ROOT = PurePosixPath("/var/lib/tftpboot")
+
+
+def check_relative(value: str, what: str) -> PurePosixPath:
+    """A relative path that stays below the directory it is joined to (no `..`, not absolute)."""
+    path = PurePosixPath(value)
+    if not value or path.is_absolute() or ".." in path.parts or "\\" in value:
+        raise InputError(f"{what} {value!r} must be a relative path without '..'")
+    return path
+
+
+@dataclass(frozen=True)
+class Root:
+    """The directory every system path is joined onto."""
+
+    base: Path
+
+    @classmethod
+    def of(cls, value: str | Path) -> Root:
+        return cls(Path(value).absolute())
+
+    @property
+    def is_system(self) -> bool:
+        """True when this is the real `/`: only then do system actions (apt, systemctl) run."""
+        return self.base == Path("/")
+
+    def path(self, system_path: PurePosixPath) -> Path:
+        if not system_path.is_absolute() or ".." in system_path.parts:
+            raise InputError(f"path {str(system_path)!r} must be absolute, without '..'")
+        return self.base.joinpath(*system_path.parts[1:])

@@ -1,0 +1,198 @@
+"""Rendered files vs what is under the root -> a plan. Reads the root, writes nothing."""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from pxeprov.errors import FilesystemError, MissingFileError
+from pxeprov.fsutil import read_bytes, sha256
+from pxeprov.paths import DNSMASQ_DROP_IN, DNSMASQ_MAIN, DNSMASQ_MAIN_ORIGINAL, MANIFEST, Root
+from pxeprov.render import Kind, ManagedFile
+
+
+class Op(enum.Enum):
+    CREATE = "create"
+    UPDATE = "update"
+    IDENTICAL = "unchanged"
+    REMOVE = "remove"
+    CONFLICT = "conflict"  # changed by hand since pxeprov wrote it (or never written by it)
+    PENDING = "create after install"  # its source comes with a package still to install
+
+
+@dataclass(frozen=True)
+class FileAction:
+    op: Op
+    path: PurePosixPath
+    new: bytes | None
+    old: bytes | None
+    mode: int = 0o644
+    restarts_dnsmasq: bool = False
+    tracked: bool = True  # recorded in the manifest (hand edits detected)
+    note: str = ""
+    keep_original: PurePosixPath | None = None  # move an unmanaged file here before writing
+    restore_from: PurePosixPath | None = None  # REMOVE: put this file back in its place
+
+    @property
+    def changes(self) -> bool:
+        return self.op in (Op.CREATE, Op.UPDATE, Op.REMOVE, Op.CONFLICT, Op.PENDING)
+
+
+@dataclass(frozen=True)
+class Plan:
+    files: tuple[FileAction, ...]
+    install: tuple[str, ...] = ()
+    manifest: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def conflicts(self) -> list[FileAction]:
+        return [a for a in self.files if a.op is Op.CONFLICT]
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.install) or any(a.changes for a in self.files)
+
+    @property
+    def restart_dnsmasq(self) -> bool:
+        return any(a.restarts_dnsmasq and a.changes for a in self.files)
+
+
+def load_manifest(root: Root) -> dict[str, str]:
+    """{system path: sha256 of what pxeprov last wrote there}."""
+    raw = read_bytes(root.path(MANIFEST))
+    if raw is None:
+        return {}
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise FilesystemError(
+            f"{root.path(MANIFEST)} is damaged", "remove it to start afresh"
+        ) from None
+    files = data.get("files", {}) if isinstance(data, dict) else {}
+    return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {}
+
+
+def manifest_bytes(manifest: dict[str, str]) -> bytes:
+    return (json.dumps({"files": dict(sorted(manifest.items()))}, indent=2) + "\n").encode()
+
+
+def make_plan(files: Sequence[ManagedFile], root: Root, to_install: Sequence[str] = ()) -> Plan:
+    manifest = load_manifest(root)
+    actions: list[FileAction] = []
+    for f in files:
+        actions.append(_action(f, root, manifest, to_install))
+    rendered = {str(f.path) for f in files}
+    for path_text, recorded in sorted(manifest.items()):
+        if path_text in rendered:
+            continue
+        path = PurePosixPath(path_text)
+        old = read_bytes(root.path(path))
+        if old is None:
+            continue
+        restore = None
+        if path == DNSMASQ_MAIN and root.path(DNSMASQ_MAIN_ORIGINAL).exists():
+            restore = DNSMASQ_MAIN_ORIGINAL
+        restarts = path in (DNSMASQ_MAIN, DNSMASQ_DROP_IN)
+        if sha256(old) == recorded:
+            note = f"no longer used; {restore} is put back" if restore else "no longer used"
+            actions.append(
+                FileAction(
+                    Op.REMOVE,
+                    path,
+                    None,
+                    old,
+                    restarts_dnsmasq=restarts,
+                    note=note,
+                    restore_from=restore,
+                )
+            )
+        else:
+            actions.append(
+                FileAction(
+                    Op.CONFLICT,
+                    path,
+                    None,
+                    old,
+                    restarts_dnsmasq=restarts,
+                    note="no longer used, but changed by hand",
+                    restore_from=restore,
+                )
+            )
+    return Plan(tuple(actions), tuple(to_install), manifest)
+
+
+def _action(
+    f: ManagedFile, root: Root, manifest: dict[str, str], to_install: Sequence[str]
+) -> FileAction:
+    old = read_bytes(root.path(f.path))
+    if f.kind is Kind.COPY:
+        assert f.source is not None and f.package is not None
+        new = read_bytes(root.path(f.source))
+        note = f"copy of {f.source} (package {f.package})"
+        if new is None:
+            if f.package in to_install:
+                return FileAction(
+                    Op.PENDING,
+                    f.path,
+                    None,
+                    old,
+                    note=note,
+                    mode=f.mode,
+                    restarts_dnsmasq=f.restarts_dnsmasq,
+                )
+            raise MissingFileError(
+                f"boot-loader file {f.source} is missing",
+                f"install the package {f.package}"
+                + ("" if root.is_system else f" or copy it under --root {root.base}"),
+            )
+    elif f.kind is Kind.EDIT:
+        assert f.edit is not None
+        new = f.edit(old)
+        note = "edited in place" if old is not None else ""
+        return FileAction(
+            _op(old, new),
+            f.path,
+            new,
+            old,
+            tracked=False,
+            note=note,
+            mode=f.mode,
+            restarts_dnsmasq=f.restarts_dnsmasq,
+        )
+    else:
+        assert f.content is not None
+        new = f.content
+        note = ""
+    op = _op(old, new)
+    keep = None
+    if op is Op.UPDATE and str(f.path) not in manifest:
+        if f.path == DNSMASQ_MAIN and not root.path(DNSMASQ_MAIN_ORIGINAL).exists():
+            keep, note = DNSMASQ_MAIN_ORIGINAL, f"the original is kept as {DNSMASQ_MAIN_ORIGINAL}"
+        elif f.kind is Kind.GENERATED:
+            op, note = Op.CONFLICT, "exists and was not written by pxeprov"
+    elif (
+        op is Op.UPDATE
+        and f.kind is Kind.GENERATED
+        and old is not None
+        and sha256(old) != manifest[str(f.path)]
+    ):
+        op, note = Op.CONFLICT, "changed by hand since pxeprov wrote it"
+    return FileAction(
+        op,
+        f.path,
+        new,
+        old,
+        note=note,
+        keep_original=keep,
+        mode=f.mode,
+        restarts_dnsmasq=f.restarts_dnsmasq,
+    )
+
+
+def _op(old: bytes | None, new: bytes) -> Op:
+    if old is None:
+        return Op.CREATE
+    return Op.IDENTICAL if old == new else Op.UPDATE

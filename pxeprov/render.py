@@ -1,0 +1,155 @@
+"""State -> every managed file, in memory. Pure: reads templates, never the root's other files.
+
+Templates are Jinja with StrictUndefined, shipped inside the wheel (`pxeprov/templates`), and an
+admin's own directory (`/etc/pxeprov/templates` under the root) overrides them file by file.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import jinja2
+
+from pxeprov import __version__, loaders
+from pxeprov import state as state_mod
+from pxeprov.errors import InputError
+from pxeprov.paths import (
+    DNSMASQ_DEFAULTS,
+    DNSMASQ_DROP_IN,
+    DNSMASQ_MAIN,
+    STATE_FILE,
+)
+from pxeprov.state import State
+
+
+class Kind(enum.Enum):
+    GENERATED = "generated"  # rendered text pxeprov owns: a hand edit is a conflict
+    COPY = "copy"  # a boot-loader file copied from its package
+    EDIT = "edit"  # a file pxeprov only adjusts (one line), or its own state file
+
+
+@dataclass(frozen=True)
+class ManagedFile:
+    path: PurePosixPath  # the path on the server
+    kind: Kind
+    content: bytes | None = None  # GENERATED
+    source: PurePosixPath | None = None  # COPY: the file to copy (a system path)
+    package: str | None = None  # COPY: the package that provides `source`
+    edit: Callable[[bytes | None], bytes] | None = None  # EDIT: current content -> new content
+    restarts_dnsmasq: bool = False  # dnsmasq must be restarted when this file changes
+    mode: int = 0o644  # every served file is world-readable: dnsmasq drops privileges
+
+
+def packaged_template_dir() -> Path:
+    """Templates inside the installed wheel, or `templates/` of a source checkout."""
+    inside = Path(__file__).resolve().parent / "templates"
+    if inside.is_dir():
+        return inside
+    return Path(__file__).resolve().parent.parent / "templates"
+
+
+def environment(override_dir: Path | None) -> jinja2.Environment:
+    loaders_: list[jinja2.BaseLoader] = []
+    if override_dir is not None and override_dir.is_dir():
+        loaders_.append(jinja2.FileSystemLoader(override_dir))
+    loaders_.append(jinja2.FileSystemLoader(packaged_template_dir()))
+    return jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders_),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,  # config files, not HTML
+    )
+
+
+def render_template(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
+    try:
+        return env.get_template(name).render(context)
+    except jinja2.TemplateError as exc:
+        where = getattr(exc, "filename", None) or name
+        line = getattr(exc, "lineno", None)
+        at = f"{where}:{line}" if line else where
+        raise InputError(f"template {at}: {exc.message or exc}") from None
+
+
+def context(state: State) -> dict[str, Any]:
+    if state.network is None:
+        raise InputError("the state has no network yet", "run `pxeprov init`")
+    return {
+        "version": __version__,
+        "state_file": str(STATE_FILE),
+        "network": state.network,
+        "tftp_root": str(state.tftp_root),
+        "title": state.title,
+        "menu_timeout": state.menu_timeout,
+        "images": state.images,
+        "default_image": state.default_image,
+        "bios_basename": loaders.BIOS_BOOTFILE.removesuffix(".0"),
+        "uefi_bootfile": loaders.UEFI_BOOTFILE,
+        "ipxe_script": loaders.IPXE_SCRIPT,
+    }
+
+
+def dnsmasq_path(state: State) -> PurePosixPath:
+    return DNSMASQ_MAIN if state.dnsmasq_config == "main" else DNSMASQ_DROP_IN
+
+
+def set_dnsmasq_except(current: bytes | None) -> bytes:
+    """`DNSMASQ_EXCEPT="lo"` in /etc/default/dnsmasq, exactly once, other lines kept.
+
+    With port=0 dnsmasq serves no DNS; without this line Debian's init script would still
+    register 127.0.0.1 as the system's resolver and break name resolution.
+    """
+    wanted = 'DNSMASQ_EXCEPT="lo"'
+    lines = (current or b"").decode("utf-8", "surrogateescape").splitlines()
+    out: list[str] = []
+    placed = False
+    for line in lines:
+        if line.strip().startswith("DNSMASQ_EXCEPT="):
+            if not placed:
+                out.append(wanted)
+                placed = True
+            continue
+        out.append(line)
+    if not placed:
+        out += ["# Added by pxeprov: dnsmasq serves no DNS here (port=0).", wanted]
+    return ("\n".join(out) + "\n").encode("utf-8", "surrogateescape")
+
+
+def render(state: State, template_override_dir: Path | None = None) -> list[ManagedFile]:
+    """Every file pxeprov manages for `state`, dnsmasq's config last."""
+    env = environment(template_override_dir)
+    ctx = context(state)
+    tftp = state.tftp_root
+    files: list[ManagedFile] = [
+        ManagedFile(tftp / f.name, Kind.COPY, source=f.source, package=f.package)
+        for f in loaders.LOADER_FILES
+    ]
+    for name, template in (
+        (loaders.PXELINUX_MENU, "pxelinux.cfg/default.j2"),
+        (loaders.IPXE_SCRIPT, "boot.ipxe.j2"),
+    ):
+        text = render_template(env, template, ctx)
+        files.append(ManagedFile(tftp / name, Kind.GENERATED, content=text.encode()))
+    files.append(
+        ManagedFile(STATE_FILE, Kind.EDIT, edit=lambda _current: state_mod.dumps(state).encode())
+    )
+    files.append(
+        ManagedFile(DNSMASQ_DEFAULTS, Kind.EDIT, edit=set_dnsmasq_except, restarts_dnsmasq=True)
+    )
+    conf = render_template(env, "dnsmasq.conf.j2", ctx)
+    files.append(
+        ManagedFile(
+            dnsmasq_path(state), Kind.GENERATED, content=conf.encode(), restarts_dnsmasq=True
+        )
+    )
+    return files
+
+
+def guidance(state: State, template_override_dir: Path | None = None) -> str:
+    return render_template(environment(template_override_dir), "guidance.txt.j2", context(state))

@@ -1,0 +1,269 @@
+"""The state: `/etc/pxeprov/pxeprov.toml`, the single source of truth every file is rendered from.
+
+Typed and frozen; unknown keys are rejected; `dumps(loads(text))` round-trips.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import PurePosixPath
+from typing import Any, Literal, TypeGuard
+
+import tomli_w
+
+from pxeprov.errors import InputError
+from pxeprov.paths import DEFAULT_TFTP_ROOT, check_relative
+
+DnsmasqMode = Literal["drop-in", "main"]
+DNSMASQ_MODES: tuple[DnsmasqMode, ...] = ("drop-in", "main")
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
+# Text shown in menus: pxelinux, iPXE and GRUB all read one line; iPXE expands ${...}.
+_BAD_TEXT_RE = re.compile(r"[\x00-\x1f\x7f$\"]")
+MAX_MENU_TIMEOUT = 3600
+
+HEADER = (
+    "# pxeprov state: every file pxeprov manages is rendered from this file.\n"
+    "# Edit it and run `pxeprov init` (or use pxeprov's commands) to apply a change.\n"
+)
+
+
+def check_text(value: str, what: str) -> str:
+    if not value.strip() or _BAD_TEXT_RE.search(value):
+        raise InputError(f"{what} {value!r} must be one non-empty line without '$' or '\"'")
+    return value
+
+
+def check_name(value: str) -> str:
+    if not NAME_RE.fullmatch(value):
+        raise InputError(f"image name {value!r} must match [a-z0-9][a-z0-9._-]*")
+    return value
+
+
+def check_timeout(value: int) -> int:
+    if not 0 <= value <= MAX_MENU_TIMEOUT:
+        raise InputError(f"menu timeout {value} must be between 0 and {MAX_MENU_TIMEOUT} seconds")
+    return value
+
+
+@dataclass(frozen=True)
+class Network:
+    interface: str
+    address: ipaddress.IPv4Address
+    subnet: ipaddress.IPv4Network
+
+    def __post_init__(self) -> None:
+        if self.address not in self.subnet:
+            raise InputError(f"address {self.address} is not inside subnet {self.subnet}")
+
+
+@dataclass(frozen=True)
+class Image:
+    """One menu entry: a kernel and initrd under the TFTP root, with its kernel arguments."""
+
+    name: str
+    label: str
+    kind: str
+    kernel: str
+    initrd: str
+    append: str = ""
+    default: bool = False
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+        check_text(self.label, "label")
+        check_relative(self.kernel, "kernel path")
+        check_relative(self.initrd, "initrd path")
+        if "\n" in self.append or "$" in self.append:
+            raise InputError("kernel arguments must be one line without '$'")
+
+
+@dataclass(frozen=True)
+class State:
+    network: Network | None = None
+    tftp_root: PurePosixPath = DEFAULT_TFTP_ROOT
+    dnsmasq_config: DnsmasqMode = "drop-in"
+    title: str = "pxeprov network boot"
+    menu_timeout: int = 10
+    images: tuple[Image, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if not self.tftp_root.is_absolute() or ".." in self.tftp_root.parts:
+            raise InputError(f"TFTP root {str(self.tftp_root)!r} must be an absolute path")
+        if self.tftp_root == PurePosixPath("/"):
+            raise InputError("TFTP root must not be /")
+        if self.dnsmasq_config not in DNSMASQ_MODES:
+            raise InputError(f"dnsmasq_config must be one of {', '.join(DNSMASQ_MODES)}")
+        check_text(self.title, "title")
+        check_timeout(self.menu_timeout)
+        names = [image.name for image in self.images]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise InputError(f"image name {duplicates[0]!r} is used twice in the state")
+        if sum(image.default for image in self.images) > 1:
+            raise InputError("more than one image is marked default")
+
+    @property
+    def default_image(self) -> Image | None:
+        return next((image for image in self.images if image.default), None)
+
+    def with_changes(self, **changes: Any) -> State:
+        return replace(self, **changes)
+
+
+# ---------------------------------------------------------------- TOML
+
+
+def _table(data: dict[str, Any], key: str, allowed: set[str], where: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: [{key}] must be a table")
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise InputError(f"{where}: unknown key {key}.{unknown[0]}")
+    return value
+
+
+def _typed(table: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    value = table[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InputError(f"{where}: {key} must be a {kind.__name__}")
+    return value
+
+
+def loads(text: str, where: str = "state") -> State:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{where}: not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - {"network", "server", "menu", "images"})
+    if unknown:
+        raise InputError(f"{where}: unknown key {unknown[0]}")
+    try:
+        return _from_dict(data, where)
+    except (KeyError, ValueError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"{where}: {exc}") from None
+
+
+def _from_dict(data: dict[str, Any], where: str) -> State:
+    kwargs: dict[str, Any] = {}
+    net = _table(data, "network", {"interface", "address", "subnet"}, where)
+    if net:
+        missing = sorted({"interface", "address", "subnet"} - set(net))
+        if missing:
+            raise InputError(f"{where}: network.{missing[0]} is missing")
+        kwargs["network"] = Network(
+            interface=_typed(net, "interface", str, where),
+            address=parse_address(_typed(net, "address", str, where)),
+            subnet=parse_subnet(_typed(net, "subnet", str, where)),
+        )
+    server = _table(data, "server", {"tftp_root", "dnsmasq_config"}, where)
+    if "tftp_root" in server:
+        kwargs["tftp_root"] = PurePosixPath(_typed(server, "tftp_root", str, where))
+    if "dnsmasq_config" in server:
+        kwargs["dnsmasq_config"] = _typed(server, "dnsmasq_config", str, where)
+    menu = _table(data, "menu", {"title", "timeout"}, where)
+    if "title" in menu:
+        kwargs["title"] = _typed(menu, "title", str, where)
+    if "timeout" in menu:
+        kwargs["menu_timeout"] = _typed(menu, "timeout", int, where)
+    images = data.get("images", [])
+    if not isinstance(images, list):
+        raise InputError(f"{where}: images must be an array of tables ([[images]])")
+    kwargs["images"] = tuple(_image(entry, where) for entry in images)
+    return State(**kwargs)
+
+
+_IMAGE_KEYS = {"name", "label", "kind", "kernel", "initrd", "append", "default"}
+
+
+def _image(entry: Any, where: str) -> Image:
+    if not isinstance(entry, dict):
+        raise InputError(f"{where}: each [[images]] entry must be a table")
+    unknown = sorted(set(entry) - _IMAGE_KEYS)
+    if unknown:
+        raise InputError(f"{where}: unknown key images.{unknown[0]}")
+    missing = sorted({"name", "kernel", "initrd"} - set(entry))
+    if missing:
+        raise InputError(f"{where}: an image has no {missing[0]}")
+    name = _typed(entry, "name", str, where)
+    return Image(
+        name=name,
+        label=_typed(entry, "label", str, where) if "label" in entry else name,
+        kind=_typed(entry, "kind", str, where) if "kind" in entry else "custom",
+        kernel=_typed(entry, "kernel", str, where),
+        initrd=_typed(entry, "initrd", str, where),
+        append=_typed(entry, "append", str, where) if "append" in entry else "",
+        default=_typed(entry, "default", bool, where) if "default" in entry else False,
+    )
+
+
+def dumps(state: State) -> str:
+    data: dict[str, Any] = {}
+    if state.network is not None:
+        data["network"] = {
+            "interface": state.network.interface,
+            "address": str(state.network.address),
+            "subnet": str(state.network.subnet),
+        }
+    data["server"] = {"tftp_root": str(state.tftp_root), "dnsmasq_config": state.dnsmasq_config}
+    data["menu"] = {"title": state.title, "timeout": state.menu_timeout}
+    if state.images:
+        data["images"] = [
+            {
+                "name": i.name,
+                "label": i.label,
+                "kind": i.kind,
+                "kernel": i.kernel,
+                "initrd": i.initrd,
+                "append": i.append,
+                "default": i.default,
+            }
+            for i in state.images
+        ]
+    return HEADER + "\n" + tomli_w.dumps(data)
+
+
+# ---------------------------------------------------------------- address parsing
+
+
+def parse_address(value: str) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(value)
+    except ValueError:
+        raise InputError(f"{value!r} is not an IPv4 address") from None
+
+
+def parse_subnet(value: str, prefix_hint: int | None = None) -> ipaddress.IPv4Network:
+    """A CIDR (`192.168.1.0/24`), or a bare network address (`172.16.1.0`, as in dnsmasq's
+    `dhcp-range=172.16.1.0,proxy`) whose prefix then comes from the interface (`prefix_hint`)."""
+    try:
+        if "/" in value:
+            return ipaddress.IPv4Network(value, strict=True)
+        address = ipaddress.IPv4Address(value)
+    except ValueError as exc:
+        raise InputError(
+            f"{value!r} is not a valid subnet (CIDR like 192.168.1.0/24): {exc}"
+        ) from None
+    if prefix_hint is None:
+        raise InputError(f"subnet {value!r} has no prefix length; give a CIDR like {value}/24")
+    try:
+        return ipaddress.IPv4Network(f"{address}/{prefix_hint}", strict=True)
+    except ValueError:
+        raise InputError(
+            f"{value!r} is not the network address of a /{prefix_hint}; give a CIDR"
+        ) from None
+
+
+def _is_mode(value: str) -> TypeGuard[DnsmasqMode]:
+    return value in DNSMASQ_MODES
+
+
+def cast_mode(value: str) -> DnsmasqMode:
+    if not _is_mode(value):
+        raise InputError(f"--dnsmasq-config must be one of {', '.join(DNSMASQ_MODES)}")
+    return value

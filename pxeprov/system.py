@@ -1,0 +1,114 @@
+"""The one place that runs programs: argv lists only, failures turned into readable errors.
+
+Side effects sit behind small classes (`Packages`, `Service`), so the core can be exercised
+without root, and the same code runs for real on a server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pxeprov.errors import CommandError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class Completed:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+    env: Mapping[str, str] | None = None,
+) -> Completed:
+    """Run `argv`; with `check`, a non-zero exit becomes a CommandError naming the command."""
+    log.debug("run: %s", " ".join(argv))
+    full_env = None if env is None else {**os.environ, **env}
+    try:
+        proc = subprocess.run(
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=full_env,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+    except FileNotFoundError:
+        raise CommandError(f"{argv[0]} is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise CommandError(f"`{' '.join(argv)}` did not finish within {timeout:.0f} s") from None
+    done = Completed(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+    if check and proc.returncode != 0:
+        detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        last = detail[-1] if detail else "no output"
+        raise CommandError(f"`{' '.join(argv)}` failed (exit {proc.returncode}): {last}")
+    return done
+
+
+def have(program: str) -> bool:
+    return shutil.which(program) is not None
+
+
+class Packages:
+    """Debian packages on the real system (dpkg / apt-get)."""
+
+    def missing(self, names: Sequence[str]) -> list[str]:
+        if not have("dpkg-query"):
+            return list(names)
+        out = []
+        for name in names:
+            done = run(["dpkg-query", "-W", "-f=${db:Status-Status}", name], check=False)
+            if done.returncode != 0 or done.stdout.strip() != "installed":
+                out.append(name)
+        return out
+
+    def install(self, names: Sequence[str]) -> None:
+        env = {"DEBIAN_FRONTEND": "noninteractive"}
+        run(["apt-get", "update"], env=env)
+        run(["apt-get", "install", "-y", "--no-install-recommends", *names], env=env)
+
+
+class Service:
+    """A systemd unit on the real system."""
+
+    def __init__(self, unit: str, run_dir: Path = Path("/run/systemd/system")) -> None:
+        self.unit = unit
+        self._run_dir = run_dir
+
+    def systemd_running(self) -> bool:
+        # sd_booted(3): systemd is PID 1 exactly when this directory exists.
+        return self._run_dir.is_dir()
+
+    def is_active(self) -> bool:
+        return run(["systemctl", "is-active", "--quiet", self.unit], check=False).returncode == 0
+
+    def enable_and_restart(self) -> None:
+        run(["systemctl", "enable", "--quiet", self.unit])
+        run(["systemctl", "restart", self.unit], timeout=120)
+
+
+def dnsmasq_test(conf_file: Path) -> None:
+    """`dnsmasq --test` on one config file: a syntax check (it does not look at interfaces or
+    the TFTP root). Raises CommandError with dnsmasq's own message."""
+    if not have("dnsmasq"):
+        raise CommandError(
+            "dnsmasq is not installed, so the config cannot be validated",
+            "install the package dnsmasq",
+        )
+    run(["dnsmasq", "--test", f"--conf-file={conf_file}"], timeout=30)
