@@ -99,7 +99,7 @@ def preview(machine: Machine, options: InitOptions) -> InitResult:
     state, warnings = desired_state(machine, options)
     files = render.render(state, _override_dir(machine.root))
     to_install, note = _packages_to_install(machine, options)
-    plan = make_plan(files, machine.root, to_install)
+    plan = make_plan(files, machine.root, to_install, preview=True)
     return InitResult(state, plan, warnings, note, None, render.guidance(state))
 
 

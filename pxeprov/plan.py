@@ -79,11 +79,19 @@ def manifest_bytes(manifest: dict[str, str]) -> bytes:
     return (json.dumps({"files": dict(sorted(manifest.items()))}, indent=2) + "\n").encode()
 
 
-def make_plan(files: Sequence[ManagedFile], root: Root, to_install: Sequence[str] = ()) -> Plan:
+def make_plan(
+    files: Sequence[ManagedFile],
+    root: Root,
+    to_install: Sequence[str] = (),
+    *,
+    preview: bool = False,
+) -> Plan:
+    """`preview`: a missing boot loader is shown as pending instead of being an error, so a
+    dry run works on a box where nothing is installed yet."""
     manifest = load_manifest(root)
     actions: list[FileAction] = []
     for f in files:
-        actions.append(_action(f, root, manifest, to_install))
+        actions.append(_action(f, root, manifest, to_install, preview))
     rendered = {str(f.path) for f in files}
     for path_text, recorded in sorted(manifest.items()):
         if path_text in rendered:
@@ -125,7 +133,11 @@ def make_plan(files: Sequence[ManagedFile], root: Root, to_install: Sequence[str
 
 
 def _action(
-    f: ManagedFile, root: Root, manifest: dict[str, str], to_install: Sequence[str]
+    f: ManagedFile,
+    root: Root,
+    manifest: dict[str, str],
+    to_install: Sequence[str],
+    preview: bool,
 ) -> FileAction:
     old = read_bytes(root.path(f.path))
     if f.kind is Kind.COPY:
@@ -133,7 +145,9 @@ def _action(
         new = read_bytes(root.path(f.source))
         note = f"copy of {f.source} (package {f.package})"
         if new is None:
-            if f.package in to_install:
+            if f.package in to_install or preview:
+                if f.package not in to_install:
+                    note = f"{f.source} is missing: install the package {f.package}"
                 return FileAction(
                     Op.PENDING,
                     f.path,

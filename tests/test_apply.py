@@ -1,0 +1,93 @@
+"""apply() with a stand-in service manager: restart only on change, rollback when it fails."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from pxeprov import render
+from pxeprov.apply import apply
+from pxeprov.errors import CommandError
+from pxeprov.paths import Root
+from pxeprov.plan import Op, make_plan
+from pxeprov.state import Network, State
+from pxeprov.system import Service, dnsmasq_test
+
+NET = Network("lo", ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv4Network("127.0.0.0/8"))
+CONF = "etc/dnsmasq.d/pxeprov.conf"
+
+
+class FakeService(Service):
+    """systemd as seen by pxeprov; `fail` restarts fail, and it records what was asked."""
+
+    def __init__(self, systemd: bool = True, active: bool = True, fail: int = 0) -> None:
+        super().__init__("dnsmasq")
+        self.systemd, self.active, self.fail = systemd, active, fail
+        self.restarts = 0
+        self.seen_conf: list[bytes] = []
+        self.conf_path: Path | None = None
+
+    def systemd_running(self) -> bool:
+        return self.systemd
+
+    def is_active(self) -> bool:
+        return self.active
+
+    def enable_and_restart(self) -> None:
+        self.restarts += 1
+        if self.conf_path is not None:
+            self.seen_conf.append(self.conf_path.read_bytes())
+        if self.fail:
+            self.fail -= 1
+            raise CommandError("`systemctl restart dnsmasq` failed (exit 1): job failed")
+
+
+def run(root: Path, service: FakeService, state: State) -> list[tuple[str, str]]:
+    plan = make_plan(render.render(state), Root.of(root))
+    return apply(plan, Root.of(root), force=False, validator=dnsmasq_test, service=service).lines
+
+
+def test_restart_only_when_dnsmasq_config_changes(loader_root: Path) -> None:
+    service = FakeService()
+    lines = run(loader_root, service, State(network=NET))
+    assert service.restarts == 1 and ("restarted", "dnsmasq (enabled at boot)") in lines
+    run(loader_root, service, State(network=NET))
+    assert service.restarts == 1  # nothing changed, dnsmasq is running
+    run(loader_root, service, State(network=NET, menu_timeout=3))
+    assert service.restarts == 1  # only the menus changed: TFTP serves them without a restart
+    service.active = False
+    run(loader_root, service, State(network=NET, menu_timeout=3))
+    assert service.restarts == 2  # not running: started even though nothing changed
+
+
+def test_failed_restart_puts_the_previous_config_back(loader_root: Path) -> None:
+    service = FakeService()
+    run(loader_root, service, State(network=NET))
+    old_conf = (loader_root / CONF).read_bytes()
+    old_menu = (loader_root / "var/lib/tftpboot/boot.ipxe").read_bytes()
+
+    service.fail = 1
+    service.conf_path = loader_root / CONF
+    wider = Network("lo", NET.address, ipaddress.IPv4Network("127.0.0.0/16"))
+    with pytest.raises(CommandError, match="previous config was put back and dnsmasq restarted"):
+        run(loader_root, service, State(network=wider, menu_timeout=2))
+    assert service.restarts == 3
+    assert len(service.seen_conf) == 2  # restarted with the new config, then with the old
+    assert service.seen_conf[0] != old_conf and service.seen_conf[1] == old_conf
+    assert (loader_root / CONF).read_bytes() == old_conf
+    assert (loader_root / "var/lib/tftpboot/boot.ipxe").read_bytes() == old_menu
+    # and the manifest agrees, so the next run sees no hand edit
+    plan = make_plan(render.render(State(network=NET)), Root.of(loader_root))
+    assert {a.op for a in plan.files} == {Op.IDENTICAL}
+
+
+def test_without_systemd_it_says_so(loader_root: Path) -> None:
+    service = FakeService(systemd=False)
+    lines = run(loader_root, service, State(network=NET))
+    assert service.restarts == 0
+    assert any(
+        status == "skipped" and "systemd is not running" in what and "restart dnsmasq" in what
+        for status, what in lines
+    )
