@@ -1,0 +1,55 @@
+"""Fixtures for the end-to-end tests: one network lab for the whole session.
+
+Set PXEPROV_E2E_KEEP=1 to keep the test's files (logs, serial consoles, configs, the pxeprov
+root) after the run; the namespaces and processes are removed regardless.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from .netlab import NetLab, missing_preconditions, traversable_tempdir
+
+MakeDir = Callable[[str], Path]
+
+
+@pytest.fixture(scope="session")
+def make_dir() -> Iterator[MakeDir]:
+    """Factory for 0755 temp dirs (dnsmasq serves TFTP unprivileged), removed at session end."""
+    made: list[Path] = []
+
+    def make(prefix: str) -> Path:
+        made.append(traversable_tempdir(prefix))
+        return made[-1]
+
+    yield make
+    keep = os.environ.get("PXEPROV_E2E_KEEP", "") not in ("", "0")
+    for path in made:
+        if keep:
+            print(f"\nkept e2e files in {path}")  # noqa: T201 - says where the kept evidence is
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def lab(make_dir: MakeDir) -> Iterator[NetLab]:
+    """Namespaces A (ordinary DHCP server on br0) and B (the pxeprov box), shared by all boots.
+
+    Setting the lab up takes well under a second; sharing it keeps one topology and one
+    teardown for every boot of the session.
+    """
+    # Fail, never skip: a CI run that silently skips its e2e tests proves nothing.
+    problems = missing_preconditions()
+    if problems:
+        pytest.fail("e2e preconditions not met:\n  " + "\n  ".join(problems), pytrace=False)
+    netlab = NetLab(make_dir("pxeprov-e2e-lab-"))
+    try:
+        netlab.up()
+        yield netlab
+    finally:
+        netlab.down()

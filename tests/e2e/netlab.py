@@ -1,0 +1,465 @@
+"""Network-namespace PXE lab for the end-to-end tests (a Python port of shared/lab/lab.sh).
+
+Topology (lab.sh ``TOPO=two``; a single namespace hides real proxyDHCP failures because the
+ordinary server and the proxy would then share one address):
+
+    ns A "ordinary LAN":  br0 10.77.0.1/24 + fd77::1/64, tap0 (QEMU), vpxe0 (veth)
+                          dnsmasq = ordinary DHCP server (leases only) + IPv6 RAs
+    ns B "pxeprov box":   vpxe1 10.77.0.2/24, default route via 10.77.0.1
+                          dnsmasq = proxyDHCP + TFTP, started from a given config
+
+Safety: nothing here touches the host's own interfaces. Every ``ip`` command names one of the
+namespaces this object created (``ip -n NS ...``), every server and VM runs under
+``ip netns exec NS``, every process is stopped through its own Popen object, and every wait has
+a deadline. ``down()`` removes whatever ``up()`` managed to create, even after a partial failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+Firmware = Literal["bios", "uefi"]
+
+A_ADDR = "10.77.0.1"
+B_ADDR = "10.77.0.2"
+PREFIX = 24
+A_ADDR6 = "fd77::1/64"
+LEASE_RANGE = ("10.77.0.100", "10.77.0.150")
+BRIDGE = "br0"
+TAP = "tap0"
+VETH_A = "vpxe0"
+VETH_B = "vpxe1"
+
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+QEMU = "qemu-system-x86_64"
+
+# Programs the lab runs; checked up front so a missing package fails with a clear message.
+REQUIRED_PROGRAMS = ("ip", "dnsmasq", QEMU, "timeout")
+REQUIRED_FILES = (OVMF_CODE, OVMF_VARS, Path("/dev/net/tun"))
+
+POLL = 0.2  # seconds between looks at a log file
+DNSMASQ_START_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0  # SIGTERM -> wait this long -> SIGKILL
+CMD_TIMEOUT = 30.0  # any single `ip` command
+KERNEL_GRACE = 2.0  # keep the VM running this long after "Linux version" (command line etc.)
+HARD_STOP_SLACK = 30  # `timeout` kills QEMU this long after the boot's own limit
+
+KERNEL_MARK = b"Linux version"
+
+
+class LabError(RuntimeError):
+    """The lab itself (not the system under test) could not be set up or torn down."""
+
+
+def missing_files(files: Sequence[Path]) -> list[str]:
+    """One readable sentence per file that does not exist."""
+    return [f"file missing: {f}" for f in files if not f.exists()]
+
+
+def missing_preconditions() -> list[str]:
+    """Everything that prevents the lab from running, as readable sentences (empty: all good)."""
+    problems: list[str] = []
+    if os.geteuid() != 0:
+        problems.append("must run as root (network namespaces, tap devices, dnsmasq on port 67)")
+    problems += [
+        f"program not found on PATH: {p}" for p in REQUIRED_PROGRAMS if shutil.which(p) is None
+    ]
+    return problems + missing_files(REQUIRED_FILES)
+
+
+def traversable_tempdir(prefix: str) -> Path:
+    """A new temp dir any user may traverse (0755), unlike mkdtemp's 0700 or pytest's tmp_path.
+
+    dnsmasq drops root to user ``dnsmasq`` before serving TFTP, so every directory above a
+    TFTP root must be traversable by others.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+def run(argv: Sequence[str], timeout: float = CMD_TIMEOUT) -> str:
+    """Run a short command; return its stdout or raise LabError naming the command and stderr."""
+    try:
+        res = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise LabError(f"timed out after {timeout}s: {' '.join(argv)}") from exc
+    if res.returncode != 0:
+        raise LabError(
+            f"exit {res.returncode}: {' '.join(argv)}\n{res.stderr.strip() or res.stdout.strip()}"
+        )
+    return res.stdout
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
+    """Stop one process we started: SIGTERM, bounded wait, then SIGKILL (by PID only).
+
+    If the process leads its own process group (``timeout`` makes itself one, and we start
+    it with a new session) the SIGKILL goes to that group, so that QEMU, its only member besides
+    ``timeout`` itself, cannot outlive a stuck ``timeout``.
+    """
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    # Still unreaped, so the PID (and the group ID equal to it) cannot have been reused.
+    try:
+        if os.getpgid(proc.pid) == proc.pid:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=timeout)
+
+
+def read_from(path: Path, offset: int) -> str:
+    """Text appended to a log since byte ``offset`` ("" if the file does not exist yet)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+@dataclass
+class Dnsmasq:
+    """One dnsmasq running in the foreground inside a namespace, with its own files."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    output: Path  # stdout+stderr: where dnsmasq reports a config it cannot load
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+@dataclass(frozen=True)
+class BootEvidence:
+    """What one VM boot left behind: the serial console and the servers' log lines."""
+
+    firmware: Firmware
+    mac: str
+    serial: str
+    proxy_log: str  # proxy dnsmasq lines written during this boot
+    dhcp_log: str  # ordinary DHCP server lines written during this boot
+    qemu_output: str
+    seconds: float  # wall time of the whole boot
+    kernel_after: float | None  # seconds from QEMU start to "Linux version" on the serial port
+    ended_by: str  # "kernel", "qemu exited (rc=N)" or "time limit"
+
+    def summary(self) -> str:
+        """Everything needed to debug a failed boot, for assertion messages."""
+        kernel = f"{self.kernel_after:.1f}s" if self.kernel_after is not None else "never"
+        return (
+            f"{self.firmware} boot of {self.mac}: ended by {self.ended_by} after "
+            f"{self.seconds:.1f}s, kernel {kernel}\n"
+            f"--- proxy dnsmasq log (this boot)\n{self.proxy_log}"
+            f"--- ordinary dhcp log (this boot)\n{self.dhcp_log}"
+            f"--- qemu output\n{self.qemu_output}"
+            f"--- serial console (last 3000 chars)\n{self.serial[-3000:]}"
+        )
+
+
+@dataclass
+class NetLab:
+    """Two namespaces joined by a bridge, an ordinary DHCP server, and QEMU boots.
+
+    ``workdir`` holds every file the lab writes (configs, logs, leases, VM state). dnsmasq opens
+    its log, pid and lease files as root, so the workdir itself may be private; a TFTP root, by
+    contrast, must be traversable by user ``dnsmasq`` (0755 all the way down), because dnsmasq
+    drops root before it serves TFTP.
+    """
+
+    workdir: Path
+    tag: str = field(default_factory=lambda: str(os.getpid()))
+    ns_a: str = field(init=False)
+    ns_b: str = field(init=False)
+    _namespaces: list[str] = field(init=False, default_factory=list)
+    _servers: list[Dnsmasq] = field(init=False, default_factory=list)
+    _dhcp: Dnsmasq | None = field(init=False, default=None)
+    _boots: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        # PID suffix: leftovers of a crashed run can never collide with (or be deleted by) this one.
+        self.ns_a = f"pxeprov-e2e-lan-{self.tag}"
+        self.ns_b = f"pxeprov-e2e-pxe-{self.tag}"
+
+    # ------------------------------------------------------------------ topology
+    def __enter__(self) -> NetLab:
+        self.up()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.down()
+
+    def _ip(self, ns: str, *args: str) -> str:
+        # Only ever inside a namespace this lab created: never the host's own network.
+        if ns not in self._namespaces:
+            raise LabError(f"refusing to touch namespace {ns!r}: not created by this lab")
+        return run(["ip", "-n", ns, *args])
+
+    def _add_namespace(self, ns: str) -> None:
+        if ns in run(["ip", "netns", "list"]).split():
+            raise LabError(f"namespace {ns} already exists; not reusing something not ours")
+        run(["ip", "netns", "add", ns])
+        self._namespaces.append(ns)
+        self._ip(ns, "link", "set", "lo", "up")
+
+    def up(self) -> None:
+        """Create both namespaces and start the ordinary DHCP server. Cleans up on failure."""
+        try:
+            self._up()
+        except BaseException:
+            self.down()
+            raise
+
+    def _up(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        a, b = self.ns_a, self.ns_b
+        self._add_namespace(a)
+        self._add_namespace(b)
+        # STP off and no forward delay: ports forward at once, so the first DHCPDISCOVER counts.
+        self._ip(a, "link", "add", BRIDGE, "type", "bridge", "stp_state", "0", "forward_delay", "0")
+        self._ip(a, "addr", "add", f"{A_ADDR}/{PREFIX}", "dev", BRIDGE)
+        # nodad: the address is usable at once, and dnsmasq's RA code needs one on br0.
+        self._ip(a, "addr", "add", A_ADDR6, "dev", BRIDGE, "nodad")
+        self._ip(a, "tuntap", "add", "dev", TAP, "mode", "tap")
+        self._ip(a, "link", "set", TAP, "master", BRIDGE)
+        self._ip(a, "link", "set", TAP, "up")
+        self._ip(a, "link", "add", VETH_A, "type", "veth", "peer", "name", VETH_B, "netns", b)
+        self._ip(a, "link", "set", VETH_A, "master", BRIDGE)
+        self._ip(a, "link", "set", VETH_A, "up")
+        self._ip(a, "link", "set", BRIDGE, "up")
+        self._ip(b, "addr", "add", f"{B_ADDR}/{PREFIX}", "dev", VETH_B)
+        self._ip(b, "link", "set", VETH_B, "up")
+        # pxeprov detects its network from the default route's interface, as on a real server.
+        # The gateway is ns A's bridge, which has no way out: nothing can leave the lab.
+        self._ip(b, "route", "add", "default", "via", A_ADDR, "dev", VETH_B)
+        self._wait_link_up(b, VETH_B)
+        self._dhcp = self.start_dnsmasq("dhcp", self.ns_a, self._write_dhcp_conf())
+
+    def _wait_link_up(self, ns: str, ifname: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "state UP" in self._ip(ns, "link", "show", ifname):
+                return
+            time.sleep(0.1)
+        raise LabError(f"{ifname} in {ns} not up after {timeout}s:\n{self._ip(ns, 'link')}")
+
+    def _write_dhcp_conf(self) -> Path:
+        """The lab's A-ra.conf: leases only (no PXE options, no DNS) plus IPv6 RAs.
+
+        Without router advertisements iPXE waits ~13 s for IPv6 autoconfiguration.
+        """
+        conf = self.workdir / "dhcp.conf"
+        lines = [
+            "# e2e lab: the ordinary DHCP server (leases only, no PXE options, no DNS)",
+            "port=0",
+            f"interface={BRIDGE}",
+            "bind-interfaces",
+            f"dhcp-range={LEASE_RANGE[0]},{LEASE_RANGE[1]},255.255.255.0,1h",
+            "log-dhcp",
+            "enable-ra",
+            f"dhcp-range=::,constructor:{BRIDGE},ra-only",
+        ]
+        conf.write_text("\n".join(lines) + "\n")
+        conf.chmod(0o644)
+        return conf
+
+    def down(self) -> None:
+        """Stop every process and delete every namespace this lab created; idempotent.
+
+        Keeps going after an error so one stuck piece does not leave the rest behind, then
+        raises the first error.
+        """
+        errors: list[BaseException] = []
+        for server in reversed(self._servers):
+            try:
+                server.stop()
+            except BaseException as exc:  # keep tearing down; re-raised below
+                errors.append(exc)
+        self._servers.clear()
+        self._dhcp = None
+        for ns in reversed(list(self._namespaces)):
+            try:
+                # Deleting the namespace destroys br0, tap0 and both veth ends with it.
+                run(["ip", "netns", "del", ns])
+                self._namespaces.remove(ns)
+            except BaseException as exc:  # keep tearing down; re-raised below
+                errors.append(exc)
+        try:
+            left = {self.ns_a, self.ns_b} & set(run(["ip", "netns", "list"]).split())
+            if left:
+                errors.append(LabError(f"namespaces still present after teardown: {left}"))
+        except LabError as exc:
+            errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    # ------------------------------------------------------------------ dnsmasq
+    def start_dnsmasq(self, name: str, ns: str, conf: Path) -> Dnsmasq:
+        """Start ``dnsmasq --keep-in-foreground`` in ``ns``; return once it logged its start.
+
+        Log, pid and lease files go to the workdir via the command line, so ``conf`` can be a
+        production config used verbatim. Raises LabError with dnsmasq's own output if it died.
+        """
+        if ns not in self._namespaces:
+            raise LabError(f"refusing to run dnsmasq in {ns!r}: not created by this lab")
+        log = self.workdir / f"{name}.log"
+        output = self.workdir / f"{name}.out"
+        offset = size_of(log)
+        argv = [
+            "ip", "netns", "exec", ns,
+            "dnsmasq", "--keep-in-foreground",
+            f"--conf-file={conf}",
+            f"--log-facility={log}",
+            f"--pid-file={self.workdir / f'{name}.pid'}",
+            f"--dhcp-leasefile={self.workdir / f'{name}.leases'}",
+        ]  # fmt: skip
+        with output.open("ab") as out:
+            # `ip netns exec` execs dnsmasq, so proc.pid is dnsmasq's own PID.
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        server = Dnsmasq(name=name, proc=proc, log=log, output=output)
+        self._servers.append(server)
+        deadline = time.monotonic() + DNSMASQ_START_TIMEOUT
+        while "started, version" not in read_from(log, offset):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                state = f"exited rc={proc.returncode}" if proc.poll() is not None else "timed out"
+                self.stop_dnsmasq(server)
+                raise LabError(
+                    f"dnsmasq {name} did not start ({state}) with {conf}\n"
+                    f"--- output\n{output.read_text(errors='replace')}"
+                    f"--- log\n{read_from(log, offset)}"
+                )
+            time.sleep(0.1)
+        return server
+
+    def stop_dnsmasq(self, server: Dnsmasq) -> None:
+        server.stop()
+        if server in self._servers:
+            self._servers.remove(server)
+
+    @property
+    def dhcp_log(self) -> Path:
+        if self._dhcp is None:
+            raise LabError("lab is not up")
+        return self._dhcp.log
+
+    # ------------------------------------------------------------------ VM boot
+    def qemu_argv(self, firmware: Firmware, mac: str, serial: Path, vars_copy: Path) -> list[str]:
+        """QEMU exactly as lab.sh runs it (TCG: /dev/kvm is unusable on these machines)."""
+        argv = [
+            QEMU, "-m", "512", "-nographic",
+            "-serial", f"file:{serial}", "-monitor", "none", "-parallel", "none",
+            "-no-reboot", "-accel", "tcg",
+            "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no",
+        ]  # fmt: skip
+        if firmware == "bios":
+            # SeaBIOS + the NIC's iPXE option ROM does the PXE boot.
+            argv += ["-device", f"e1000,netdev=n0,mac={mac},bootindex=1", "-boot", "n"]
+        else:
+            # romfile= (empty): no iPXE ROM, so edk2's own PXE client runs, as on real firmware.
+            argv += [
+                "-device", f"virtio-net-pci,netdev=n0,mac={mac},bootindex=1,romfile=",
+                "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+                "-drive", f"if=pflash,format=raw,file={vars_copy}",
+            ]  # fmt: skip
+        return argv
+
+    def boot(
+        self, firmware: Firmware, mac: str, proxy: Dnsmasq, limit: float = 120.0
+    ) -> BootEvidence:
+        """PXE-boot one VM on tap0 until the kernel prints (plus a grace period) or ``limit``."""
+        if self.ns_a not in self._namespaces:
+            raise LabError("lab is not up")
+        self._boots += 1
+        case = f"{self._boots:02d}-{firmware}"
+        serial = self.workdir / f"serial-{case}.log"
+        qemu_out = self.workdir / f"qemu-{case}.out"
+        vars_copy = self.workdir / f"vars-{case}.fd"
+        if firmware == "uefi":
+            # OVMF writes its variable store: each VM gets a fresh copy, never the system file.
+            shutil.copyfile(OVMF_VARS, vars_copy)
+        proxy_off, dhcp_off = size_of(proxy.log), size_of(self.dhcp_log)
+        # `timeout` is the hard stop should this process die before stopping QEMU itself.
+        argv = [
+            "timeout", "-k", "5", str(int(limit) + HARD_STOP_SLACK),
+            "ip", "netns", "exec", self.ns_a,
+            *self.qemu_argv(firmware, mac, serial, vars_copy),
+        ]  # fmt: skip
+        (self.workdir / f"qemu-{case}.cmd").write_text(" ".join(argv) + "\n")
+        t0 = time.monotonic()
+        with qemu_out.open("wb") as out:
+            # New session: the group `timeout` leads is ours alone (see stop_process).
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+            )
+        kernel_after: float | None = None
+        ended_by = "time limit"
+        try:
+            while True:
+                now = time.monotonic() - t0
+                if kernel_after is None and KERNEL_MARK in _read_bytes(serial):
+                    kernel_after = now
+                if kernel_after is not None and now - kernel_after >= KERNEL_GRACE:
+                    ended_by = "kernel"
+                    break
+                if proc.poll() is not None:
+                    ended_by = f"qemu exited (rc={proc.returncode})"
+                    break
+                if now > limit:
+                    break
+                time.sleep(POLL)
+        finally:
+            stop_process(proc)
+        seconds = time.monotonic() - t0
+        return BootEvidence(
+            firmware=firmware,
+            mac=mac,
+            serial=_read_bytes(serial).decode("utf-8", errors="replace"),
+            proxy_log=read_from(proxy.log, proxy_off),
+            dhcp_log=read_from(self.dhcp_log, dhcp_off),
+            qemu_output=qemu_out.read_text(errors="replace"),
+            seconds=seconds,
+            kernel_after=kernel_after,
+            ended_by=ended_by,
+        )
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
