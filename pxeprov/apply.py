@@ -92,6 +92,16 @@ def validate_dnsmasq(plan: Plan, root: Root, validator: Validator) -> None:
                 ) from None
 
 
+def check_conflicts(plan: Plan, force: bool) -> None:
+    if plan.conflicts and not force:
+        first = plan.conflicts[0]
+        raise ConflictError(
+            f"{first.path} {first.note}; not overwritten",
+            "see the diff above; rerun with --force to overwrite it (a copy is kept in "
+            f"{BACKUP_DIR})",
+        )
+
+
 def apply(
     plan: Plan,
     root: Root,
@@ -101,13 +111,7 @@ def apply(
     service: Service | None,
 ) -> Outcome:
     """Carry out `plan` under `root`. `service` is None when no system action may run."""
-    if plan.conflicts and not force:
-        first = plan.conflicts[0]
-        raise ConflictError(
-            f"{first.path} {first.note}; not overwritten",
-            "see the diff above; rerun with --force to overwrite it (a copy is kept in "
-            f"{BACKUP_DIR})",
-        )
+    check_conflicts(plan, force)
     if any(a.op is Op.PENDING for a in plan.files):
         raise PxeprovError("internal: plan still waits for packages to be installed")
     validate_dnsmasq(plan, root, validator)

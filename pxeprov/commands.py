@@ -8,7 +8,7 @@ from typing import Any
 
 from pxeprov import loaders, render, system
 from pxeprov import state as state_mod
-from pxeprov.apply import Outcome, Validator, apply
+from pxeprov.apply import Outcome, Validator, apply, check_conflicts
 from pxeprov.errors import InputError
 from pxeprov.fsutil import locked, read_bytes
 from pxeprov.network import NetworkRequest, Probe, resolve
@@ -113,8 +113,7 @@ def init(machine: Machine, options: InitOptions) -> InitResult:
         installed = ""
         if to_install:
             # Conflicts are reported before anything is installed.
-            if plan.conflicts and not options.force:
-                apply(plan, root, force=False, validator=machine.validator, service=None)
+            check_conflicts(plan, options.force)
             machine.packages.install(to_install)
             installed = f"installed: {' '.join(to_install)}"
             plan = make_plan(files, root)

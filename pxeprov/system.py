@@ -6,13 +6,15 @@ without root, and the same code runs for real on a server.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from pxeprov.errors import CommandError
 
@@ -61,12 +63,30 @@ def run(
     return done
 
 
+class Runner(Protocol):
+    def __call__(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> Any: ...
+
+
 def have(program: str) -> bool:
     return shutil.which(program) is not None
 
 
+_POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
+_POLICY_MARK = "# pxeprov: keeps dnsmasq from starting while its package is installed"
+_POLICY_SCRIPT = f"""#!/bin/sh
+{_POLICY_MARK}
+# (removed right after; invoke-rc.d(8): exit 101 = action forbidden)
+[ "$1" = dnsmasq ] && exit 101
+exit 0
+"""
+
+
 class Packages:
     """Debian packages on the real system (dpkg / apt-get)."""
+
+    def __init__(self, policy_rc_d: Path = _POLICY_RC_D, runner: Runner | None = None) -> None:
+        self._policy_rc_d = policy_rc_d
+        self._run: Runner = runner or run
 
     def missing(self, names: Sequence[str]) -> list[str]:
         if not have("dpkg-query"):
@@ -79,9 +99,34 @@ class Packages:
         return out
 
     def install(self, names: Sequence[str]) -> None:
+        """apt-get install, with dnsmasq kept from starting on its package's default config
+        (a DNS server on every interface, which fails where systemd-resolved holds port 53 and
+        then fails the install); pxeprov starts it once its own config is in place."""
         env = {"DEBIAN_FRONTEND": "noninteractive"}
-        run(["apt-get", "update"], env=env)
-        run(["apt-get", "install", "-y", "--no-install-recommends", *names], env=env)
+        self._run(["apt-get", "update"], env=env)
+        with self._no_dnsmasq_start():
+            self._run(["apt-get", "install", "-y", "--no-install-recommends", *names], env=env)
+
+    @contextlib.contextmanager
+    def _no_dnsmasq_start(self) -> Iterator[None]:
+        path = self._policy_rc_d
+        ours = self._is_ours(path)
+        if path.exists() and not ours:
+            yield  # the admin's own policy (a container, ...) stays as it is
+            return
+        path.write_text(_POLICY_SCRIPT)
+        path.chmod(0o755)
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+    @staticmethod
+    def _is_ours(path: Path) -> bool:
+        try:
+            return _POLICY_MARK in path.read_text(errors="replace")
+        except OSError:
+            return False
 
 
 class Service:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from pxeprov.errors import CommandError
 from pxeprov.paths import Root
 from pxeprov.plan import Op, make_plan
 from pxeprov.state import Network, State
-from pxeprov.system import Service, dnsmasq_test
+from pxeprov.system import Packages, Service, dnsmasq_test
 
 NET = Network("lo", ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv4Network("127.0.0.0/8"))
 CONF = "etc/dnsmasq.d/pxeprov.conf"
@@ -91,3 +93,26 @@ def test_without_systemd_it_says_so(loader_root: Path) -> None:
         status == "skipped" and "systemd is not running" in what and "restart dnsmasq" in what
         for status, what in lines
     )
+
+
+def test_package_install_keeps_dnsmasq_from_starting(tmp_path: Path) -> None:
+    """While apt-get runs, a policy-rc.d forbids starting dnsmasq (and nothing else); it is
+    gone afterwards, and an admin's own policy-rc.d is left alone."""
+    policy = tmp_path / "policy-rc.d"
+    verdicts: list[list[int]] = []
+
+    def fake_apt(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> None:
+        if argv[:2] == ["apt-get", "install"]:  # what invoke-rc.d would be told, per unit
+            verdicts.append(
+                [subprocess.run([policy, u, "start"], check=False).returncode for u in UNITS]
+            )
+
+    Packages(policy_rc_d=policy, runner=fake_apt).install(["dnsmasq"])
+    assert verdicts == [[101, 0]] and not policy.exists()
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    Packages(policy_rc_d=policy, runner=fake_apt).install(["dnsmasq"])
+    assert policy.read_text() == "#!/bin/sh\nexit 101\n"
+
+
+UNITS = ("dnsmasq", "ssh")
