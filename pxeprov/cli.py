@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
@@ -15,10 +15,13 @@ from typing import Annotated, NoReturn, TypeVar
 import typer
 
 from pxeprov import __version__, commands
+from pxeprov.apply import Outcome
 from pxeprov.errors import PxeprovError
 from pxeprov.network import NetworkRequest
 from pxeprov.paths import Root
 from pxeprov.plan import FileAction, Op, Plan
+
+Progress = Callable[[str, int, int | None], None]
 
 app = typer.Typer(
     add_completion=False,
@@ -259,10 +262,157 @@ def list_(
             data = {"title": state.title, "menu_timeout": state.menu_timeout, "entries": entries}
             typer.echo(json.dumps(data, indent=2))
             return
-        typer.echo(f"{state.title} (timeout {state.menu_timeout} s)")
+        typer.echo(f"{state.title} (timeout {state.menu_timeout} s; * = default)")
         for e in entries:
             mark = "*" if e["default"] else " "
-            typer.echo(f" {mark} {e['name']:<20} {e['kind']:<12} {e['label']}")
+            size = _human(e["size"]) if e.get("size") else "-"
+            typer.echo(f" {mark} {e['name']:<24} {e['kind']:<12} {size:>10}  {e['label']}")
+            if e.get("source"):
+                checksum = e["sha256"] or "not checked"
+                typer.echo(f"   {'':<24} from {e['source']} (SHA-256 {checksum})")
+
+
+# ---------------------------------------------------------------- images
+
+
+@contextmanager
+def _progress_bar() -> Iterator[Progress | None]:
+    """A progress bar on stderr for downloads and copies; none when stderr is not a terminal
+    (logs and pipes get the result lines only)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        TaskID,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+    from rich.progress import Progress as RichProgress
+
+    bar = RichProgress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def report(what: str, done: int, total: int | None) -> None:
+        if what not in tasks:
+            tasks[what] = bar.add_task(what, total=total)
+        bar.update(tasks[what], completed=done, total=total)
+
+    with bar:
+        yield report
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # pragma: no cover - the loop always returns
+
+
+def _print_outcome(outcome: Outcome) -> None:
+    for status, what in outcome.lines:
+        if status != "unchanged":
+            typer.echo(f"  {status:<10} {what}")
+
+
+@app.command("add-image")
+def add_image(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(help="An ISO file, or an http(s) URL of one.")],
+    name: Annotated[
+        str | None, typer.Option(help="Image name [a-z0-9][a-z0-9._-]* (default: from the ISO).")
+    ] = None,
+    label: Annotated[str | None, typer.Option(help="Menu label.")] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(help="clonezilla, gparted, debian-live or custom (default: recognized)."),
+    ] = None,
+    sha256: Annotated[str | None, typer.Option(help="Expected SHA-256 of the ISO.")] = None,
+    append: Annotated[str, typer.Option(help="Extra kernel arguments.")] = "",
+    default: Annotated[bool, typer.Option(help="Make it the menu default.")] = False,
+    kernel: Annotated[
+        str | None, typer.Option(help="--kind custom: kernel path in the ISO.")
+    ] = None,
+    initrd: Annotated[
+        str | None, typer.Option(help="--kind custom: initrd path in the ISO.")
+    ] = None,
+    rootfs: Annotated[
+        str | None, typer.Option(help="--kind custom: squashfs path in the ISO.")
+    ] = None,
+    locale: Annotated[str, typer.Option(help="Locale of live systems.")] = "en_US.UTF-8",
+    keyboard: Annotated[str, typer.Option(help="Keyboard layout(s) of live systems.")] = "us",
+    replace: Annotated[bool, typer.Option(help="Replace an image of the same name.")] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite menus edited by hand.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="Show what would be copied; write nothing.")
+    ] = False,
+) -> None:
+    """Add a live ISO (Clonezilla, GParted, Debian live, or custom) to the boot menus."""
+    from pxeprov.images import manage
+
+    options = manage.AddImageOptions(
+        source=source, name=name, label=label, kind=kind, sha256=sha256, append=append,
+        default=default, kernel=kernel, initrd=initrd, rootfs=rootfs, locale=locale,
+        keyboard=keyboard, replace=replace, force=force,
+    )  # fmt: skip
+    with _errors(ctx):
+        machine = _machine(ctx)
+        with _progress_bar() as progress:
+            result = manage.add_image(machine, options, dry_run=dry_run, progress=progress)
+        for note in result.notes:
+            typer.echo(note)
+        image = result.image
+        if result.layout is None:  # a dry run of a URL that is not downloaded yet
+            return
+        verb = "would add" if dry_run else "added"
+        typer.echo(f"{verb} {image.name} ({image.kind}, {_human(image.size)}): {image.label}")
+        for path, size in result.files:
+            typer.echo(f"  {'would copy' if dry_run else 'copied':<10} {path} ({_human(size)})")
+        if dry_run:
+            assert result.plan is not None
+            _print_files(result.plan, diff=True)
+            return
+        assert result.outcome is not None
+        _print_outcome(result.outcome)
+        default_note = " (the menu default)" if image.default else ""
+        typer.echo(f"The menus offer {image.name}{default_note}; dnsmasq needs no restart.")
+
+
+@app.command("remove-image")
+def remove_image(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The image to remove (see `pxeprov list`).")],
+    force: Annotated[bool, typer.Option(help="Overwrite menus edited by hand.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Show what would change; write nothing.")] = False,
+) -> None:
+    """Remove an image: its menu entries and its files."""
+    from pxeprov.images import manage
+
+    with _errors(ctx):
+        result = manage.remove_image(_machine(ctx), name, dry_run=dry_run, force=force)
+        folder = f"images/{result.image.name}/"
+        if dry_run:
+            typer.echo(
+                f"would remove {result.image.name} and {folder} ({_human(result.image.size)})"
+            )
+            _print_files(result.plan, diff=True)
+            return
+        assert result.outcome is not None
+        _print_outcome(result.outcome)
+        typer.echo(f"removed {result.image.name} and {folder}")
 
 
 def main() -> None:

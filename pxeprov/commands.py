@@ -133,6 +133,23 @@ def init(machine: Machine, options: InitOptions) -> InitResult:
     return InitResult(state, plan, warnings, note, outcome, render.guidance(state))
 
 
+def plan_state(machine: Machine, state: State, *, preview: bool = False) -> Plan:
+    """The plan that brings the root to `state` (no packages: `init` installs those)."""
+    files = render.render(state, _override_dir(machine.root))
+    return make_plan(files, machine.root, preview=preview)
+
+
+def apply_plan(machine: Machine, plan: Plan, *, force: bool = False) -> Outcome:
+    """Apply under the lock the caller holds."""
+    root = machine.root
+    service = machine.service if root.is_system else None
+    return apply(plan, root, force=force, validator=machine.validator, service=service)
+
+
+def lock(machine: Machine) -> Any:
+    return locked(machine.root.path(LOCK_FILE), machine.lock_timeout)
+
+
 def menu_entries(state: State) -> list[dict[str, Any]]:
     default = state.default_image
     entries: list[dict[str, Any]] = [
@@ -144,15 +161,21 @@ def menu_entries(state: State) -> list[dict[str, Any]]:
         }
     ]
     for image in state.images:
+        entry = render.menu_entry(state, image) if state.network is not None else None
         entries.append(
             {
                 "name": image.name,
                 "label": image.label,
                 "kind": image.kind,
+                "default": image.default,
+                "size": image.size,
+                "source": image.source,
+                "sha256": image.sha256,
+                "version": image.version,
                 "kernel": image.kernel,
                 "initrd": image.initrd,
-                "append": image.append,
-                "default": image.default,
+                "rootfs": image.rootfs,
+                "args": entry.args if entry is not None else image.append,
             }
         )
     return entries

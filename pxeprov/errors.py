@@ -56,3 +56,21 @@ class FilesystemError(PxeprovError):
     """Reading or writing under the root failed (unwritable root, full disk, ...)."""
 
     exit_code = 7
+
+
+class DownloadError(PxeprovError):
+    """A download failed: unreachable server, HTTP error, connection lost after every retry."""
+
+    exit_code = 8
+
+
+class ChecksumError(PxeprovError):
+    """A file does not match its expected SHA-256 (it was deleted)."""
+
+    exit_code = 9
+
+
+class ImageError(PxeprovError):
+    """An ISO cannot be used: not an ISO, truncated, unknown layout, name taken, ..."""
+
+    exit_code = 10

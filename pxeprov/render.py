@@ -17,13 +17,14 @@ import jinja2
 from pxeprov import __version__, loaders
 from pxeprov import state as state_mod
 from pxeprov.errors import InputError
+from pxeprov.images import kinds
 from pxeprov.paths import (
     DNSMASQ_DEFAULTS,
     DNSMASQ_DROP_IN,
     DNSMASQ_MAIN,
     STATE_FILE,
 )
-from pxeprov.state import State
+from pxeprov.state import Image, State
 
 
 class Kind(enum.Enum):
@@ -77,6 +78,31 @@ def render_template(env: jinja2.Environment, name: str, context: dict[str, Any])
         raise InputError(f"template {at}: {exc.message or exc}") from None
 
 
+@dataclass(frozen=True)
+class MenuEntry:
+    """One image as the menus show it: the same entry, arguments and default in every menu."""
+
+    name: str
+    label: str
+    kernel: str
+    initrd: str
+    args: str  # the kind's kernel arguments, then the admin's --append
+    default: bool
+
+
+def fetch_url(state: State, image: Image) -> str | None:
+    """Where live-boot fetches the squashfs: the server's address, never a host name."""
+    if not image.rootfs or state.network is None:
+        return None
+    return f"tftp://{state.network.address}/{image.rootfs}"
+
+
+def menu_entry(state: State, image: Image) -> MenuEntry:
+    base = kinds.kernel_args(image.kind, fetch_url(state, image), image.locale, image.keyboard)
+    args = " ".join(part for part in (base, image.append) if part)
+    return MenuEntry(image.name, image.label, image.kernel, image.initrd, args, image.default)
+
+
 def context(state: State) -> dict[str, Any]:
     if state.network is None:
         raise InputError("the state has no network yet", "run `pxeprov init`")
@@ -87,7 +113,7 @@ def context(state: State) -> dict[str, Any]:
         "tftp_root": str(state.tftp_root),
         "title": state.title,
         "menu_timeout": state.menu_timeout,
-        "images": state.images,
+        "images": [menu_entry(state, image) for image in state.images],
         "default_image": state.default_image,
         "bios_basename": loaders.BIOS_BOOTFILE.removesuffix(".0"),
         "uefi_bootfile": loaders.UEFI_BOOTFILE,

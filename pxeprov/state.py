@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import PurePosixPath
 from typing import Any, Literal, TypeGuard
 
@@ -66,16 +66,25 @@ class Image:
     name: str
     label: str
     kind: str
-    kernel: str
+    kernel: str  # paths relative to the TFTP root
     initrd: str
-    append: str = ""
+    rootfs: str = ""  # the squashfs live-boot fetches, if the kind has one
+    append: str = ""  # the admin's own kernel arguments, after the kind's
     default: bool = False
+    locale: str = "en_US.UTF-8"
+    keyboard: str = "us"
+    source: str = ""  # where it came from: an ISO path or URL
+    sha256: str = ""  # of the ISO
+    size: int = 0  # bytes under the TFTP root
+    version: str = ""  # e.g. from Clonezilla-Live-Version
 
     def __post_init__(self) -> None:
         check_name(self.name)
         check_text(self.label, "label")
         check_relative(self.kernel, "kernel path")
         check_relative(self.initrd, "initrd path")
+        if self.rootfs:
+            check_relative(self.rootfs, "rootfs path")
         if "\n" in self.append or "$" in self.append:
             raise InputError("kernel arguments must be one line without '$'")
 
@@ -178,7 +187,7 @@ def _from_dict(data: dict[str, Any], where: str) -> State:
     return State(**kwargs)
 
 
-_IMAGE_KEYS = {"name", "label", "kind", "kernel", "initrd", "append", "default"}
+_IMAGE_KEYS = {f.name for f in fields(Image)}
 
 
 def _image(entry: Any, where: str) -> Image:
@@ -190,16 +199,14 @@ def _image(entry: Any, where: str) -> Image:
     missing = sorted({"name", "kernel", "initrd"} - set(entry))
     if missing:
         raise InputError(f"{where}: an image has no {missing[0]}")
-    name = _typed(entry, "name", str, where)
-    return Image(
-        name=name,
-        label=_typed(entry, "label", str, where) if "label" in entry else name,
-        kind=_typed(entry, "kind", str, where) if "kind" in entry else "custom",
-        kernel=_typed(entry, "kernel", str, where),
-        initrd=_typed(entry, "initrd", str, where),
-        append=_typed(entry, "append", str, where) if "append" in entry else "",
-        default=_typed(entry, "default", bool, where) if "default" in entry else False,
-    )
+    kwargs: dict[str, Any] = {}
+    for f in fields(Image):
+        if f.name in entry:
+            kind = {"bool": bool, "int": int}.get(str(f.type), str)
+            kwargs[f.name] = _typed(entry, f.name, kind, where)
+    kwargs.setdefault("label", kwargs["name"])
+    kwargs.setdefault("kind", "custom")
+    return Image(**kwargs)
 
 
 def dumps(state: State) -> str:
@@ -213,18 +220,7 @@ def dumps(state: State) -> str:
     data["server"] = {"tftp_root": str(state.tftp_root), "dnsmasq_config": state.dnsmasq_config}
     data["menu"] = {"title": state.title, "timeout": state.menu_timeout}
     if state.images:
-        data["images"] = [
-            {
-                "name": i.name,
-                "label": i.label,
-                "kind": i.kind,
-                "kernel": i.kernel,
-                "initrd": i.initrd,
-                "append": i.append,
-                "default": i.default,
-            }
-            for i in state.images
-        ]
+        data["images"] = [asdict(image) for image in state.images]
     return HEADER + "\n" + tomli_w.dumps(data)
 
 

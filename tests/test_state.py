@@ -63,7 +63,8 @@ def test_empty_state_has_defaults() -> None:
         ("[[images]]\nname='Bad/Name'\nkernel='k'\ninitrd='i'", "must match"),
         ("[[images]]\nname='x'\nkernel='../etc/shadow'\ninitrd='i'", "without '..'"),
         ("[[images]]\nname='x'\nkernel='/boot/vmlinuz'\ninitrd='i'", "relative path"),
-        ("[[images]]\nname='x'\nkernel='k'\ninitrd='i'\nsize=3", "images.size"),
+        ("[[images]]\nname='x'\nkernel='k'\ninitrd='i'\ncolour=3", "images.colour"),
+        ("[[images]]\nname='x'\nkernel='k'\ninitrd='i'\nsize='3'", "size must be a int"),
         ("[[images]]\nname='x'\nkernel='k'", "no initrd"),
         (
             "[[images]]\nname='x'\nkernel='k'\ninitrd='i'\n[[images]]\nname='x'\nkernel='k'\n"

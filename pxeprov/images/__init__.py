@@ -1,0 +1,1 @@
+"""Boot images: reading ISOs, their layouts (kinds), downloads."""

@@ -1,0 +1,337 @@
+"""add-image / remove-image with ISOs the tests build, run through the CLI in a --root."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pxeprov.errors import FilesystemError
+from pxeprov.images import kinds
+from pxeprov.images.iso import Iso
+
+from .conftest import NET, Cli, snapshot
+from .isos import clonezilla_files, debian_live_files, gparted_files, make_iso
+
+TFTP = "var/lib/tftpboot"
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def server(loader_root: Path, cli: Cli) -> Path:
+    """A root where `pxeprov init` has run (serving on lo, 127.0.0.1)."""
+    r = cli(loader_root, "init", *NET)
+    assert r.exit_code == 0, r.stderr
+    return loader_root
+
+
+@pytest.fixture
+def cz_iso(tmp_path: Path) -> Path:
+    return make_iso(tmp_path / "clonezilla-live-3.1.2-22-amd64.iso", clonezilla_files(),
+                    volume_id="Clonezilla live")  # fmt: skip
+
+
+def menus(root: Path) -> tuple[str, str]:
+    return (
+        (root / TFTP / "pxelinux.cfg/default").read_text(),
+        (root / TFTP / "boot.ipxe").read_text(),
+    )
+
+
+def unlocked(snap: dict[str, tuple[str, int, int]]) -> dict[str, tuple[str, int, int]]:
+    snap.pop("var/lib/pxeprov/lock", None)
+    return snap
+
+
+def test_add_clonezilla_iso(server: Path, cli: Cli, cz_iso: Path) -> None:
+    r = cli(server, "add-image", str(cz_iso))
+    assert r.exit_code == 0, r.stderr
+    name = "clonezilla-live-3.1.2-22-amd64"
+    folder = server / TFTP / "images" / name
+    # only what the menu needs, byte for byte, world-readable
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "filesystem.squashfs",
+        "initrd.img",
+        "vmlinuz",
+    ]
+    src = cz_iso.with_suffix(".src")
+    for n in ("vmlinuz", "initrd.img", "filesystem.squashfs"):
+        assert (folder / n).read_bytes() == (src / "live" / n).read_bytes()
+        assert (folder / n).stat().st_mode & 0o777 == 0o644
+    assert folder.stat().st_mode & 0o777 == 0o755
+    assert not [p for p in (server / TFTP / "images").iterdir() if p.name.startswith(".")]
+    pxe, ipxe = menus(server)
+    fetch = f"fetch=tftp://127.0.0.1/images/{name}/filesystem.squashfs"
+    for menu in (pxe, ipxe):
+        assert fetch in menu
+        assert "locales=en_US.UTF-8 keyboard-layouts=us" in menu and "lacales" not in menu
+        assert 'ocs_live_run="ocs-live-general"' in menu and "boot=live" in menu
+    assert f"KERNEL images/{name}/vmlinuz\n  INITRD images/{name}/initrd.img\n" in pxe
+    assert f"kernel images/{name}/vmlinuz initrd=initrd.img boot=live" in ipxe
+    # not the default: local disk stays the default
+    assert "--default local " in ipxe
+    # no dnsmasq restart for an image
+    assert "restart dnsmasq" not in r.stdout and "dnsmasq needs no restart" in r.stdout
+    assert "check that dnsmasq runs (--root is not /)" in r.stdout
+    entry = json.loads(cli(server, "list", "--json").stdout)["entries"][1]
+    assert entry["name"] == name and entry["kind"] == "clonezilla"
+    assert entry["size"] == 3000 + 5000 + 7000
+    assert entry["source"] == str(cz_iso) and entry["version"] == "clonezilla-live-3.1.2-22-amd64"
+
+
+@pytest.mark.parametrize(
+    ("files", "opts", "kind"),
+    [
+        (gparted_files(), {}, "gparted"),
+        (debian_live_files(), {}, "debian-live"),
+        (clonezilla_files(), {"rock_ridge": False}, "clonezilla"),  # Joliet only
+        (clonezilla_files(), {"rock_ridge": False, "joliet": False}, "clonezilla"),  # ISO 9660
+    ],
+)
+def test_layouts_are_recognized(
+    tmp_path: Path, files: dict[str, bytes | int], opts: dict[str, bool], kind: str
+) -> None:
+    iso_path = make_iso(tmp_path / "x.iso", files, **opts)  # type: ignore[arg-type]
+    with Iso(iso_path) as iso:
+        sizes = {p: f.size for p, f in iso.files.items()}
+        texts = {p: iso.read_small(p) for p in sizes if kinds.is_version_file(p)}
+        layout = kinds.detect(sizes, texts, iso.volume_id)
+        assert layout.kind == kind
+        target = tmp_path / "kernel"
+        iso.copy(layout.kernel, target)
+        original = next(p for p in files if p.startswith("live/vmlinuz"))
+        assert target.read_bytes() == (tmp_path / "x.src" / original).read_bytes()
+    expected_ns = {True: "rr_path"}.get(opts.get("rock_ridge", True))
+    if expected_ns:
+        assert iso.namespace == expected_ns
+
+
+def test_debian_live_versioned_names_and_args(server: Path, cli: Cli, tmp_path: Path) -> None:
+    iso = make_iso(tmp_path / "debian-live-12.iso", debian_live_files())
+    r = cli(server, "add-image", str(iso), "--name", "deb", "--locale", "de_DE.UTF-8",
+            "--keyboard", "de", "--append", "quiet splash", "--default")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    pxe, ipxe = menus(server)
+    assert "KERNEL images/deb/vmlinuz-6.1.0-13-amd64" in pxe
+    args = (
+        "boot=live components locales=de_DE.UTF-8 keyboard-layouts=de "
+        "fetch=tftp://127.0.0.1/images/deb/filesystem.squashfs quiet splash"
+    )
+    assert args in pxe
+    assert "--default img-deb " in ipxe
+    assert pxe.split("LABEL deb", 1)[1].count("MENU DEFAULT") == 1
+
+
+def test_custom_kind(server: Path, cli: Cli, tmp_path: Path) -> None:
+    iso = make_iso(tmp_path / "tools.iso", {"boot/bzImage": 4000, "boot/core.gz": 6000})
+    r = cli(server, "add-image", str(iso))
+    assert r.exit_code == 10
+    assert "--kind custom --kernel PATH --initrd PATH" in r.stderr
+    assert "/boot/bzimage" in r.stderr  # what was found is listed
+    r = cli(server, "add-image", str(iso), "--kind", "custom", "--kernel", "boot/bzImage",
+            "--initrd", "/boot/core.gz", "--append", "loglevel=3",
+            "--label", "Tiny tools")  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    pxe, _ = menus(server)
+    assert (
+        "KERNEL images/tools/bzimage\n  INITRD images/tools/core.gz\n  APPEND loglevel=3\n" in pxe
+    )
+    assert "MENU LABEL Tiny tools" in pxe
+
+
+def test_default_moves_and_remove_restores_local(server: Path, cli: Cli, tmp_path: Path) -> None:
+    a = make_iso(tmp_path / "a.iso", clonezilla_files())
+    b = make_iso(tmp_path / "b.iso", gparted_files())
+    assert cli(server, "add-image", str(a), "--default").exit_code == 0
+    assert cli(server, "add-image", str(b), "--default").exit_code == 0
+    entries = json.loads(cli(server, "list", "--json").stdout)["entries"]
+    assert [(e["name"], e["default"]) for e in entries] == [
+        ("local", False), ("a", False), ("b", True)]  # fmt: skip
+    r = cli(server, "remove-image", "b")
+    assert r.exit_code == 0, r.stderr
+    assert not (server / TFTP / "images/b").exists()
+    pxe, ipxe = menus(server)
+    assert "LABEL b" not in pxe and "img-b" not in ipxe
+    assert "--default local " in ipxe
+    r = cli(server, "remove-image", "b")
+    assert r.exit_code == 10 and "no image named 'b' (images: a)" in r.stderr
+
+
+def test_remove_dry_run_changes_nothing(server: Path, cli: Cli, cz_iso: Path) -> None:
+    assert cli(server, "add-image", str(cz_iso), "--name", "cz").exit_code == 0
+    before = unlocked(snapshot(server))
+    r = cli(server, "remove-image", "cz", "--dry-run")
+    assert r.exit_code == 0 and "would remove cz" in r.stdout and "-LABEL cz" in r.stdout
+    assert unlocked(snapshot(server)) == before
+
+
+def test_add_dry_run_changes_nothing(server: Path, cli: Cli, cz_iso: Path) -> None:
+    before = unlocked(snapshot(server))
+    r = cli(server, "add-image", str(cz_iso), "--dry-run")
+    assert r.exit_code == 0, r.stderr
+    assert "would copy images/clonezilla-live-3.1.2-22-amd64/filesystem.squashfs" in r.stdout
+    assert "+LABEL clonezilla-live-3.1.2-22-amd64" in r.stdout
+    assert unlocked(snapshot(server)) == before
+
+
+def test_replace(server: Path, cli: Cli, tmp_path: Path) -> None:
+    old = make_iso(tmp_path / "old.iso", clonezilla_files(kernel=b"old kernel"))
+    new = make_iso(tmp_path / "new.iso", clonezilla_files(kernel=b"new kernel"))
+    assert cli(server, "add-image", str(old), "--name", "cz").exit_code == 0
+    before = unlocked(snapshot(server))
+    r = cli(server, "add-image", str(new), "--name", "cz")
+    assert r.exit_code == 10
+    assert "already taken" in r.stderr and "--replace" in r.stderr
+    assert unlocked(snapshot(server)) == before
+    r = cli(server, "add-image", str(new), "--name", "cz", "--replace")
+    assert r.exit_code == 0, r.stderr
+    assert (server / TFTP / "images/cz/vmlinuz").read_bytes() == b"new kernel"
+    assert sorted(p.name for p in (server / TFTP / "images").iterdir()) == ["cz"]
+    assert len(json.loads(cli(server, "list", "--json").stdout)["entries"]) == 2
+
+
+def test_local_checksum(server: Path, cli: Cli, cz_iso: Path) -> None:
+    before = unlocked(snapshot(server))
+    r = cli(server, "add-image", str(cz_iso), "--sha256", "ab" * 32)
+    assert r.exit_code == 10 and "expected abab" in r.stderr and "nothing was changed" in r.stderr
+    assert unlocked(snapshot(server)) == before
+    digest = hashlib.sha256(cz_iso.read_bytes()).hexdigest()
+    r = cli(server, "add-image", str(cz_iso), "--sha256", digest.upper())
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(cli(server, "list", "--json").stdout)["entries"][1]["sha256"] == digest
+
+
+def _bad_sources(tmp: Path, cz_iso: Path) -> dict[str, tuple[str, str]]:
+    text = tmp / "notes.txt"
+    text.write_text("this is not an ISO\n" * 100)
+    empty = tmp / "empty.iso"
+    empty.touch()
+    noise = tmp / "noise.iso"
+    noise.write_bytes(os.urandom(300_000))
+    truncated = tmp / "truncated.iso"
+    data = cz_iso.read_bytes()
+    with Iso(cz_iso) as iso:  # cut in the middle of the squashfs, as an interrupted download
+        (offset, _length), *_ = iso.extents(iso.files["/live/filesystem.squashfs"])
+    truncated.write_bytes(data[: offset + 100])
+    header_only = tmp / "header-only.iso"
+    header_only.write_bytes(data[:40_000])
+    (tmp / "adir.iso").mkdir()
+    unknown = make_iso(tmp / "unknown.iso", {"README.TXT": b"hello\n", "tools/x": 10})
+    return {
+        "text file": (str(text), "not a readable ISO 9660 image"),
+        "empty file": (str(empty), "is empty"),
+        "random bytes": (str(noise), "not a readable ISO 9660 image"),
+        "truncated": (str(truncated), "is truncated"),
+        "header only": (str(header_only), "ISO"),
+        "missing": (str(tmp / "nope.iso"), "does not exist"),
+        "directory": (str(tmp / "adir.iso"), "is a directory"),
+        "unknown layout": (str(unknown), "layout is not one pxeprov knows"),
+    }
+
+
+def test_bad_sources_change_nothing(server: Path, cli: Cli, cz_iso: Path, tmp_path: Path) -> None:
+    before = unlocked(snapshot(server))
+    for what, (source, words) in _bad_sources(tmp_path, cz_iso).items():
+        r = cli(server, "add-image", source)
+        lines = r.stderr.splitlines()
+        assert r.exit_code != 0, what
+        assert len(lines) == 1 and lines[0].startswith("error: "), (what, r.stderr)
+        assert words in lines[0], (what, lines[0])
+        assert "Traceback" not in r.stderr
+        assert unlocked(snapshot(server)) == before, what
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("../etc", "must match"),
+        ("a/b", "must match"),
+        ("..", "must match"),
+        ("UPPER", "must match"),
+    ],
+)
+def test_bad_names(server: Path, cli: Cli, cz_iso: Path, name: str, words: str) -> None:
+    before = unlocked(snapshot(server))
+    r = cli(server, "add-image", str(cz_iso), "--name", name)
+    assert r.exit_code == 2 and words in r.stderr
+    assert unlocked(snapshot(server)) == before
+    assert not (server / "etc" / "vmlinuz").exists()
+
+
+def test_add_image_needs_init(loader_root: Path, cli: Cli, cz_iso: Path) -> None:
+    r = cli(loader_root, "add-image", str(cz_iso))
+    assert r.exit_code == 2 and "run `pxeprov init` first" in r.stderr
+
+
+def test_full_disk(server: Path, cli: Cli, tmp_path: Path) -> None:
+    """The TFTP root on a small filesystem of its own: clean error, nothing left behind."""
+    if os.geteuid() != 0:
+        pytest.fail("this test mounts a tmpfs: run the suite as root")
+    images = server / TFTP / "images"
+    images.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(images)], check=True)
+    try:
+        big = make_iso(tmp_path / "big.iso", clonezilla_files(squashfs=400_000))
+        before = unlocked(snapshot(server))
+        r = cli(server, "add-image", str(big), "--name", "big")
+        assert r.exit_code == 7, r.stderr
+        assert "not enough space" in r.stderr
+        assert unlocked(snapshot(server)) == before
+        # past the space check, the filesystem fills up during the copy: no half file stays
+        with Iso(big) as iso:
+            target = images / "squashfs"
+            with pytest.raises(FilesystemError, match="No space left on device") as caught:
+                iso.copy("/live/filesystem.squashfs", target)
+            assert caught.value.hint == "disk full"
+            assert not target.exists()
+    finally:
+        subprocess.run(["umount", str(images)], check=True)
+
+
+def test_kill_during_copy_leaves_no_half_image(server: Path, cli: Cli, tmp_path: Path) -> None:
+    """SIGKILL in the middle of the copy: no image, no menu entry; the next run cleans up."""
+    big = make_iso(tmp_path / "big.iso", clonezilla_files(squashfs=300 << 20))
+    images = server / TFTP / "images"
+    before = unlocked(snapshot(server))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pxeprov", "--root", str(server), "add-image", str(big)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    staging = None
+    try:
+        deadline = time.monotonic() + 60
+        while staging is None and time.monotonic() < deadline and proc.poll() is None:
+            found = (
+                [p for p in images.glob(".staging-*") if any(p.iterdir())]
+                if images.is_dir()
+                else []
+            )
+            staging = found[0] if found else None
+            time.sleep(0.002)
+        assert staging is not None, "never saw the copy in progress"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert not (images / "big").exists()
+    after = unlocked(snapshot(server))
+    leftovers = {k for k in after if ".staging-" in k}
+    assert leftovers  # the half copy is only in the staging area ...
+    files_after = {k: v for k, v in after.items() if k not in leftovers and v[0] != "dir"}
+    files_before = {k: v for k, v in before.items() if v[0] != "dir"}
+    assert files_after == files_before  # ... nothing else changed: no menu or state entry
+    r = cli(server, "add-image", str(make_iso(tmp_path / "small.iso", clonezilla_files())))
+    assert r.exit_code == 0, r.stderr
+    assert "left by an interrupted run" in r.stdout
+    assert sorted(p.name for p in images.iterdir()) == ["small"]
+    shutil.rmtree(big.with_suffix(".src"))
