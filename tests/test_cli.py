@@ -173,8 +173,8 @@ def test_list(loader_root: Path, cli: Cli) -> None:
     r = cli(loader_root, "list")
     assert r.exit_code == 0
     lines = r.stdout.splitlines()
-    assert lines[0] == "pxeprov network boot (timeout 10 s)"
-    assert lines[1].split() == ["local", "local", "Boot", "from", "local", "disk"]
+    assert lines[0] == "pxeprov network boot (timeout 10 s; * = default)"
+    assert lines[1].split() == ["local", "local", "-", "Boot", "from", "local", "disk"]
     assert lines[2].split()[:3] == ["*", "cz", "clonezilla"]
     data = json.loads(cli(loader_root, "list", "--json").stdout)
     assert [(e["name"], e["default"]) for e in data["entries"]] == [("local", False), ("cz", True)]
