@@ -14,7 +14,7 @@ apt-get update -q
 apt-get install -y -q --no-install-recommends \
     dnsmasq-base pxelinux syslinux-common ipxe \
     qemu-system-x86 ovmf debian-installer-12-netboot-amd64 \
-    iproute2 python3 python3-venv
+    xorriso curl iproute2 python3 python3-venv
 python3 -m venv .venv
 .venv/bin/pip install -q -r requirements-dev.txt -e .
 .venv/bin/ruff check .

@@ -1,12 +1,15 @@
 """End to end: pxeprov renders a server, real QEMU clients PXE-boot from it through proxyDHCP.
 
 The lab (conftest.py, netlab.py) provides an ordinary DHCP server in namespace A and an empty
-"pxeprov box" in namespace B. Here `pxeprov init` runs inside B against a temporary root, and
-dnsmasq runs B's rendered config verbatim except for the TFTP root's location on disk.
+"pxeprov box" in namespace B. Here `pxeprov init` runs inside B against a temporary root, then
+`pxeprov add-image` adds a Clonezilla-shaped ISO (built by the test; its kernel and initrd are
+Debian's installer, which boots under TCG in seconds) as the menu default. dnsmasq runs B's
+rendered config verbatim except for the TFTP root's location on disk.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -18,9 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from ..isos import clonezilla_files, make_iso
 from .conftest import MakeDir
 from .netlab import (
     A_ADDR,
+    B_ADDR,
     LEASE_RANGE,
     VETH_B,
     BootEvidence,
@@ -52,8 +57,11 @@ kind = "custom"
 kernel = "{IMAGE_DIR}/linux"
 initrd = "{IMAGE_DIR}/initrd.gz"
 append = "{APPEND}"
-default = true
 """
+ISO_NAME = "cz"  # the Clonezilla-shaped image, the menu default
+CONSOLE = "console=ttyS0,115200n8"
+SQUASHFS = os.urandom(3 << 20)
+FETCH_URL = f"tftp://{B_ADDR}/images/{ISO_NAME}/filesystem.squashfs"
 RENDERED = (
     "pxelinux.0",
     "ldlinux.c32",
@@ -99,17 +107,33 @@ def build_root(root: Path) -> None:
         path.chmod(0o755 if path.is_dir() else 0o644)
 
 
-def pxeprov_init(lab: NetLab, root: Path) -> subprocess.CompletedProcess[str]:
+def pxeprov(lab: NetLab, root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     # Inside B, so pxeprov's network detection sees vpxe1 / 10.77.0.2 / 10.77.0.0/24 behind the
     # default route, exactly as on a real server. cwd = repo root: the package is not installed.
     argv = [
         "ip", "netns", "exec", lab.ns_b,
-        sys.executable, "-m", "pxeprov", "--root", str(root),
-        "init", "--no-install-packages", "--menu-timeout", "1",
+        sys.executable, "-m", "pxeprov", "--root", str(root), *args,
     ]  # fmt: skip
-    return subprocess.run(
+    res = subprocess.run(
         argv, cwd=REPO, capture_output=True, text=True, timeout=INIT_TIMEOUT, check=False
     )
+    if res.returncode != 0:
+        pytest.fail(
+            f"pxeprov {' '.join(args)} exited {res.returncode}\n--- stdout\n{res.stdout}"
+            f"--- stderr\n{res.stderr}",
+            pytrace=False,
+        )
+    return res
+
+
+def clonezilla_iso(directory: Path) -> Path:
+    """Laid out as Clonezilla's ISO (xorriso, El Torito, Rock Ridge + Joliet)."""
+    files = clonezilla_files(
+        kernel=(DI / "linux").read_bytes(),
+        initrd=(DI / "initrd.gz").read_bytes(),
+        squashfs=SQUASHFS,
+    )
+    return make_iso(directory / "clonezilla-live-test.iso", files, volume_id="Clonezilla live")
 
 
 def conf_for_test(conf: Path, tftp_root: Path, dest: Path) -> Path:
@@ -132,13 +156,9 @@ def server(lab: NetLab, make_dir: MakeDir) -> Iterator[Server]:
         pytest.fail("e2e preconditions not met:\n  " + "\n  ".join(problems), pytrace=False)
     root = make_dir("pxeprov-e2e-root-")
     build_root(root)
-    res = pxeprov_init(lab, root)
-    if res.returncode != 0:
-        pytest.fail(
-            f"pxeprov init exited {res.returncode}\n--- stdout\n{res.stdout}"
-            f"--- stderr\n{res.stderr}",
-            pytrace=False,
-        )
+    pxeprov(lab, root, "init", "--no-install-packages", "--menu-timeout", "1")
+    iso = clonezilla_iso(make_dir("pxeprov-e2e-iso-"))
+    pxeprov(lab, root, "add-image", str(iso), "--name", ISO_NAME, "--default", "--append", CONSOLE)
     conf = root / "etc/dnsmasq.d/pxeprov.conf"
     tftp_root = root / TFTP_ROOT.lstrip("/")
     test_conf = conf_for_test(conf, tftp_root, lab.workdir / "pxeprov-test.conf")
@@ -173,8 +193,9 @@ def check_boot(ev: BootEvidence, server: Server, served: tuple[str, ...]) -> Non
             problems.append(f"proxy log: no 'sent {server.tftp_root}/{name} to {shown}'")
     if "Linux version" not in ev.serial:
         problems.append("serial: no 'Linux version' (kernel never started)")
-    if not re.search(rf"Command line:.*{re.escape(APPEND)}", ev.serial):
-        problems.append(f"serial: kernel command line lacks the image's append {APPEND!r}")
+    for arg in ("boot=live", "locales=en_US.UTF-8", f"fetch={FETCH_URL}", CONSOLE):
+        if not re.search(rf"Command line:.*{re.escape(arg)}", ev.serial):
+            problems.append(f"serial: kernel command line lacks {arg!r}")
     assert not problems, "\n".join(["boot failed:", *problems, "", ev.summary()])
 
 
@@ -197,8 +218,8 @@ def test_bios_boot(lab: NetLab, server: Server) -> None:
             "ldlinux.c32",
             "pxelinux.cfg/default",
             "menu.c32",
-            f"{IMAGE_DIR}/linux",
-            f"{IMAGE_DIR}/initrd.gz",
+            f"images/{ISO_NAME}/vmlinuz",
+            f"images/{ISO_NAME}/initrd.img",
         ),
     )
 
@@ -208,5 +229,21 @@ def test_uefi_boot(lab: NetLab, server: Server) -> None:
     check_boot(
         ev,
         server,
-        ("snponly.efi", "boot.ipxe", f"{IMAGE_DIR}/linux", f"{IMAGE_DIR}/initrd.gz"),
+        ("snponly.efi", "boot.ipxe", f"images/{ISO_NAME}/vmlinuz", f"images/{ISO_NAME}/initrd.img"),
     )
+
+
+def test_fetch_url_serves_the_squashfs(lab: NetLab, server: Server, make_dir: MakeDir) -> None:
+    """live-boot's fetch= URL, as both menus give it, fetched from the clients' side (ns A)."""
+    for menu in ("pxelinux.cfg/default", "boot.ipxe"):
+        urls = re.findall(r"fetch=(\S+)", (server.tftp_root / menu).read_text())
+        assert urls and urls[-1] == FETCH_URL, (menu, urls)
+    out = make_dir("pxeprov-e2e-fetch-") / "filesystem.squashfs"
+    subprocess.run(
+        ["ip", "netns", "exec", lab.ns_a, "curl", "-sS", "--max-time", "60", "-o", str(out),
+         FETCH_URL],
+        check=True, timeout=90,
+    )  # fmt: skip
+    assert out.read_bytes() == SQUASHFS
+    sent = f"sent {server.tftp_root}/images/{ISO_NAME}/filesystem.squashfs to {A_ADDR}"
+    assert sent in server.proxy.log.read_text()
