@@ -141,7 +141,10 @@ class Iso:
         return data.decode("utf-8", "replace")
 
     def copy(self, path: str, dest: Path, progress: Progress | None = None) -> None:
-        """Copy one file to `dest` (created, 0644), from its extents where the kernel can."""
+        """Copy one file to `dest` (created, 0644), from its extents where the kernel can.
+
+        Not fsynced: the caller syncs all files of an image at once (see `sync_files`), which
+        lets the kernel write them back while the next file is copied."""
         iso_file = self.files[path]
         runs = self.extents(iso_file)
         try:
@@ -151,7 +154,6 @@ class Iso:
                     dst.seek(0)
                     dst.truncate()
                     self._copy_with_pycdlib(iso_file, dst, progress)
-                os.fsync(dst.fileno())
         except OSError as exc:
             if exc.errno != errno.EEXIST:
                 dest.unlink(missing_ok=True)  # no half file
@@ -167,6 +169,26 @@ class Iso:
                 dst.write(chunk)
                 if progress:
                     progress(len(chunk))
+
+
+def sync_files(paths: list[Path]) -> None:
+    """fdatasync each file, then their directories: durable before they are renamed into use."""
+    try:
+        for path in paths:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        for directory in {p.parent for p in paths}:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    except OSError as exc:
+        hint = "disk full" if exc.errno == errno.ENOSPC else None
+        raise FilesystemError(f"cannot write {path}: {exc.strerror}", hint) from None
 
 
 def _copy_extents(

@@ -24,7 +24,7 @@ from pxeprov import commands
 from pxeprov.apply import Outcome, check_conflicts
 from pxeprov.errors import FilesystemError, ImageError, InputError, PxeprovError
 from pxeprov.images import kinds
-from pxeprov.images.iso import Iso
+from pxeprov.images.iso import Iso, sync_files
 from pxeprov.paths import Root
 from pxeprov.plan import Plan
 from pxeprov.state import Image, State, check_name, check_text
@@ -329,6 +329,7 @@ def _copy_in(
 
             iso.copy(path, target, step)
             out.append((f"{IMAGES}/{name}/{target.name}", iso.files[path].size))
+        sync_files([staging / PurePosixPath(p).name for p in wanted])
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise FilesystemError(f"cannot write {staging}: {exc.strerror}") from None
