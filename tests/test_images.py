@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from pxeprov.images import kinds
 from pxeprov.images.iso import Iso
 
 from .conftest import NET, Cli, snapshot
+from .httpserver import Fault, FileServer, serve
 from .isos import clonezilla_files, debian_live_files, gparted_files, make_iso
 
 TFTP = "var/lib/tftpboot"
@@ -335,3 +337,65 @@ def test_kill_during_copy_leaves_no_half_image(server: Path, cli: Cli, tmp_path:
     assert "left by an interrupted run" in r.stdout
     assert sorted(p.name for p in images.iterdir()) == ["small"]
     shutil.rmtree(big.with_suffix(".src"))
+
+
+# ---------------------------------------------------------------- from a URL
+
+
+@pytest.fixture
+def iso_server(cz_iso: Path) -> Iterator[tuple[FileServer, bytes]]:
+    data = cz_iso.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    files = {
+        "/isos/cz.iso": data,
+        "/isos/SHA256SUMS": f"{digest}  cz.iso\n{'0' * 64}  other.iso\n".encode(),
+    }
+    with serve(FileServer(files=files)) as fs:
+        yield fs, data
+
+
+def test_add_image_from_url(server: Path, cli: Cli, iso_server: tuple[FileServer, bytes]) -> None:
+    fs, data = iso_server
+    digest = hashlib.sha256(data).hexdigest()
+    url = fs.url("/isos/cz.iso")
+    fs.faults["/isos/cz.iso"] = Fault(after=len(data) // 2, times=1)  # the connection drops once
+    r = cli(server, "add-image", url)
+    assert r.exit_code == 0, r.stderr
+    assert f"SHA-256 {digest}, checked against SHA256SUMS at" in r.stdout
+    ranges = [s.range for s in fs.gets("/isos/cz.iso")]
+    assert ranges[0] is None and ranges[1] is not None and ranges[1].startswith("bytes=")  # resumed
+    cached = server / "var/cache/pxeprov" / digest / "cz.iso"
+    assert cached.read_bytes() == data
+    entry = json.loads(cli(server, "list", "--json").stdout)["entries"][1]
+    assert (entry["name"], entry["source"], entry["sha256"]) == ("cz", url, digest)
+    # again, from the cache: the ISO is not downloaded a second time
+    gets = len(fs.gets("/isos/cz.iso"))
+    r = cli(server, "add-image", url, "--replace", "--sha256", digest)
+    assert r.exit_code == 0, r.stderr
+    assert "cached cz.iso" in r.stdout and len(fs.gets("/isos/cz.iso")) == gets
+
+
+def test_url_errors_change_nothing(
+    server: Path, cli: Cli, iso_server: tuple[FileServer, bytes]
+) -> None:
+    fs, _data = iso_server
+    before = unlocked(snapshot(server))
+    r = cli(server, "add-image", fs.url("/isos/missing.iso"))
+    assert r.exit_code == 8 and "404" in r.stderr and len(r.stderr.splitlines()) == 1
+    r = cli(server, "add-image", fs.url("/isos/cz.iso"), "--sha256", "12" * 32)
+    assert r.exit_code == 9 and "was deleted" in r.stderr
+    files = [p for p in (server / "var/cache").rglob("*") if p.is_file()]
+    after = unlocked(snapshot(server))
+    assert files == []  # the deleted download leaves no file in the cache
+    # every file as it was (the cache's directories may now exist)
+    assert {k: v for k, v in after.items() if v[0] != "dir"} == {
+        k: v for k, v in before.items() if v[0] != "dir"
+    }
+
+
+def test_url_dry_run(server: Path, cli: Cli, iso_server: tuple[FileServer, bytes]) -> None:
+    fs, _data = iso_server
+    before = unlocked(snapshot(server))
+    r = cli(server, "add-image", fs.url("/isos/cz.iso"), "--dry-run")
+    assert r.exit_code == 0 and "would download" in r.stdout
+    assert fs.gets("/isos/cz.iso") == [] and unlocked(snapshot(server)) == before
