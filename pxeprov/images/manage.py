@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from pxeprov import commands
 from pxeprov.apply import Outcome, check_conflicts
-from pxeprov.errors import FilesystemError, ImageError, InputError, PxeprovError
+from pxeprov.errors import ChecksumError, FilesystemError, ImageError, InputError, PxeprovError
 from pxeprov.images import kinds
 from pxeprov.images.iso import Iso, sync_files
 from pxeprov.paths import Root
@@ -220,7 +220,7 @@ def _verify_local(path: Path, expected: str, progress: Progress | None) -> str:
                 progress(f"check {path.name}", done, total)
     got = digest.hexdigest()
     if got != want:
-        raise ImageError(f"SHA-256 of {path} is {got}, expected {want}; nothing was changed")
+        raise ChecksumError(f"SHA-256 of {path} is {got}, expected {want}; nothing was changed")
     return got
 
 
