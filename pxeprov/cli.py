@@ -152,10 +152,17 @@ def _print_summary(result: commands.InitResult) -> None:
     typer.echo(
         "Changes applied." if result.outcome.changed else "Nothing changed: already up to date."
     )
-    typer.echo(
-        "Boot loaders: BIOS -> pxelinux.0 (menu pxelinux.cfg/default); "
-        "UEFI x86-64 -> snponly.efi (iPXE, menu boot.ipxe)."
-    )
+    typer.echo("Boot loaders: BIOS -> pxelinux.0 (menu pxelinux.cfg/default)")
+    if result.uefi_chain == "grub":
+        typer.echo(
+            "              UEFI x86-64 -> shimx64.efi -> grubx64.efi (signed: Secure Boot works; "
+            "menu grub/grub.cfg)"
+        )
+    else:
+        typer.echo(
+            "              UEFI x86-64 -> snponly.efi (iPXE, not signed: no Secure Boot; "
+            "menu boot.ipxe)"
+        )
     typer.echo("")
     typer.echo(result.guidance, nl=False)
 
@@ -190,6 +197,13 @@ def init(
             "the original kept aside)."
         ),
     ] = None,
+    uefi_loader: Annotated[
+        str | None,
+        typer.Option(
+            help="UEFI chain: grub (shim + signed GRUB >= 2.12: Secure Boot), ipxe (snponly.efi, "
+            "unsigned), or auto (grub when a suitable signed GRUB is installed) [default: auto]."
+        ),
+    ] = None,
     install_packages: Annotated[
         bool, typer.Option(help="Install missing packages with apt-get (on / only).")
     ] = True,
@@ -205,6 +219,7 @@ def init(
         menu_timeout=menu_timeout,
         title=title,
         dnsmasq_config=dnsmasq_config,
+        uefi_loader=uefi_loader,
         install_packages=install_packages,
         force=force,
     )

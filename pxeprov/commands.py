@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pxeprov import loaders, render, system
 from pxeprov import state as state_mod
 from pxeprov.apply import Outcome, Validator, apply, check_conflicts
-from pxeprov.errors import InputError
+from pxeprov.errors import InputError, MissingFileError
 from pxeprov.fsutil import locked, read_bytes
+from pxeprov.loaders import UefiChain
 from pxeprov.network import NetworkRequest, Probe, resolve
 from pxeprov.paths import LOCK_FILE, STATE_FILE, TEMPLATE_OVERRIDE_DIR, Root
 from pxeprov.plan import Plan, make_plan
@@ -38,6 +39,7 @@ class InitOptions:
     menu_timeout: int | None = None
     title: str | None = None
     dnsmasq_config: str | None = None
+    uefi_loader: str | None = None
     install_packages: bool = True
     force: bool = False
 
@@ -50,6 +52,7 @@ class InitResult:
     install_note: str  # what happens to packages, in words
     outcome: Outcome | None = None  # None for a dry run
     guidance: str = ""
+    uefi_chain: UefiChain = "ipxe"
 
 
 def load_state(root: Root) -> State:
@@ -76,66 +79,102 @@ def desired_state(machine: Machine, options: InitOptions) -> tuple[State, list[s
         changes["title"] = options.title
     if options.dnsmasq_config is not None:
         changes["dnsmasq_config"] = state_mod.cast_mode(options.dnsmasq_config)
+    if options.uefi_loader is not None:
+        changes["uefi_loader"] = state_mod.cast_loader(options.uefi_loader)
     return previous.with_changes(**changes), warnings
 
 
-def _packages_to_install(machine: Machine, options: InitOptions) -> tuple[list[str], str]:
+def _packages_to_install(
+    machine: Machine, options: InitOptions, state: State
+) -> tuple[list[str], str]:
+    wanted = loaders.PACKAGES + (loaders.GRUB_PACKAGES if state.uefi_loader == "grub" else ())
     if not machine.root.is_system:
         return [], "skipped: package installation (--root is not /)"
     if not options.install_packages:
         return [], "skipped: package installation (--no-install-packages)"
-    missing = machine.packages.missing(loaders.PACKAGES)
+    missing = machine.packages.missing(wanted)
     if missing:
         return missing, f"install: {' '.join(missing)}"
-    return [], f"unchanged: packages {' '.join(loaders.PACKAGES)} (installed)"
+    return [], f"unchanged: packages {' '.join(wanted)} (installed)"
 
 
-def _override_dir(root: Root) -> Any:
+def resolve_uefi(state: State, root: Root, *, preview: bool = False) -> tuple[UefiChain, list[str]]:
+    """The UEFI chain to serve, and a warning when Secure Boot clients will not boot."""
+    if state.uefi_loader == "ipxe":
+        return "ipxe", []
+    grub = root.path(loaders.SIGNED_GRUB)
+    proxy = loaders.grub_supports_proxy(grub)
+    if state.uefi_loader == "grub":
+        if proxy is False:
+            raise MissingFileError(
+                f"the signed GRUB {loaders.SIGNED_GRUB} has no proxyDHCP support (GRUB older "
+                "than 2.12 asks the ordinary DHCP server for its files, so it cannot boot here)",
+                "install grub-efi-amd64-signed >= 2.12 (Debian 13, Ubuntu 24.04), or use "
+                "--uefi-loader ipxe",
+            )
+        if proxy is None and not preview:
+            raise MissingFileError(
+                f"boot-loader file {loaders.SIGNED_GRUB} is missing",
+                "install the packages shim-signed and grub-efi-amd64-signed",
+            )
+        return "grub", []
+    if proxy:
+        return "grub", []
+    why = "is not installed" if proxy is None else "is older than 2.12 (no proxyDHCP support)"
+    return "ipxe", [
+        "UEFI clients get iPXE (snponly.efi), which is not signed: clients with Secure Boot on "
+        f"will refuse it. Debian's signed GRUB ({loaders.SIGNED_GRUB}) {why}; with "
+        "grub-efi-amd64-signed >= 2.12 and shim-signed (Debian 13, Ubuntu 24.04), "
+        "`pxeprov init --uefi-loader grub` serves a signed chain."
+    ]
+
+
+def _override_dir(root: Root) -> Path:
     return root.path(TEMPLATE_OVERRIDE_DIR)
+
+
+def _prepare(
+    machine: Machine, options: InitOptions, *, preview: bool
+) -> tuple[InitResult, list[str]]:
+    state, warnings = desired_state(machine, options)
+    to_install, note = _packages_to_install(machine, options, state)
+    chain, uefi_warnings = resolve_uefi(state, machine.root, preview=preview or bool(to_install))
+    files = render.render(state, _override_dir(machine.root), chain)
+    plan = make_plan(files, machine.root, to_install, preview=preview)
+    guidance = render.guidance(state, _override_dir(machine.root), chain)
+    result = InitResult(state, plan, warnings + uefi_warnings, note, None, guidance, chain)
+    return result, to_install
 
 
 def preview(machine: Machine, options: InitOptions) -> InitResult:
     """Render and plan; nothing is written, no lock is taken, no root privileges needed."""
-    state, warnings = desired_state(machine, options)
-    files = render.render(state, _override_dir(machine.root))
-    to_install, note = _packages_to_install(machine, options)
-    plan = make_plan(files, machine.root, to_install, preview=True)
-    return InitResult(state, plan, warnings, note, None, render.guidance(state))
+    return _prepare(machine, options, preview=True)[0]
 
 
 def init(machine: Machine, options: InitOptions) -> InitResult:
     root = machine.root
     with locked(root.path(LOCK_FILE), machine.lock_timeout):
-        state, warnings = desired_state(machine, options)
-        files = render.render(state, _override_dir(root))
-        to_install, note = _packages_to_install(machine, options)
-        plan = make_plan(files, root, to_install)
-        installed = ""
+        result, to_install = _prepare(machine, options, preview=False)
         if to_install:
             # Conflicts are reported before anything is installed.
-            check_conflicts(plan, options.force)
+            check_conflicts(result.plan, options.force)
             machine.packages.install(to_install)
-            installed = f"installed: {' '.join(to_install)}"
-            plan = make_plan(files, root)
-        outcome = apply(
-            plan,
-            root,
-            force=options.force,
-            validator=machine.validator,
-            service=machine.service if root.is_system else None,
-        )
-        if installed:
+            result, _ = _prepare(machine, options, preview=False)
+        outcome = apply_plan(machine, result.plan, force=options.force)
+        if to_install:
             outcome.lines.insert(0, ("installed", " ".join(to_install)))
             outcome.changed = True
         else:
-            status, _, what = note.partition(": ")
+            status, _, what = result.install_note.partition(": ")
             outcome.lines.insert(0, (status, what))
-    return InitResult(state, plan, warnings, note, outcome, render.guidance(state))
+        result.outcome = outcome
+    return result
 
 
 def plan_state(machine: Machine, state: State, *, preview: bool = False) -> Plan:
     """The plan that brings the root to `state` (no packages: `init` installs those)."""
-    files = render.render(state, _override_dir(machine.root))
+    chain, _ = resolve_uefi(state, machine.root, preview=preview)
+    files = render.render(state, _override_dir(machine.root), chain)
     return make_plan(files, machine.root, preview=preview)
 
 

@@ -1,41 +1,90 @@
 """Which boot-loader files each firmware needs, where Debian/Ubuntu put them, and their packages.
 
 Boot chains (verified in the lab, see DESIGN.md):
-  BIOS:        pxelinux.0 -> ldlinux.c32 -> pxelinux.cfg/default -> menu.c32 (+ libutil.c32)
-  UEFI x86-64: snponly.efi (iPXE) -> boot.ipxe
+  BIOS:                 pxelinux.0 -> ldlinux.c32 -> pxelinux.cfg/default -> menu.c32 (+ libutil)
+  UEFI x86-64, ipxe:    snponly.efi (iPXE, unsigned) -> boot.ipxe
+  UEFI x86-64, grub:    shimx64.efi (signed by Microsoft) -> grubx64.efi (Debian's signed netboot
+                        GRUB, >= 2.12 for proxyDHCP) -> grub/grub.cfg: boots under Secure Boot
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+UefiChain = Literal["ipxe", "grub"]
+UEFI_LOADERS = ("auto", "grub", "ipxe")  # what --uefi-loader accepts
 
 # Packages `pxeprov init` installs when they are missing (dnsmasq brings the service and
 # /etc/dnsmasq.d; dnsmasq-base alone has only the binary).
 PACKAGES: tuple[str, ...] = ("dnsmasq", "pxelinux", "syslinux-common", "ipxe")
+GRUB_PACKAGES: tuple[str, ...] = ("shim-signed", "grub-efi-amd64-signed")
 
 
 @dataclass(frozen=True)
 class LoaderFile:
     name: str  # path under the TFTP root
-    source: PurePosixPath  # where the package installs it
+    sources: tuple[PurePosixPath, ...]  # where packages install it; the first that exists wins
     package: str
 
 
 _BIOS_MODULES = PurePosixPath("/usr/lib/syslinux/modules/bios")
+SIGNED_GRUB = PurePosixPath("/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed")
 
-LOADER_FILES: tuple[LoaderFile, ...] = (
-    LoaderFile("pxelinux.0", PurePosixPath("/usr/lib/PXELINUX/pxelinux.0"), "pxelinux"),
+
+def _one(name: str, source: str | PurePosixPath, package: str) -> LoaderFile:
+    return LoaderFile(name, (PurePosixPath(source),), package)
+
+
+BIOS_FILES: tuple[LoaderFile, ...] = (
+    _one("pxelinux.0", "/usr/lib/PXELINUX/pxelinux.0", "pxelinux"),
     # ldlinux.c32 must come from the same syslinux build as pxelinux.0: both are copied each run.
-    LoaderFile("ldlinux.c32", _BIOS_MODULES / "ldlinux.c32", "syslinux-common"),
-    LoaderFile("menu.c32", _BIOS_MODULES / "menu.c32", "syslinux-common"),
-    LoaderFile("libutil.c32", _BIOS_MODULES / "libutil.c32", "syslinux-common"),
-    LoaderFile("libmenu.c32", _BIOS_MODULES / "libmenu.c32", "syslinux-common"),
-    LoaderFile("snponly.efi", PurePosixPath("/usr/lib/ipxe/snponly.efi"), "ipxe"),
+    _one("ldlinux.c32", _BIOS_MODULES / "ldlinux.c32", "syslinux-common"),
+    _one("menu.c32", _BIOS_MODULES / "menu.c32", "syslinux-common"),
+    _one("libutil.c32", _BIOS_MODULES / "libutil.c32", "syslinux-common"),
+    _one("libmenu.c32", _BIOS_MODULES / "libmenu.c32", "syslinux-common"),
 )
+IPXE_FILES: tuple[LoaderFile, ...] = (_one("snponly.efi", "/usr/lib/ipxe/snponly.efi", "ipxe"),)
+GRUB_FILES: tuple[LoaderFile, ...] = (
+    # Debian names it shimx64.efi.signed; Ubuntu ships .latest (and a .previous fallback).
+    LoaderFile(
+        "shimx64.efi",
+        (
+            PurePosixPath("/usr/lib/shim/shimx64.efi.signed"),
+            PurePosixPath("/usr/lib/shim/shimx64.efi.signed.latest"),
+        ),
+        "shim-signed",
+    ),
+    # shim loads "grubx64.efi" from its own directory; GRUB's built-in prefix is /grub.
+    LoaderFile("grubx64.efi", (SIGNED_GRUB,), "grub-efi-amd64-signed"),
+)
+
+
+def files_for(chain: UefiChain) -> tuple[LoaderFile, ...]:
+    return BIOS_FILES + (GRUB_FILES if chain == "grub" else IPXE_FILES)
+
+
+# GRUB learned to take its server from the proxy's offer in 2.12 ("efinet: Add DHCP proxy
+# support"); these strings of that code are in the signed image. GRUB 2.06 asks the ordinary
+# DHCP server for its files instead and cannot boot through a proxy at all.
+_PROXY_SUPPORT = b"setting values from proxy offer"
+
+
+def grub_supports_proxy(path: Path) -> bool | None:
+    """True/False for the signed GRUB at `path`; None when there is none."""
+    try:
+        with path.open("rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return _PROXY_SUPPORT in data
+
 
 # What each firmware is offered, for init's output and the dnsmasq template.
 BIOS_BOOTFILE = "pxelinux.0"
-UEFI_BOOTFILE = "snponly.efi"
+IPXE_BOOTFILE = "snponly.efi"
+SHIM_BOOTFILE = "shimx64.efi"
 IPXE_SCRIPT = "boot.ipxe"
 PXELINUX_MENU = "pxelinux.cfg/default"
+GRUB_MENU = "grub/grub.cfg"

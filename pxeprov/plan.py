@@ -141,13 +141,14 @@ def _action(
 ) -> FileAction:
     old = read_bytes(root.path(f.path))
     if f.kind is Kind.COPY:
-        assert f.source is not None and f.package is not None
-        new = read_bytes(root.path(f.source))
-        note = f"copy of {f.source} (package {f.package})"
+        assert f.sources and f.package is not None
+        source = next((s for s in f.sources if root.path(s).is_file()), f.sources[0])
+        new = read_bytes(root.path(source))
+        note = f"copy of {source} (package {f.package})"
         if new is None:
             if f.package in to_install or preview:
                 if f.package not in to_install:
-                    note = f"{f.source} is missing: install the package {f.package}"
+                    note = f"{source} is missing: install the package {f.package}"
                 return FileAction(
                     Op.PENDING,
                     f.path,
@@ -158,7 +159,7 @@ def _action(
                     restarts_dnsmasq=f.restarts_dnsmasq,
                 )
             raise MissingFileError(
-                f"boot-loader file {f.source} is missing",
+                f"boot-loader file {source} is missing",
                 f"install the package {f.package}"
                 + ("" if root.is_system else f" or copy it under --root {root.base}"),
             )

@@ -18,6 +18,7 @@ from pxeprov import __version__, loaders
 from pxeprov import state as state_mod
 from pxeprov.errors import InputError
 from pxeprov.images import kinds
+from pxeprov.loaders import UefiChain
 from pxeprov.paths import (
     DNSMASQ_DEFAULTS,
     DNSMASQ_DROP_IN,
@@ -38,7 +39,7 @@ class ManagedFile:
     path: PurePosixPath  # the path on the server
     kind: Kind
     content: bytes | None = None  # GENERATED
-    source: PurePosixPath | None = None  # COPY: the file to copy (a system path)
+    sources: tuple[PurePosixPath, ...] = ()  # COPY: the file to copy, the first that exists
     package: str | None = None  # COPY: the package that provides `source`
     edit: Callable[[bytes | None], bytes] | None = None  # EDIT: current content -> new content
     restarts_dnsmasq: bool = False  # dnsmasq must be restarted when this file changes
@@ -88,6 +89,7 @@ class MenuEntry:
     initrd: str
     args: str  # the kind's kernel arguments, then the admin's --append
     default: bool
+    unsigned_kernel: bool  # known not to be signed: Secure Boot clients refuse it
 
 
 def fetch_url(state: State, image: Image) -> str | None:
@@ -100,13 +102,23 @@ def fetch_url(state: State, image: Image) -> str | None:
 def menu_entry(state: State, image: Image) -> MenuEntry:
     base = kinds.kernel_args(image.kind, fetch_url(state, image), image.locale, image.keyboard)
     args = " ".join(part for part in (base, image.append) if part)
-    return MenuEntry(image.name, image.label, image.kernel, image.initrd, args, image.default)
+    return MenuEntry(
+        image.name,
+        image.label,
+        image.kernel,
+        image.initrd,
+        args,
+        image.default,
+        image.unsigned_kernel,
+    )
 
 
-def context(state: State) -> dict[str, Any]:
+def context(state: State, chain: UefiChain = "ipxe") -> dict[str, Any]:
     if state.network is None:
         raise InputError("the state has no network yet", "run `pxeprov init`")
     return {
+        "uefi_chain": chain,
+        "shim_bootfile": loaders.SHIM_BOOTFILE,
         "version": __version__,
         "state_file": str(STATE_FILE),
         "network": state.network,
@@ -116,7 +128,7 @@ def context(state: State) -> dict[str, Any]:
         "images": [menu_entry(state, image) for image in state.images],
         "default_image": state.default_image,
         "bios_basename": loaders.BIOS_BOOTFILE.removesuffix(".0"),
-        "uefi_bootfile": loaders.UEFI_BOOTFILE,
+        "uefi_bootfile": loaders.IPXE_BOOTFILE,
         "ipxe_script": loaders.IPXE_SCRIPT,
     }
 
@@ -147,19 +159,24 @@ def set_dnsmasq_except(current: bytes | None) -> bytes:
     return ("\n".join(out) + "\n").encode("utf-8", "surrogateescape")
 
 
-def render(state: State, template_override_dir: Path | None = None) -> list[ManagedFile]:
-    """Every file pxeprov manages for `state`, dnsmasq's config last."""
+def render(
+    state: State, template_override_dir: Path | None = None, chain: UefiChain = "ipxe"
+) -> list[ManagedFile]:
+    """Every file pxeprov manages for `state`, dnsmasq's config last. `chain`: the UEFI boot
+    chain `pxeprov init` resolved (see commands.resolve_uefi)."""
     env = environment(template_override_dir)
-    ctx = context(state)
+    ctx = context(state, chain)
     tftp = state.tftp_root
     files: list[ManagedFile] = [
-        ManagedFile(tftp / f.name, Kind.COPY, source=f.source, package=f.package)
-        for f in loaders.LOADER_FILES
+        ManagedFile(tftp / f.name, Kind.COPY, sources=f.sources, package=f.package)
+        for f in loaders.files_for(chain)
     ]
-    for name, template in (
-        (loaders.PXELINUX_MENU, "pxelinux.cfg/default.j2"),
-        (loaders.IPXE_SCRIPT, "boot.ipxe.j2"),
-    ):
+    uefi_menu = (
+        (loaders.GRUB_MENU, "grub/grub.cfg.j2")
+        if chain == "grub"
+        else (loaders.IPXE_SCRIPT, "boot.ipxe.j2")
+    )
+    for name, template in ((loaders.PXELINUX_MENU, "pxelinux.cfg/default.j2"), uefi_menu):
         text = render_template(env, template, ctx)
         files.append(ManagedFile(tftp / name, Kind.GENERATED, content=text.encode()))
     files.append(
@@ -177,5 +194,8 @@ def render(state: State, template_override_dir: Path | None = None) -> list[Mana
     return files
 
 
-def guidance(state: State, template_override_dir: Path | None = None) -> str:
-    return render_template(environment(template_override_dir), "guidance.txt.j2", context(state))
+def guidance(
+    state: State, template_override_dir: Path | None = None, chain: UefiChain = "ipxe"
+) -> str:
+    env = environment(template_override_dir)
+    return render_template(env, "guidance.txt.j2", context(state, chain))

@@ -18,6 +18,8 @@ from pxeprov.errors import InputError
 from pxeprov.paths import DEFAULT_TFTP_ROOT, check_relative
 
 DnsmasqMode = Literal["drop-in", "main"]
+UefiLoader = Literal["auto", "grub", "ipxe"]
+UEFI_LOADERS: tuple[UefiLoader, ...] = ("auto", "grub", "ipxe")
 DNSMASQ_MODES: tuple[DnsmasqMode, ...] = ("drop-in", "main")
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 # Text shown in menus: pxelinux, iPXE and GRUB all read one line; iPXE expands ${...}.
@@ -77,6 +79,7 @@ class Image:
     sha256: str = ""  # of the ISO
     size: int = 0  # bytes under the TFTP root
     version: str = ""  # e.g. from Clonezilla-Live-Version
+    unsigned_kernel: bool = False  # the kernel has no Authenticode signature (no Secure Boot)
 
     def __post_init__(self) -> None:
         check_name(self.name)
@@ -94,6 +97,7 @@ class State:
     network: Network | None = None
     tftp_root: PurePosixPath = DEFAULT_TFTP_ROOT
     dnsmasq_config: DnsmasqMode = "drop-in"
+    uefi_loader: UefiLoader = "auto"  # as asked; `pxeprov init` resolves auto on each run
     title: str = "pxeprov network boot"
     menu_timeout: int = 10
     images: tuple[Image, ...] = field(default_factory=tuple)
@@ -105,6 +109,8 @@ class State:
             raise InputError("TFTP root must not be /")
         if self.dnsmasq_config not in DNSMASQ_MODES:
             raise InputError(f"dnsmasq_config must be one of {', '.join(DNSMASQ_MODES)}")
+        if self.uefi_loader not in UEFI_LOADERS:
+            raise InputError(f"uefi_loader must be one of {', '.join(UEFI_LOADERS)}")
         check_text(self.title, "title")
         check_timeout(self.menu_timeout)
         names = [image.name for image in self.images]
@@ -170,11 +176,13 @@ def _from_dict(data: dict[str, Any], where: str) -> State:
             address=parse_address(_typed(net, "address", str, where)),
             subnet=parse_subnet(_typed(net, "subnet", str, where)),
         )
-    server = _table(data, "server", {"tftp_root", "dnsmasq_config"}, where)
+    server = _table(data, "server", {"tftp_root", "dnsmasq_config", "uefi_loader"}, where)
     if "tftp_root" in server:
         kwargs["tftp_root"] = PurePosixPath(_typed(server, "tftp_root", str, where))
     if "dnsmasq_config" in server:
         kwargs["dnsmasq_config"] = _typed(server, "dnsmasq_config", str, where)
+    if "uefi_loader" in server:
+        kwargs["uefi_loader"] = _typed(server, "uefi_loader", str, where)
     menu = _table(data, "menu", {"title", "timeout"}, where)
     if "title" in menu:
         kwargs["title"] = _typed(menu, "title", str, where)
@@ -217,7 +225,11 @@ def dumps(state: State) -> str:
             "address": str(state.network.address),
             "subnet": str(state.network.subnet),
         }
-    data["server"] = {"tftp_root": str(state.tftp_root), "dnsmasq_config": state.dnsmasq_config}
+    data["server"] = {
+        "tftp_root": str(state.tftp_root),
+        "dnsmasq_config": state.dnsmasq_config,
+        "uefi_loader": state.uefi_loader,
+    }
     data["menu"] = {"title": state.title, "timeout": state.menu_timeout}
     if state.images:
         data["images"] = [asdict(image) for image in state.images]
@@ -253,6 +265,16 @@ def parse_subnet(value: str, prefix_hint: int | None = None) -> ipaddress.IPv4Ne
         raise InputError(
             f"{value!r} is not the network address of a /{prefix_hint}; give a CIDR"
         ) from None
+
+
+def _is_loader(value: str) -> TypeGuard[UefiLoader]:
+    return value in UEFI_LOADERS
+
+
+def cast_loader(value: str) -> UefiLoader:
+    if not _is_loader(value):
+        raise InputError(f"--uefi-loader must be one of {', '.join(UEFI_LOADERS)}")
+    return value
 
 
 def _is_mode(value: str) -> TypeGuard[DnsmasqMode]:

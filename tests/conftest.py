@@ -12,10 +12,11 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from pxeprov.cli import app
-from pxeprov.loaders import LOADER_FILES
+from pxeprov.loaders import BIOS_FILES, GRUB_FILES, IPXE_FILES
 
 # The host's packages provide the boot loaders the test roots get copies of.
-_MISSING = [str(f.source) for f in LOADER_FILES if not Path(str(f.source)).is_file()]
+LOADER_FILES = BIOS_FILES + IPXE_FILES  # the iPXE chain: its files are installed on CI
+_MISSING = [str(f.sources[0]) for f in LOADER_FILES if not Path(str(f.sources[0])).is_file()]
 
 
 @pytest.fixture
@@ -25,10 +26,21 @@ def loader_root(tmp_path: Path) -> Path:
         pytest.fail(f"boot-loader files missing on this machine (run tests/run-all.sh): {_MISSING}")
     root = tmp_path / "root"
     for f in LOADER_FILES:
-        target = root / str(f.source).lstrip("/")
+        target = root / str(f.sources[0]).lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(str(f.source), target)
+        shutil.copyfile(str(f.sources[0]), target)
     return root
+
+
+def add_signed_uefi_loaders(root: Path, proxy_support: bool = True) -> None:
+    """Stand-ins for shim and Debian's signed netboot GRUB (the real ones boot in tests/e2e):
+    only what pxeprov looks at, the proxyDHCP support of GRUB >= 2.12, is in them."""
+    shim, grub = (root / str(f.sources[0]).lstrip("/") for f in GRUB_FILES)
+    for path in (shim, grub):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    shim.write_bytes(b"MZ stand-in for shimx64.efi.signed")
+    marker = b"setting values from proxy offer" if proxy_support else b"GRUB 2.06"
+    grub.write_bytes(b"MZ stand-in for grubnetx64.efi.signed " + marker)
 
 
 Cli = Callable[..., Result]

@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from pxeprov import render, state
+from pxeprov.loaders import UefiChain
 from pxeprov.render import Kind
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -17,13 +20,16 @@ def test_example_state_round_trips() -> None:
     assert state.dumps(state.loads(text)) == text
 
 
-def test_rendered_examples_are_current() -> None:
+@pytest.mark.parametrize(
+    ("chain", "folder"), [("ipxe", "rendered"), ("grub", "rendered-secureboot")]
+)
+def test_rendered_examples_are_current(chain: UefiChain, folder: str) -> None:
     example = state.loads((EXAMPLES / "pxeprov.toml").read_text())
-    generated = [f for f in render.render(example) if f.kind is Kind.GENERATED]
+    generated = [f for f in render.render(example, chain=chain) if f.kind is Kind.GENERATED]
     assert generated
     for f in generated:
         assert f.content is not None
-        target = EXAMPLES / "rendered" / str(f.path).lstrip("/")
+        target = EXAMPLES / folder / str(f.path).lstrip("/")
         if os.environ.get("UPDATE_EXAMPLES"):
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(f.content)

@@ -11,6 +11,7 @@ import pytest
 
 from pxeprov import render
 from pxeprov.errors import InputError
+from pxeprov.loaders import UefiChain
 from pxeprov.render import Kind, set_dnsmasq_except
 from pxeprov.state import Image, Network, State
 
@@ -40,9 +41,13 @@ def files_of(state: State, override: Path | None = None) -> dict[str, bytes]:
     return out
 
 
-def dnsmasq_conf(state: State) -> str:
+def dnsmasq_conf(state: State, chain: UefiChain = "ipxe") -> str:
     path = "/etc/dnsmasq.conf" if state.dnsmasq_config == "main" else "/etc/dnsmasq.d/pxeprov.conf"
-    return files_of(state)[path].decode()
+    for f in render.render(state, chain=chain):
+        if str(f.path) == path:
+            assert f.content is not None
+            return f.content.decode()
+    raise AssertionError(f"{path} not rendered")
 
 
 def test_dnsmasq_config_is_proxy_dhcp_and_tftp() -> None:
@@ -89,10 +94,11 @@ VARIANTS = [
 ]
 
 
+@pytest.mark.parametrize("chain", ["ipxe", "grub"])
 @pytest.mark.parametrize("state", VARIANTS)
-def test_every_variant_passes_dnsmasq_test(state: State, tmp_path: Path) -> None:
+def test_every_variant_passes_dnsmasq_test(state: State, chain: UefiChain, tmp_path: Path) -> None:
     conf = tmp_path / "candidate.conf"
-    conf.write_text(dnsmasq_conf(state))
+    conf.write_text(dnsmasq_conf(state, chain))
     done = subprocess.run(
         ["dnsmasq", "--test", f"--conf-file={conf}"], capture_output=True, text=True, check=False
     )

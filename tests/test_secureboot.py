@@ -1,0 +1,114 @@
+"""The UEFI chain choice: shim + signed GRUB (Secure Boot) or iPXE, and the GRUB menu."""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pxeprov import render
+from pxeprov.state import Image, Network, State
+
+from .conftest import NET, Cli, add_signed_uefi_loaders
+
+TFTP = "var/lib/tftpboot"
+DROP_IN = "etc/dnsmasq.d/pxeprov.conf"
+
+
+def test_grub_chain(loader_root: Path, cli: Cli) -> None:
+    add_signed_uefi_loaders(loader_root)
+    r = cli(loader_root, "init", *NET, "--uefi-loader", "grub")
+    assert r.exit_code == 0, r.stderr
+    for name in ("shimx64.efi", "grubx64.efi", "grub/grub.cfg", "pxelinux.0"):
+        assert (loader_root / TFTP / name).is_file(), name
+    assert not (loader_root / TFTP / "snponly.efi").exists()
+    assert not (loader_root / TFTP / "boot.ipxe").exists()
+    conf = (loader_root / DROP_IN).read_text()
+    for csa in ("X86-64_EFI", "BC_EFI"):
+        assert f'pxe-service={csa},"pxeprov network boot (UEFI)",shimx64.efi' in conf
+    assert "ipxe" not in conf.lower().replace("# ", "")
+    assert "shimx64.efi -> grubx64.efi (signed: Secure Boot works" in r.stdout
+    assert "BOOTP" in r.stdout and "option 67 unset" in r.stdout
+    done = subprocess.run(
+        ["dnsmasq", "--test", f"--conf-file={loader_root / DROP_IN}"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def test_switching_chains_removes_the_other_chain(loader_root: Path, cli: Cli) -> None:
+    assert cli(loader_root, "init", *NET, "--uefi-loader", "ipxe").exit_code == 0
+    assert (loader_root / TFTP / "boot.ipxe").is_file()
+    add_signed_uefi_loaders(loader_root)
+    r = cli(loader_root, "init", "--uefi-loader", "grub")
+    assert r.exit_code == 0, r.stderr
+    assert "removed    /var/lib/tftpboot/snponly.efi" in r.stdout
+    assert not (loader_root / TFTP / "boot.ipxe").exists()
+    r = cli(loader_root, "init", "--uefi-loader", "ipxe")
+    assert r.exit_code == 0, r.stderr
+    assert not (loader_root / TFTP / "grub/grub.cfg").exists()
+    assert (loader_root / TFTP / "boot.ipxe").is_file()
+
+
+@pytest.mark.parametrize(
+    ("grub", "chain", "warning"),
+    [
+        ("2.12", "grub", None),
+        ("2.06", "ipxe", "is older than 2.12"),
+        (None, "ipxe", "is not installed"),
+    ],
+)
+def test_auto_picks_grub_only_when_it_can_work(
+    loader_root: Path, cli: Cli, grub: str | None, chain: str, warning: str | None
+) -> None:
+    if grub is not None:
+        add_signed_uefi_loaders(loader_root, proxy_support=grub == "2.12")
+    r = cli(loader_root, "init", *NET)
+    assert r.exit_code == 0, r.stderr
+    served = "shimx64.efi" if chain == "grub" else "snponly.efi"
+    assert (loader_root / TFTP / served).is_file()
+    if warning is None:
+        assert "warning" not in r.stderr
+    else:
+        (line,) = [w for w in r.stderr.splitlines() if w.startswith("warning:")]
+        assert "Secure Boot on will refuse it" in line and warning in line
+        assert "--uefi-loader grub" in line
+
+
+def test_grub_asked_for_but_too_old(loader_root: Path, cli: Cli) -> None:
+    add_signed_uefi_loaders(loader_root, proxy_support=False)
+    r = cli(loader_root, "init", *NET, "--uefi-loader", "grub")
+    assert r.exit_code == 4
+    assert "has no proxyDHCP support" in r.stderr and "grub-efi-amd64-signed >= 2.12" in r.stderr
+    assert not (loader_root / "etc").exists()
+
+
+NET_B = Network("eth0", ipaddress.IPv4Address("10.0.0.2"), ipaddress.IPv4Network("10.0.0.0/24"))
+
+
+def grub_cfg(state: State) -> str:
+    for f in render.render(state, chain="grub"):
+        if str(f.path).endswith("grub/grub.cfg"):
+            assert f.content is not None
+            return f.content.decode()
+    raise AssertionError("no grub.cfg rendered")
+
+
+def test_grub_menu_matches_the_other_menus() -> None:
+    image = Image(
+        "cz", "Bob's Clonezilla", "clonezilla", "images/cz/vmlinuz", "images/cz/initrd.img",
+        rootfs="images/cz/filesystem.squashfs", default=True, unsigned_kernel=True,
+    )  # fmt: skip
+    cfg = grub_cfg(State(network=NET_B, menu_timeout=7, images=(image,)))
+    assert "set timeout=7\n" in cfg and 'set default="img-cz"\n' in cfg
+    assert "menuentry 'Bob'\\''s Clonezilla [not signed: no Secure Boot]' --id img-cz {" in cfg
+    assert "  linux /images/cz/vmlinuz boot=live " in cfg
+    # GRUB drops unescaped double quotes: Clonezilla's own grub.cfg escapes them too
+    assert 'ocs_live_run=\\"ocs-live-general\\" ocs_live_extra_param=\\"\\"' in cfg
+    assert "fetch=tftp://10.0.0.2/images/cz/filesystem.squashfs" in cfg
+    assert "  initrd /images/cz/initrd.img\n" in cfg
+    assert "menuentry 'Boot from local disk' --id local {\n  exit\n}" in cfg
+    assert "set timeout=-1\n" in grub_cfg(State(network=NET_B, menu_timeout=0))
+    assert 'set default="local"' in grub_cfg(State(network=NET_B))
