@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from pxeprov import render
+from pxeprov.images import pe
 from pxeprov.state import Image, Network, State
 
 from .conftest import NET, Cli, add_signed_uefi_loaders
+from .isos import clonezilla_files, make_iso
 
 TFTP = "var/lib/tftpboot"
 DROP_IN = "etc/dnsmasq.d/pxeprov.conf"
@@ -112,3 +114,29 @@ def test_grub_menu_matches_the_other_menus() -> None:
     assert "menuentry 'Boot from local disk' --id local {\n  exit\n}" in cfg
     assert "set timeout=-1\n" in grub_cfg(State(network=NET_B, menu_timeout=0))
     assert 'set default="local"' in grub_cfg(State(network=NET_B))
+
+
+DI_KERNEL = Path("/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64/linux")
+
+
+def test_add_image_marks_unsigned_kernels(loader_root: Path, cli: Cli, tmp_path: Path) -> None:
+    add_signed_uefi_loaders(loader_root)
+    assert cli(loader_root, "init", *NET, "--uefi-loader", "grub").exit_code == 0
+    unsigned = make_iso(tmp_path / "unsigned.iso", clonezilla_files())  # random bytes kernel
+    signed = make_iso(tmp_path / "signed.iso", clonezilla_files(kernel=DI_KERNEL.read_bytes()))
+    r = cli(loader_root, "add-image", str(unsigned))
+    assert r.exit_code == 0, r.stderr
+    assert "warning: the kernel /live/vmlinuz has no Secure Boot signature" in r.stdout
+    r = cli(loader_root, "add-image", str(signed))
+    assert r.exit_code == 0, r.stderr
+    assert "Secure Boot signature" not in r.stdout
+    cfg = (loader_root / TFTP / "grub/grub.cfg").read_text()
+    assert "[not signed: no Secure Boot]' --id img-unsigned" in cfg
+    assert "Clonezilla live (clonezilla-live-3.1.2-22-amd64)' --id img-signed" in cfg
+
+
+def test_pe_signature_detection() -> None:
+    assert pe.has_signature(DI_KERNEL)  # Debian signs its kernels
+    assert not pe.has_signature(Path("/usr/lib/ipxe/snponly.efi"))  # a PE image, not signed
+    assert not pe.has_signature(Path("/usr/lib/PXELINUX/pxelinux.0"))  # not a PE image
+    assert not pe.is_signed(b"MZ" + bytes(100))

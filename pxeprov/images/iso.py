@@ -132,6 +132,12 @@ class Iso:
                 )
         return runs
 
+    def head(self, path: str, size: int) -> bytes:
+        """The first `size` bytes of a file."""
+        with self._iso.open_file_from_iso(**self._lookup(self.files[path])) as f:
+            data: bytes = f.read(size)
+        return data
+
     def read_small(self, path: str, limit: int = 4096) -> str:
         iso_file = self.files[path]
         if iso_file.size > limit:

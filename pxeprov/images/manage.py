@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from pxeprov import commands
 from pxeprov.apply import Outcome, check_conflicts
 from pxeprov.errors import ChecksumError, FilesystemError, ImageError, InputError, PxeprovError
-from pxeprov.images import kinds
+from pxeprov.images import kinds, pe
 from pxeprov.images.iso import Iso, sync_files
 from pxeprov.paths import Root
 from pxeprov.plan import Plan
@@ -258,6 +258,12 @@ def add_image(
         for p in wanted:
             iso.extents(iso.files[p])  # a truncated ISO is refused before anything is copied
         image = _new_image(state, options, name, layout, sizes, sha256)
+        if not pe.is_signed(iso.head(layout.kernel, pe.HEAD)):
+            image = replace(image, unsigned_kernel=True)
+            notes.append(
+                f"warning: the kernel {layout.kernel} has no Secure Boot signature: UEFI "
+                "clients with Secure Boot on will refuse it (the GRUB menu marks the entry)"
+            )
         if dry_run:
             new_state = _with_image(state, image, replace=True)
             plan = commands.plan_state(machine, new_state, preview=True)
