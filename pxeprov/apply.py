@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -59,7 +59,7 @@ def validate_dnsmasq(plan: Plan, root: Root, validator: Validator) -> None:
     candidates = [
         a
         for a in plan.files
-        if a.restarts_dnsmasq and a.new is not None and a.changes and a.path.suffix == ".conf"
+        if a.service == "dnsmasq" and a.new is not None and a.changes and a.path.suffix == ".conf"
     ]
     if not candidates:
         return
@@ -92,6 +92,28 @@ def validate_dnsmasq(plan: Plan, root: Root, validator: Validator) -> None:
                 ) from None
 
 
+def validate_others(plan: Plan, validators: Mapping[str, Validator]) -> None:
+    """Other services' candidate configs (nginx -t), before anything replaces the live ones."""
+    for action in plan.files:
+        service = action.service
+        if service in (None, "dnsmasq") or action.new is None or not action.changes:
+            continue
+        assert service is not None
+        validator = validators.get(service)
+        if validator is None:
+            continue
+        with tempfile.TemporaryDirectory(prefix="pxeprov-test-") as tmp:
+            candidate = Path(tmp) / action.path.name
+            candidate.write_bytes(action.new)
+            try:
+                validator(candidate)
+            except CommandError as exc:
+                raise CommandError(
+                    f"the new {action.path} is rejected by {service}, nothing was changed: "
+                    f"{exc.message}"
+                ) from None
+
+
 def check_conflicts(plan: Plan, force: bool) -> None:
     if plan.conflicts and not force:
         first = plan.conflicts[0]
@@ -107,14 +129,15 @@ def apply(
     root: Root,
     *,
     force: bool,
-    validator: Validator,
-    service: Service | None,
+    validators: Mapping[str, Validator],
+    services: Mapping[str, Service] | None,
 ) -> Outcome:
-    """Carry out `plan` under `root`. `service` is None when no system action may run."""
+    """Carry out `plan` under `root`. `services` is None when no system action may run."""
     check_conflicts(plan, force)
     if any(a.op is Op.PENDING for a in plan.files):
         raise PxeprovError("internal: plan still waits for packages to be installed")
-    validate_dnsmasq(plan, root, validator)
+    validate_dnsmasq(plan, root, validators["dnsmasq"])
+    validate_others(plan, validators)
 
     outcome = Outcome()
     done: list[FileAction] = []
@@ -138,7 +161,8 @@ def apply(
         _revert(done, root)
         raise
     outcome.changed = bool(done)
-    _restart(plan, root, service, done, outcome)
+    for name in dict.fromkeys([*plan.restarts, *plan.services]):
+        _restart(name, plan, root, services, done, outcome)
     return outcome
 
 
@@ -177,43 +201,52 @@ def _revert(done: list[FileAction], root: Root) -> None:
 
 
 def _restart(
-    plan: Plan, root: Root, service: Service | None, done: list[FileAction], outcome: Outcome
+    name: str,
+    plan: Plan,
+    root: Root,
+    services: Mapping[str, Service] | None,
+    done: list[FileAction],
+    outcome: Outcome,
 ) -> None:
-    if service is None:
-        what = "restart dnsmasq" if plan.restart_dnsmasq else "check that dnsmasq runs"
+    """Restart `name` when its config changed, start it when it is not running; when it does
+    not start with the new config, put every file of this run back and restart again."""
+    changed = name in plan.restarts
+    if services is None:
+        what = f"restart {name}" if changed else f"check that {name} runs"
         outcome.add("skipped", f"{what} (--root is not /)")
         return
+    service = services[name]
     if not service.systemd_running():
-        if plan.restart_dnsmasq:
+        if changed:
             outcome.add(
                 "skipped",
-                "restart dnsmasq: systemd is not running on this machine; "
-                "restart dnsmasq yourself for the new config to take effect",
+                f"restart {name}: systemd is not running on this machine; "
+                f"restart {name} yourself for the new config to take effect",
             )
         else:
-            outcome.add("skipped", "check that dnsmasq runs: systemd is not running")
+            outcome.add("skipped", f"check that {name} runs: systemd is not running")
         return
-    if not plan.restart_dnsmasq:
+    if not changed:
         if service.is_active():
-            outcome.add("unchanged", "dnsmasq (running, config unchanged)")
+            outcome.add("unchanged", f"{name} (running, config unchanged)")
             return
         outcome.changed = True
     try:
         service.enable_and_restart()
     except CommandError as exc:
-        if not any(a.restarts_dnsmasq for a in done):
+        if not any(a.service == name for a in done):
             raise CommandError(
-                f"dnsmasq does not start: {exc.message}", "see `journalctl -u dnsmasq`"
+                f"{name} does not start: {exc.message}", f"see `journalctl -u {name}`"
             ) from None
         _revert(done, root)
         fsutil.write_atomic(root.path(MANIFEST), manifest_bytes(plan.manifest))
         try:
             service.enable_and_restart()
-            state = "the previous config was put back and dnsmasq restarted with it"
+            state = f"the previous config was put back and {name} restarted with it"
         except CommandError:
-            state = "the previous config was put back, but dnsmasq does not start with it either"
+            state = f"the previous config was put back, but {name} does not start with it either"
         raise CommandError(
-            f"dnsmasq did not start with the new config ({exc.message}); {state}",
-            "see `journalctl -u dnsmasq`",
+            f"{name} did not start with the new config ({exc.message}); {state}",
+            f"see `journalctl -u {name}`",
         ) from None
-    outcome.add("restarted", "dnsmasq (enabled at boot)")
+    outcome.add("restarted", f"{name} (enabled at boot)")

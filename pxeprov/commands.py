@@ -27,8 +27,15 @@ class Machine:
     root: Root
     probe: Probe = field(default_factory=Probe)
     packages: system.Packages = field(default_factory=system.Packages)
-    service: system.Service = field(default_factory=lambda: system.Service("dnsmasq"))
-    validator: Validator = system.dnsmasq_test
+    services: dict[str, system.Service] = field(
+        default_factory=lambda: {
+            "dnsmasq": system.Service("dnsmasq"),
+            "nginx": system.Service("nginx", verb="reload-or-restart"),
+        }
+    )
+    validators: dict[str, Validator] = field(
+        default_factory=lambda: {"dnsmasq": system.dnsmasq_test, "nginx": system.nginx_test}
+    )
     lock_timeout: float = LOCK_TIMEOUT
 
 
@@ -181,8 +188,8 @@ def plan_state(machine: Machine, state: State, *, preview: bool = False) -> Plan
 def apply_plan(machine: Machine, plan: Plan, *, force: bool = False) -> Outcome:
     """Apply under the lock the caller holds."""
     root = machine.root
-    service = machine.service if root.is_system else None
-    return apply(plan, root, force=force, validator=machine.validator, service=service)
+    services = machine.services if root.is_system else None
+    return apply(plan, root, force=force, validators=machine.validators, services=services)
 
 
 def lock(machine: Machine) -> Any:

@@ -24,6 +24,7 @@ MANIFEST = STATE_DIR / "manifest.json"
 LOCK_FILE = STATE_DIR / "lock"
 BACKUP_DIR = STATE_DIR / "backups"
 DEFAULT_TFTP_ROOT = PurePosixPath("/var/lib/tftpboot")
+NGINX_SITE = PurePosixPath("/etc/nginx/conf.d/pxeprov.conf")
 
 
 def check_relative(value: str, what: str) -> PurePosixPath:

@@ -10,8 +10,18 @@ from pathlib import PurePosixPath
 
 from pxeprov.errors import FilesystemError, MissingFileError
 from pxeprov.fsutil import read_bytes, sha256
-from pxeprov.paths import DNSMASQ_DROP_IN, DNSMASQ_MAIN, DNSMASQ_MAIN_ORIGINAL, MANIFEST, Root
+from pxeprov.paths import (
+    DNSMASQ_DROP_IN,
+    DNSMASQ_MAIN,
+    DNSMASQ_MAIN_ORIGINAL,
+    MANIFEST,
+    NGINX_SITE,
+    Root,
+)
 from pxeprov.render import Kind, ManagedFile
+
+# A managed file that is no longer rendered still needs its service restarted once it is gone.
+SERVICE_OF_PATH = {DNSMASQ_MAIN: "dnsmasq", DNSMASQ_DROP_IN: "dnsmasq", NGINX_SITE: "nginx"}
 
 
 class Op(enum.Enum):
@@ -30,7 +40,7 @@ class FileAction:
     new: bytes | None
     old: bytes | None
     mode: int = 0o644
-    restarts_dnsmasq: bool = False
+    service: str | None = None
     tracked: bool = True  # recorded in the manifest (hand edits detected)
     note: str = ""
     keep_original: PurePosixPath | None = None  # move an unmanaged file here before writing
@@ -56,8 +66,21 @@ class Plan:
         return bool(self.install) or any(a.changes for a in self.files)
 
     @property
+    def restarts(self) -> list[str]:
+        """Services whose config changes, in the order their files come (nginx before dnsmasq:
+        payloads are served before clients are sent to them)."""
+        names = [a.service for a in self.files if a.service and a.changes]
+        return list(dict.fromkeys(names))
+
+    @property
+    def services(self) -> list[str]:
+        """Services the rendered files are for (not those whose files are being removed)."""
+        names = [a.service for a in self.files if a.service and a.new is not None]
+        return list(dict.fromkeys(names))
+
+    @property
     def restart_dnsmasq(self) -> bool:
-        return any(a.restarts_dnsmasq and a.changes for a in self.files)
+        return "dnsmasq" in self.restarts
 
 
 def load_manifest(root: Root) -> dict[str, str]:
@@ -103,7 +126,7 @@ def make_plan(
         restore = None
         if path == DNSMASQ_MAIN and root.path(DNSMASQ_MAIN_ORIGINAL).exists():
             restore = DNSMASQ_MAIN_ORIGINAL
-        restarts = path in (DNSMASQ_MAIN, DNSMASQ_DROP_IN)
+        service = SERVICE_OF_PATH.get(path)
         if sha256(old) == recorded:
             note = f"no longer used; {restore} is put back" if restore else "no longer used"
             actions.append(
@@ -112,7 +135,7 @@ def make_plan(
                     path,
                     None,
                     old,
-                    restarts_dnsmasq=restarts,
+                    service=service,
                     note=note,
                     restore_from=restore,
                 )
@@ -124,7 +147,7 @@ def make_plan(
                     path,
                     None,
                     old,
-                    restarts_dnsmasq=restarts,
+                    service=service,
                     note="no longer used, but changed by hand",
                     restore_from=restore,
                 )
@@ -156,7 +179,7 @@ def _action(
                     old,
                     note=note,
                     mode=f.mode,
-                    restarts_dnsmasq=f.restarts_dnsmasq,
+                    service=f.service,
                 )
             raise MissingFileError(
                 f"boot-loader file {source} is missing",
@@ -175,7 +198,7 @@ def _action(
             tracked=False,
             note=note,
             mode=f.mode,
-            restarts_dnsmasq=f.restarts_dnsmasq,
+            service=f.service,
         )
     else:
         assert f.content is not None
@@ -203,7 +226,7 @@ def _action(
         note=note,
         keep_original=keep,
         mode=f.mode,
-        restarts_dnsmasq=f.restarts_dnsmasq,
+        service=f.service,
     )
 
 

@@ -42,7 +42,7 @@ class ManagedFile:
     sources: tuple[PurePosixPath, ...] = ()  # COPY: the file to copy, the first that exists
     package: str | None = None  # COPY: the package that provides `source`
     edit: Callable[[bytes | None], bytes] | None = None  # EDIT: current content -> new content
-    restarts_dnsmasq: bool = False  # dnsmasq must be restarted when this file changes
+    service: str | None = None  # the service (dnsmasq, nginx) to restart when this file changes
     mode: int = 0o644  # every served file is world-readable: dnsmasq drops privileges
 
 
@@ -183,13 +183,11 @@ def render(
         ManagedFile(STATE_FILE, Kind.EDIT, edit=lambda _current: state_mod.dumps(state).encode())
     )
     files.append(
-        ManagedFile(DNSMASQ_DEFAULTS, Kind.EDIT, edit=set_dnsmasq_except, restarts_dnsmasq=True)
+        ManagedFile(DNSMASQ_DEFAULTS, Kind.EDIT, edit=set_dnsmasq_except, service="dnsmasq")
     )
     conf = render_template(env, "dnsmasq.conf.j2", ctx)
     files.append(
-        ManagedFile(
-            dnsmasq_path(state), Kind.GENERATED, content=conf.encode(), restarts_dnsmasq=True
-        )
+        ManagedFile(dnsmasq_path(state), Kind.GENERATED, content=conf.encode(), service="dnsmasq")
     )
     return files
 

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,11 +73,11 @@ def have(program: str) -> bool:
 
 
 _POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
-_POLICY_MARK = "# pxeprov: keeps dnsmasq from starting while its package is installed"
+_POLICY_MARK = "# pxeprov: keeps dnsmasq and nginx from starting while their packages install"
 _POLICY_SCRIPT = f"""#!/bin/sh
 {_POLICY_MARK}
 # (removed right after; invoke-rc.d(8): exit 101 = action forbidden)
-[ "$1" = dnsmasq ] && exit 101
+case "$1" in dnsmasq|nginx) exit 101 ;; esac
 exit 0
 """
 
@@ -99,9 +100,10 @@ class Packages:
         return out
 
     def install(self, names: Sequence[str]) -> None:
-        """apt-get install, with dnsmasq kept from starting on its package's default config
-        (a DNS server on every interface, which fails where systemd-resolved holds port 53 and
-        then fails the install); pxeprov starts it once its own config is in place."""
+        """apt-get install, with dnsmasq and nginx kept from starting on their packages' default
+        configs (dnsmasq: a DNS server on every interface, which fails where systemd-resolved
+        holds port 53 and then fails the install; nginx: a default site on every address);
+        pxeprov starts them once its own config is in place."""
         env = {"DEBIAN_FRONTEND": "noninteractive"}
         self._run(["apt-get", "update"], env=env)
         with self._no_dnsmasq_start():
@@ -132,8 +134,11 @@ class Packages:
 class Service:
     """A systemd unit on the real system."""
 
-    def __init__(self, unit: str, run_dir: Path = Path("/run/systemd/system")) -> None:
+    def __init__(
+        self, unit: str, verb: str = "restart", run_dir: Path = Path("/run/systemd/system")
+    ) -> None:
         self.unit = unit
+        self.verb = verb  # nginx: reload-or-restart, so open downloads are not cut
         self._run_dir = run_dir
 
     def systemd_running(self) -> bool:
@@ -145,7 +150,7 @@ class Service:
 
     def enable_and_restart(self) -> None:
         run(["systemctl", "enable", "--quiet", self.unit])
-        run(["systemctl", "restart", self.unit], timeout=120)
+        run(["systemctl", self.verb, self.unit], timeout=120)
 
 
 def dnsmasq_test(conf_file: Path) -> None:
@@ -157,3 +162,19 @@ def dnsmasq_test(conf_file: Path) -> None:
             "install the package dnsmasq",
         )
     run(["dnsmasq", "--test", f"--conf-file={conf_file}"], timeout=30)
+
+
+def nginx_test(site: Path) -> None:
+    """`nginx -t` on pxeprov's site inside a minimal main config of its own (the system's
+    nginx.conf would also load the live site, and this one must not touch the real logs)."""
+    if not have("nginx"):
+        raise CommandError(
+            "nginx is not installed, so the site cannot be validated", "install the package nginx"
+        )
+    with tempfile.TemporaryDirectory(prefix="pxeprov-nginx-") as tmp:
+        main = Path(tmp) / "nginx.conf"
+        main.write_text(
+            f"pid {tmp}/nginx.pid;\nerror_log {tmp}/error.log;\nevents {{}}\n"
+            f"http {{\n  access_log off;\n  include {site};\n}}\n"
+        )
+        run(["nginx", "-t", "-q", "-p", tmp, "-c", str(main)], timeout=30)

@@ -48,7 +48,9 @@ class FakeService(Service):
 
 def run(root: Path, service: FakeService, state: State) -> list[tuple[str, str]]:
     plan = make_plan(render.render(state), Root.of(root))
-    return apply(plan, Root.of(root), force=False, validator=dnsmasq_test, service=service).lines
+    validators = {"dnsmasq": dnsmasq_test}
+    services = {"dnsmasq": service}
+    return apply(plan, Root.of(root), force=False, validators=validators, services=services).lines
 
 
 def test_restart_only_when_dnsmasq_config_changes(loader_root: Path) -> None:
