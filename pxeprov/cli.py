@@ -152,7 +152,11 @@ def _print_summary(result: commands.InitResult) -> None:
     typer.echo(
         "Changes applied." if result.outcome.changed else "Nothing changed: already up to date."
     )
-    typer.echo("Boot loaders: BIOS -> pxelinux.0 (menu pxelinux.cfg/default)")
+    base = result.state.payload_base
+    if base is None:
+        typer.echo("Boot loaders: BIOS -> pxelinux.0 (menu pxelinux.cfg/default)")
+    else:
+        typer.echo("Boot loaders: BIOS -> http/lpxelinux.0 (menu http/pxelinux.cfg/default)")
     if result.uefi_chain == "grub":
         typer.echo(
             "              UEFI x86-64 -> shimx64.efi -> grubx64.efi (signed: Secure Boot works; "
@@ -163,6 +167,8 @@ def _print_summary(result: commands.InitResult) -> None:
             "              UEFI x86-64 -> snponly.efi (iPXE, not signed: no Secure Boot; "
             "menu boot.ipxe)"
         )
+    if base is not None:
+        typer.echo(f"Payloads (kernels, initrds, squashfs) over HTTP from {base}/")
     typer.echo("")
     typer.echo(result.guidance, nl=False)
 
@@ -204,6 +210,18 @@ def init(
             "unsigned), or auto (grub when a suitable signed GRUB is installed) [default: auto]."
         ),
     ] = None,
+    http: Annotated[
+        bool | None,
+        typer.Option(
+            "--http/--no-http",
+            help="Also serve the TFTP root with nginx; boot payloads over HTTP [default: no].",
+        ),
+    ] = None,
+    http_port: Annotated[int | None, typer.Option(help="nginx's port [default: 80].")] = None,
+    http_base_url: Annotated[
+        str | None,
+        typer.Option(help="Fetch payloads from this web server or CDN instead ('' = none)."),
+    ] = None,
     install_packages: Annotated[
         bool, typer.Option(help="Install missing packages with apt-get (on / only).")
     ] = True,
@@ -220,6 +238,9 @@ def init(
         title=title,
         dnsmasq_config=dnsmasq_config,
         uefi_loader=uefi_loader,
+        http=http,
+        http_port=http_port,
+        http_base_url=http_base_url,
         install_packages=install_packages,
         force=force,
     )

@@ -47,6 +47,9 @@ class InitOptions:
     title: str | None = None
     dnsmasq_config: str | None = None
     uefi_loader: str | None = None
+    http: bool | None = None
+    http_port: int | None = None
+    http_base_url: str | None = None
     install_packages: bool = True
     force: bool = False
 
@@ -88,6 +91,9 @@ def desired_state(machine: Machine, options: InitOptions) -> tuple[State, list[s
         changes["dnsmasq_config"] = state_mod.cast_mode(options.dnsmasq_config)
     if options.uefi_loader is not None:
         changes["uefi_loader"] = state_mod.cast_loader(options.uefi_loader)
+    for name in ("http", "http_port", "http_base_url"):
+        if getattr(options, name) is not None:
+            changes[name] = getattr(options, name)
     return previous.with_changes(**changes), warnings
 
 
@@ -95,6 +101,7 @@ def _packages_to_install(
     machine: Machine, options: InitOptions, state: State
 ) -> tuple[list[str], str]:
     wanted = loaders.PACKAGES + (loaders.GRUB_PACKAGES if state.uefi_loader == "grub" else ())
+    wanted += loaders.HTTP_PACKAGES if state.http else ()
     if not machine.root.is_system:
         return [], "skipped: package installation (--root is not /)"
     if not options.install_packages:

@@ -19,6 +19,7 @@ UEFI_LOADERS = ("auto", "grub", "ipxe")  # what --uefi-loader accepts
 # Packages `pxeprov init` installs when they are missing (dnsmasq brings the service and
 # /etc/dnsmasq.d; dnsmasq-base alone has only the binary).
 PACKAGES: tuple[str, ...] = ("dnsmasq", "pxelinux", "syslinux-common", "ipxe")
+HTTP_PACKAGES: tuple[str, ...] = ("nginx",)
 GRUB_PACKAGES: tuple[str, ...] = ("shim-signed", "grub-efi-amd64-signed")
 
 
@@ -45,6 +46,12 @@ BIOS_FILES: tuple[LoaderFile, ...] = (
     _one("libutil.c32", _BIOS_MODULES / "libutil.c32", "syslinux-common"),
     _one("libmenu.c32", _BIOS_MODULES / "libmenu.c32", "syslinux-common"),
 )
+# HTTP payloads: lpxelinux.0 (pxelinux with an HTTP client) in a directory of its own, so that
+# it reads its own http/pxelinux.cfg/ and loads the modules next to it.
+BIOS_HTTP_FILES: tuple[LoaderFile, ...] = (
+    _one("http/lpxelinux.0", "/usr/lib/PXELINUX/lpxelinux.0", "pxelinux"),
+    *(LoaderFile(f"http/{f.name}", f.sources, f.package) for f in BIOS_FILES[1:]),
+)
 IPXE_FILES: tuple[LoaderFile, ...] = (_one("snponly.efi", "/usr/lib/ipxe/snponly.efi", "ipxe"),)
 GRUB_FILES: tuple[LoaderFile, ...] = (
     # Debian names it shimx64.efi.signed; Ubuntu ships .latest (and a .previous fallback).
@@ -61,8 +68,9 @@ GRUB_FILES: tuple[LoaderFile, ...] = (
 )
 
 
-def files_for(chain: UefiChain) -> tuple[LoaderFile, ...]:
-    return BIOS_FILES + (GRUB_FILES if chain == "grub" else IPXE_FILES)
+def files_for(chain: UefiChain, http: bool = False) -> tuple[LoaderFile, ...]:
+    bios = BIOS_HTTP_FILES if http else BIOS_FILES
+    return bios + (GRUB_FILES if chain == "grub" else IPXE_FILES)
 
 
 # GRUB learned to take its server from the proxy's offer in 2.12 ("efinet: Add DHCP proxy
@@ -83,8 +91,10 @@ def grub_supports_proxy(path: Path) -> bool | None:
 
 # What each firmware is offered, for init's output and the dnsmasq template.
 BIOS_BOOTFILE = "pxelinux.0"
+BIOS_HTTP_BOOTFILE = "http/lpxelinux.0"
 IPXE_BOOTFILE = "snponly.efi"
 SHIM_BOOTFILE = "shimx64.efi"
 IPXE_SCRIPT = "boot.ipxe"
 PXELINUX_MENU = "pxelinux.cfg/default"
+PXELINUX_HTTP_MENU = "http/pxelinux.cfg/default"
 GRUB_MENU = "grub/grub.cfg"

@@ -23,6 +23,7 @@ from pxeprov.paths import (
     DNSMASQ_DEFAULTS,
     DNSMASQ_DROP_IN,
     DNSMASQ_MAIN,
+    NGINX_SITE,
     STATE_FILE,
 )
 from pxeprov.state import Image, State
@@ -85,8 +86,10 @@ class MenuEntry:
 
     name: str
     label: str
-    kernel: str
+    kernel: str  # relative to the TFTP root (GRUB reads it from there)
     initrd: str
+    kernel_src: str  # what pxelinux and iPXE load: the same path, or its HTTP URL
+    initrd_src: str
     args: str  # the kind's kernel arguments, then the admin's --append
     default: bool
     unsigned_kernel: bool  # known not to be signed: Secure Boot clients refuse it
@@ -96,7 +99,15 @@ def fetch_url(state: State, image: Image) -> str | None:
     """Where live-boot fetches the squashfs: the server's address, never a host name."""
     if not image.rootfs or state.network is None:
         return None
+    base = state.payload_base
+    if base is not None:
+        return f"{base}/{image.rootfs}"
     return f"tftp://{state.network.address}/{image.rootfs}"
+
+
+def _src(state: State, path: str) -> str:
+    base = state.payload_base
+    return path if base is None else f"{base}/{path}"
 
 
 def menu_entry(state: State, image: Image) -> MenuEntry:
@@ -107,6 +118,8 @@ def menu_entry(state: State, image: Image) -> MenuEntry:
         image.label,
         image.kernel,
         image.initrd,
+        _src(state, image.kernel),
+        _src(state, image.initrd),
         args,
         image.default,
         image.unsigned_kernel,
@@ -127,7 +140,10 @@ def context(state: State, chain: UefiChain = "ipxe") -> dict[str, Any]:
         "menu_timeout": state.menu_timeout,
         "images": [menu_entry(state, image) for image in state.images],
         "default_image": state.default_image,
-        "bios_basename": loaders.BIOS_BOOTFILE.removesuffix(".0"),
+        "bios_basename": (
+            loaders.BIOS_HTTP_BOOTFILE if state.payload_base else loaders.BIOS_BOOTFILE
+        ).removesuffix(".0"),
+        "http_port": state.http_port,
         "uefi_bootfile": loaders.IPXE_BOOTFILE,
         "ipxe_script": loaders.IPXE_SCRIPT,
     }
@@ -167,16 +183,18 @@ def render(
     env = environment(template_override_dir)
     ctx = context(state, chain)
     tftp = state.tftp_root
+    http = state.payload_base is not None
     files: list[ManagedFile] = [
         ManagedFile(tftp / f.name, Kind.COPY, sources=f.sources, package=f.package)
-        for f in loaders.files_for(chain)
+        for f in loaders.files_for(chain, http)
     ]
     uefi_menu = (
         (loaders.GRUB_MENU, "grub/grub.cfg.j2")
         if chain == "grub"
         else (loaders.IPXE_SCRIPT, "boot.ipxe.j2")
     )
-    for name, template in ((loaders.PXELINUX_MENU, "pxelinux.cfg/default.j2"), uefi_menu):
+    bios_menu = loaders.PXELINUX_HTTP_MENU if http else loaders.PXELINUX_MENU
+    for name, template in ((bios_menu, "pxelinux.cfg/default.j2"), uefi_menu):
         text = render_template(env, template, ctx)
         files.append(ManagedFile(tftp / name, Kind.GENERATED, content=text.encode()))
     files.append(
@@ -185,6 +203,11 @@ def render(
     files.append(
         ManagedFile(DNSMASQ_DEFAULTS, Kind.EDIT, edit=set_dnsmasq_except, service="dnsmasq")
     )
+    if state.http:
+        site = render_template(env, "nginx-site.conf.j2", ctx)
+        files.append(
+            ManagedFile(NGINX_SITE, Kind.GENERATED, content=site.encode(), service="nginx")
+        )
     conf = render_template(env, "dnsmasq.conf.j2", ctx)
     files.append(
         ManagedFile(dnsmasq_path(state), Kind.GENERATED, content=conf.encode(), service="dnsmasq")

@@ -25,6 +25,7 @@ NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 # Text shown in menus: pxelinux, iPXE and GRUB all read one line; iPXE expands ${...}.
 _BAD_TEXT_RE = re.compile(r"[\x00-\x1f\x7f$\"]")
 MAX_MENU_TIMEOUT = 3600
+_URL_RE = re.compile(r"https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~/%+-]*)?")
 
 HEADER = (
     "# pxeprov state: every file pxeprov manages is rendered from this file.\n"
@@ -100,6 +101,9 @@ class State:
     uefi_loader: UefiLoader = "auto"  # as asked; `pxeprov init` resolves auto on each run
     title: str = "pxeprov network boot"
     menu_timeout: int = 10
+    http: bool = False  # serve the TFTP root with nginx too, and boot payloads over HTTP
+    http_port: int = 80
+    http_base_url: str = ""  # payloads from another web server (a CDN) instead
     images: tuple[Image, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -113,12 +117,29 @@ class State:
             raise InputError(f"uefi_loader must be one of {', '.join(UEFI_LOADERS)}")
         check_text(self.title, "title")
         check_timeout(self.menu_timeout)
+        if not 1 <= self.http_port <= 65535:
+            raise InputError(f"HTTP port {self.http_port} must be between 1 and 65535")
+        if self.http_base_url and not _URL_RE.fullmatch(self.http_base_url):
+            raise InputError(
+                f"HTTP base URL {self.http_base_url!r} must be like http://10.0.0.5/pxe "
+                "(http or https, an address or host, no spaces)"
+            )
         names = [image.name for image in self.images]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise InputError(f"image name {duplicates[0]!r} is used twice in the state")
         if sum(image.default for image in self.images) > 1:
             raise InputError("more than one image is marked default")
+
+    @property
+    def payload_base(self) -> str | None:
+        """Where kernels, initrds and squashfs files are fetched over HTTP (None: TFTP)."""
+        if self.http_base_url:
+            return self.http_base_url.rstrip("/")
+        if self.http and self.network is not None:
+            port = "" if self.http_port == 80 else f":{self.http_port}"
+            return f"http://{self.network.address}{port}"
+        return None
 
     @property
     def default_image(self) -> Image | None:
@@ -153,7 +174,7 @@ def loads(text: str, where: str = "state") -> State:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{where}: not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - {"network", "server", "menu", "images"})
+    unknown = sorted(set(data) - {"network", "server", "menu", "http", "images"})
     if unknown:
         raise InputError(f"{where}: unknown key {unknown[0]}")
     try:
@@ -188,6 +209,13 @@ def _from_dict(data: dict[str, Any], where: str) -> State:
         kwargs["title"] = _typed(menu, "title", str, where)
     if "timeout" in menu:
         kwargs["menu_timeout"] = _typed(menu, "timeout", int, where)
+    http = _table(data, "http", {"enabled", "port", "base_url"}, where)
+    if "enabled" in http:
+        kwargs["http"] = _typed(http, "enabled", bool, where)
+    if "port" in http:
+        kwargs["http_port"] = _typed(http, "port", int, where)
+    if "base_url" in http:
+        kwargs["http_base_url"] = _typed(http, "base_url", str, where)
     images = data.get("images", [])
     if not isinstance(images, list):
         raise InputError(f"{where}: images must be an array of tables ([[images]])")
@@ -231,6 +259,11 @@ def dumps(state: State) -> str:
         "uefi_loader": state.uefi_loader,
     }
     data["menu"] = {"title": state.title, "timeout": state.menu_timeout}
+    data["http"] = {
+        "enabled": state.http,
+        "port": state.http_port,
+        "base_url": state.http_base_url,
+    }
     if state.images:
         data["images"] = [asdict(image) for image in state.images]
     return HEADER + "\n" + tomli_w.dumps(data)

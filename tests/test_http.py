@@ -1,0 +1,195 @@
+"""The HTTP path: nginx's site, HTTP URLs in every menu, and nginx itself serving the root."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import NET, Cli, snapshot
+from .isos import clonezilla_files, make_iso
+
+TFTP = "var/lib/tftpboot"
+SITE = "etc/nginx/conf.d/pxeprov.conf"
+DROP_IN = "etc/dnsmasq.d/pxeprov.conf"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_http_init_and_image(loader_root: Path, cli: Cli, tmp_path: Path) -> None:
+    r = cli(loader_root, "init", *NET, "--http", "--http-port", "8080")
+    assert r.exit_code == 0, r.stderr
+    assert "Payloads (kernels, initrds, squashfs) over HTTP from http://127.0.0.1:8080/" in r.stdout
+    site = (loader_root / SITE).read_text()
+    assert "listen 127.0.0.1:8080;" in site and "root /var/lib/tftpboot;" in site
+    assert "autoindex off;" in site and "disable_symlinks on;" in site
+    conf = (loader_root / DROP_IN).read_text()
+    assert 'pxe-service=x86PC,"pxeprov network boot (BIOS)",http/lpxelinux' in conf
+    for name in ("lpxelinux.0", "ldlinux.c32", "menu.c32", "libutil.c32", "pxelinux.cfg/default"):
+        assert (loader_root / TFTP / "http" / name).is_file(), name
+    assert not (loader_root / TFTP / "pxelinux.0").exists()
+    iso = make_iso(tmp_path / "cz.iso", clonezilla_files())
+    assert cli(loader_root, "add-image", str(iso)).exit_code == 0
+    pxe = (loader_root / TFTP / "http/pxelinux.cfg/default").read_text()
+    ipxe = (loader_root / TFTP / "boot.ipxe").read_text()
+    base = "http://127.0.0.1:8080/images/cz"
+    assert f"KERNEL {base}/vmlinuz\n  INITRD {base}/initrd.img\n" in pxe
+    assert f"kernel {base}/vmlinuz initrd=initrd.img " in ipxe
+    assert f"initrd {base}/initrd.img\n" in ipxe
+    for menu in (pxe, ipxe):
+        assert f"fetch={base}/filesystem.squashfs" in menu
+    # back to TFTP: nginx's site and the lpxelinux files go
+    r = cli(loader_root, "init", "--no-http")
+    assert r.exit_code == 0, r.stderr
+    assert not (loader_root / SITE).exists()
+    assert [p for p in (loader_root / TFTP / "http").rglob("*") if p.is_file()] == []
+    pxe = (loader_root / TFTP / "pxelinux.cfg/default").read_text()
+    assert "fetch=tftp://127.0.0.1/images/cz/filesystem.squashfs" in pxe
+
+
+def test_http_base_url(loader_root: Path, cli: Cli, tmp_path: Path) -> None:
+    r = cli(loader_root, "init", *NET, "--http-base-url", "https://cdn.example.org/pxe/")
+    assert r.exit_code == 0, r.stderr
+    assert not (loader_root / SITE).exists()  # no local web server wanted
+    iso = make_iso(tmp_path / "cz.iso", clonezilla_files())
+    assert cli(loader_root, "add-image", str(iso)).exit_code == 0
+    pxe = (loader_root / TFTP / "http/pxelinux.cfg/default").read_text()
+    assert "KERNEL https://cdn.example.org/pxe/images/cz/vmlinuz" in pxe
+    assert "fetch=https://cdn.example.org/pxe/images/cz/filesystem.squashfs" in pxe
+    # the loaders themselves still come over TFTP from this server
+    conf = (loader_root / DROP_IN).read_text()
+    assert "enable-tftp" in conf and "http/lpxelinux" in conf
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--http-port", "0"], "HTTP port 0"),
+        (["--http-port", "70000"], "HTTP port 70000"),
+        (["--http-base-url", "ftp://x/y"], "must be like http://"),
+        (["--http-base-url", "http://a b/"], "must be like http://"),
+    ],
+)
+def test_bad_http_options(loader_root: Path, cli: Cli, args: list[str], words: str) -> None:
+    r = cli(loader_root, "init", *NET, *args)
+    assert r.exit_code == 2 and words in r.stderr
+    assert not (loader_root / "etc").exists()
+
+
+def test_broken_nginx_site_is_refused(loader_root: Path, cli: Cli) -> None:
+    assert cli(loader_root, "init", *NET, "--http").exit_code == 0
+    override = loader_root / "etc/pxeprov/templates"
+    override.mkdir(parents=True)
+    shipped = Path(__file__).parent.parent / "templates/nginx-site.conf.j2"
+    (override / "nginx-site.conf.j2").write_text(
+        shipped.read_text().replace("autoindex off;", "autoindex maybe;")
+    )
+    before = snapshot(loader_root)
+    r = cli(loader_root, "init", "--title", "Changed")
+    assert r.exit_code == 5 and "rejected by nginx, nothing was changed" in r.stderr
+    after = snapshot(loader_root)
+    before.pop("var/lib/pxeprov/lock"), after.pop("var/lib/pxeprov/lock")
+    assert after == before
+
+
+# ---------------------------------------------------------------- the real nginx, on loopback
+
+
+@contextlib.contextmanager
+def nginx(site: Path, root: Path, workdir: Path) -> Iterator[None]:
+    """nginx in the foreground with pxeprov's site (its `root` pointed at the test's root)."""
+    text = site.read_text()
+    assert text.count("root /var/lib/tftpboot;") == 1
+    test_site = workdir / "site.conf"
+    test_site.write_text(text.replace("root /var/lib/tftpboot;", f"root {root};"))
+    main = workdir / "nginx.conf"
+    main.write_text(
+        f"daemon off;\npid {workdir}/nginx.pid;\nerror_log {workdir}/error.log;\n"
+        f"events {{}}\nhttp {{\n  access_log {workdir}/access.log;\n  include {test_site};\n}}\n"
+    )
+    proc = subprocess.Popen(["nginx", "-p", str(workdir), "-c", str(main)])
+    try:
+        deadline = time.monotonic() + 10
+        while not (workdir / "nginx.pid").exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"nginx did not start: {(workdir / 'error.log').read_text()}")
+            time.sleep(0.05)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def request(port: int, method: str, path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def served_root(loader_root: Path) -> Iterator[Path]:
+    """The loader root where nginx's workers (user nobody) can read it: pytest's own temporary
+    directories are private to root."""
+    public = Path(tempfile.mkdtemp(prefix="pxeprov-http-"))
+    try:
+        public.chmod(0o755)
+        shutil.copytree(loader_root, public / "root")
+        yield public / "root"
+    finally:
+        shutil.rmtree(public)
+
+
+def test_nginx_serves_the_root_read_only(served_root: Path, cli: Cli, tmp_path: Path) -> None:
+    loader_root = served_root
+    port = free_port()
+    assert cli(loader_root, "init", *NET, "--http", "--http-port", str(port)).exit_code == 0
+    iso = make_iso(tmp_path / "cz.iso", clonezilla_files(squashfs=300_000))
+    assert cli(loader_root, "add-image", str(iso)).exit_code == 0
+    tftp = loader_root / TFTP
+    secret = loader_root.parent / "secret.txt"  # readable by nginx's workers: only the
+    secret.write_text("outside the root")  # refusal to follow symlinks keeps it out
+    secret.chmod(0o644)
+    (tftp / "images/cz/escape.txt").symlink_to(secret)
+    (tftp / "images/.staging-x").mkdir()
+    (tftp / "images/.staging-x/half").write_text("half")
+    workdir = tmp_path / "nginx"
+    workdir.mkdir()
+    with nginx(loader_root / SITE, tftp, workdir):
+        status, body = request(port, "GET", "/images/cz/filesystem.squashfs")
+        assert status == 200
+        assert body == (iso.with_suffix(".src") / "live/filesystem.squashfs").read_bytes()
+        assert request(port, "HEAD", "/images/cz/vmlinuz")[0] == 200
+        assert request(port, "GET", "/http/pxelinux.cfg/default")[0] == 200
+        for path in ("/", "/images/", "/images/cz/", "/images/cz"):
+            status, body = request(port, "GET", path)
+            assert status in (403, 404), path
+            assert b"vmlinuz" not in body  # never a listing
+        assert request(port, "GET", "/images/cz/escape.txt")[0] in (403, 404)
+        assert request(port, "GET", "/../../etc/passwd")[0] in (400, 404)
+        assert request(port, "GET", "/images/.staging-x/half")[0] == 404
+        for method in ("POST", "PUT", "DELETE"):
+            assert request(port, method, "/images/cz/vmlinuz")[0] in (403, 405), method
+    log = (workdir / "access.log").read_text()
+    assert re.search(r'"GET /images/cz/filesystem.squashfs HTTP/1.1" 200 300000', log)
