@@ -10,11 +10,25 @@ if [ "$(id -u)" != 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
-# dnsmasq-base: the binary only (no service that would start on this machine's interfaces).
+# dnsmasq-base: the binary only. Services the packages would start (nginx's default site) are
+# kept from starting: the tests start their own servers, inside network namespaces or on
+# loopback. (invoke-rc.d(8): a policy-rc.d exiting 101 forbids the action.)
+policy=/usr/sbin/policy-rc.d
+ours=""
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy"
+    chmod 755 "$policy"
+    ours=1
+    trap 'rm -f "$policy"' EXIT
+fi
 apt-get install -y -q --no-install-recommends \
     dnsmasq-base pxelinux syslinux-common ipxe \
     qemu-system-x86 ovmf debian-installer-12-netboot-amd64 \
-    xorriso curl iproute2 python3 python3-venv
+    nginx-light xorriso curl iproute2 python3 python3-venv
+if [ -n "$ours" ]; then
+    rm -f "$policy"
+    trap - EXIT
+fi
 python3 -m venv .venv
 .venv/bin/pip install -q -r requirements-dev.txt -e .
 .venv/bin/ruff check .
