@@ -24,7 +24,7 @@ fi
 apt-get install -y -q --no-install-recommends \
     dnsmasq-base pxelinux syslinux-common ipxe \
     qemu-system-x86 ovmf debian-installer-12-netboot-amd64 \
-    nginx-light xorriso curl iproute2 python3 python3-venv
+    nginx-light xorriso curl tftp-hpa iproute2 python3 python3-venv
 if [ -n "$ours" ]; then
     rm -f "$policy"
     trap - EXIT
