@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from .netlab import NetLab, missing_preconditions, traversable_tempdir
+from .sbfiles import CACHE, PackageError, SecureBootFiles, secureboot_files
 
 MakeDir = Callable[[str], Path]
 
@@ -53,3 +54,14 @@ def lab(make_dir: MakeDir) -> Iterator[NetLab]:
         yield netlab
     finally:
         netlab.down()
+
+
+@pytest.fixture(scope="session")
+def sb_files() -> SecureBootFiles:
+    """trixie's signed shim and GRUB 2.12 and bookworm's dhcpd, unpacked in a cache that later
+    runs reuse (sbfiles.py); downloaded with apt-get from Debian's archive on the first run."""
+    try:
+        return secureboot_files()
+    except PackageError as exc:
+        # Fail, never skip (see `lab`).
+        pytest.fail(f"Secure Boot packages not available in {CACHE}:\n{exc}", pytrace=False)

@@ -4,7 +4,10 @@ Topology (lab.sh ``TOPO=two``; a single namespace hides real proxyDHCP failures 
 ordinary server and the proxy would then share one address):
 
     ns A "ordinary LAN":  br0 10.77.0.1/24 + fd77::1/64, tap0 (QEMU), vpxe0 (veth)
-                          dnsmasq = ordinary DHCP server (leases only) + IPv6 RAs
+                          ordinary DHCP server (leases only), one at a time (``use_ordinary``):
+                            dnsmasq (default) + IPv6 RAs; dnsmasq always sets siaddr = itself
+                            W   ISC dhcpd, "Windows-like": siaddr 0.0.0.0, no boot file name
+                            Wf  ISC dhcpd + ``filename``: the ACK carries a BOOTP file name
     ns B "pxeprov box":   vpxe1 10.77.0.2/24, default route via 10.77.0.1
                           dnsmasq = proxyDHCP + TFTP, started from a given config
 
@@ -17,6 +20,7 @@ a deadline. ``down()`` removes whatever ``up()`` managed to create, even after a
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -28,7 +32,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-Firmware = Literal["bios", "uefi"]
+# uefi-sb: OVMF with Microsoft's keys enrolled and Secure Boot enforced (lab/secureboot).
+Firmware = Literal["bios", "uefi", "uefi-sb"]
+# The ordinary DHCP server (lab/secureboot/NOTES.txt: A = dnsmasq, W, Wf = ISC dhcpd).
+Ordinary = Literal["dnsmasq", "W", "Wf"]
 
 A_ADDR = "10.77.0.1"
 B_ADDR = "10.77.0.2"
@@ -42,6 +49,11 @@ VETH_B = "vpxe1"
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+# The secboot build (needs SMM and a secure pflash) and a variable store with Microsoft's keys
+# enrolled and Secure Boot on: the firmware runs only Microsoft-signed loaders such as shim.
+OVMF_SB_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.ms.fd")
+OVMF_SB_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
+SECUREBOOT_FILES = (OVMF_SB_CODE, OVMF_SB_VARS)
 QEMU = "qemu-system-x86_64"
 
 # Programs the lab runs; checked up front so a missing package fails with a clear message.
@@ -50,12 +62,14 @@ REQUIRED_FILES = (OVMF_CODE, OVMF_VARS, Path("/dev/net/tun"))
 
 POLL = 0.2  # seconds between looks at a log file
 DNSMASQ_START_TIMEOUT = 10.0
+DHCPD_START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0  # SIGTERM -> wait this long -> SIGKILL
 CMD_TIMEOUT = 30.0  # any single `ip` command
 KERNEL_GRACE = 2.0  # keep the VM running this long after "Linux version" (command line etc.)
 HARD_STOP_SLACK = 30  # `timeout` kills QEMU this long after the boot's own limit
 
 KERNEL_MARK = b"Linux version"
+DHCPD_READY = "Server starting service."  # the last start-up line of `dhcpd -d`
 
 
 class LabError(RuntimeError):
@@ -160,6 +174,26 @@ class Dnsmasq:
         stop_process(self.proc)
 
 
+@dataclass
+class Dhcpd:
+    """ISC dhcpd (``-f -d``) running in the foreground inside a namespace, with its own files.
+
+    ``log`` is its stdout+stderr: with ``-d`` dhcpd writes a line per DHCP message there
+    (``DHCPACK on 10.77.0.150 to 52:54:00:... via br0``), the evidence dnsmasq's log gives.
+    """
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    leases: Path
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+DhcpServer = Dnsmasq | Dhcpd
+
+
 @dataclass(frozen=True)
 class BootEvidence:
     """What one VM boot left behind: the serial console and the servers' log lines."""
@@ -172,7 +206,9 @@ class BootEvidence:
     qemu_output: str
     seconds: float  # wall time of the whole boot
     kernel_after: float | None  # seconds from QEMU start to "Linux version" on the serial port
-    ended_by: str  # "kernel", "qemu exited (rc=N)" or "time limit"
+    ended_by: str  # "kernel", "matched <regex>", "qemu exited (rc=N)" or "time limit"
+    ordinary: Ordinary = "dnsmasq"  # the ordinary DHCP server during this boot
+    stop_after: float | None = None  # seconds from QEMU start to the stop_on match
 
     def summary(self) -> str:
         """Everything needed to debug a failed boot, for assertion messages."""
@@ -181,7 +217,7 @@ class BootEvidence:
             f"{self.firmware} boot of {self.mac}: ended by {self.ended_by} after "
             f"{self.seconds:.1f}s, kernel {kernel}\n"
             f"--- proxy dnsmasq log (this boot)\n{self.proxy_log}"
-            f"--- ordinary dhcp log (this boot)\n{self.dhcp_log}"
+            f"--- ordinary dhcp log ({self.ordinary}, this boot)\n{self.dhcp_log}"
             f"--- qemu output\n{self.qemu_output}"
             f"--- serial console (last 3000 chars)\n{self.serial[-3000:]}"
         )
@@ -202,8 +238,9 @@ class NetLab:
     ns_a: str = field(init=False)
     ns_b: str = field(init=False)
     _namespaces: list[str] = field(init=False, default_factory=list)
-    _servers: list[Dnsmasq] = field(init=False, default_factory=list)
-    _dhcp: Dnsmasq | None = field(init=False, default=None)
+    _servers: list[DhcpServer] = field(init=False, default_factory=list)
+    _dhcp: DhcpServer | None = field(init=False, default=None)
+    _ordinary: Ordinary = field(init=False, default="dnsmasq")
     _boots: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
@@ -269,6 +306,7 @@ class NetLab:
         self._ip(b, "route", "add", "default", "via", A_ADDR, "dev", VETH_B)
         self._wait_link_up(b, VETH_B)
         self._dhcp = self.start_dnsmasq("dhcp", self.ns_a, self._write_dhcp_conf())
+        self._ordinary = "dnsmasq"
 
     def _wait_link_up(self, ns: str, ifname: str, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -297,6 +335,106 @@ class NetLab:
         conf.write_text("\n".join(lines) + "\n")
         conf.chmod(0o644)
         return conf
+
+    def _write_dhcpd_conf(self, kind: Literal["W", "Wf"]) -> Path:
+        """lab/secureboot's W.conf / Wf.conf on this lab's subnet.
+
+        No ``next-server``: dhcpd then sends siaddr 0.0.0.0, as Windows DHCP does. Wf adds a
+        ``filename``, which dhcpd puts in the BOOTP file field of its ACK.
+        """
+        net = A_ADDR.rsplit(".", 1)[0] + ".0"
+        lines = [
+            f"# e2e lab: the ordinary DHCP server, ISC dhcpd as lab/secureboot's {kind}.conf",
+            "ddns-update-style none;",
+            "authoritative;",
+            # Without this dhcpd pings each address before offering it: a second per lease.
+            "ping-check false;",
+            "default-lease-time 3600;",
+            "max-lease-time 3600;",
+            f"subnet {net} netmask 255.255.255.0 {{",
+            f"  range {LEASE_RANGE[0]} {LEASE_RANGE[1]};",
+            *(['  filename "undionly.kpxe";'] if kind == "Wf" else []),
+            "  option subnet-mask 255.255.255.0;",
+            "}",
+        ]
+        conf = self.workdir / f"dhcpd-{kind}.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        conf.chmod(0o644)
+        return conf
+
+    @property
+    def ordinary(self) -> Ordinary:
+        """Which ordinary DHCP server is running in ns A."""
+        return self._ordinary
+
+    def use_ordinary(self, kind: Ordinary, dhcpd: Path | None = None) -> None:
+        """Make ``kind`` the ordinary DHCP server in ns A (stopping the current one first);
+        nothing happens if it already is and still runs. ``dhcpd``: the ISC dhcpd binary,
+        needed for W and Wf.
+
+        Only one DHCP server may answer on br0, so the old one is stopped before the new one
+        starts; on failure no ordinary server runs and LabError says why.
+        """
+        if self.ns_a not in self._namespaces:
+            raise LabError("lab is not up")
+        current = self._dhcp
+        if current is not None and self._ordinary == kind and current.proc.poll() is None:
+            return
+        if kind != "dnsmasq" and dhcpd is None:
+            raise LabError(f"ordinary server {kind} needs the dhcpd binary")
+        if current is not None:
+            self._stop_server(current)
+            self._dhcp = None
+        if kind == "dnsmasq":
+            self._dhcp = self.start_dnsmasq("dhcp", self.ns_a, self._write_dhcp_conf())
+        else:
+            assert dhcpd is not None  # checked above
+            self._dhcp = self.start_dhcpd(kind, dhcpd, self._write_dhcpd_conf(kind))
+        self._ordinary = kind
+
+    def start_dhcpd(self, name: str, dhcpd: Path, conf: Path) -> Dhcpd:
+        """Start ISC dhcpd in the foreground in ns A on br0; return once it serves.
+
+        As lab/secureboot/sb.sh runs it: its own lease and pid files, ``-f -d`` (foreground,
+        log to stderr). It stays root (no ``-user``), which only matters on a real system.
+        """
+        ns = self.ns_a
+        if ns not in self._namespaces:
+            raise LabError(f"refusing to run dhcpd in {ns!r}: not created by this lab")
+        log = self.workdir / f"dhcpd-{name}.log"
+        # One lease file for every dhcpd of this lab (dhcpd refuses to start without one): a
+        # restarted dhcpd remembers its leases, so two VMs never get the same address, which
+        # ns B's ARP cache could still map to the first VM's MAC.
+        leases = self.workdir / "dhcpd.leases"
+        leases.touch()
+        offset = size_of(log)
+        argv = [
+            "ip", "netns", "exec", ns,
+            str(dhcpd), "-4", "-f", "-d",
+            "-cf", str(conf), "-lf", str(leases),
+            "-pf", str(self.workdir / f"dhcpd-{name}.pid"),
+            BRIDGE,
+        ]  # fmt: skip
+        with log.open("ab") as out:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        server = Dhcpd(name=name, proc=proc, log=log, leases=leases)
+        self._servers.append(server)
+        deadline = time.monotonic() + DHCPD_START_TIMEOUT
+        while DHCPD_READY not in read_from(log, offset):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                state = f"exited rc={proc.returncode}" if proc.poll() is not None else "timed out"
+                self._stop_server(server)
+                raise LabError(
+                    f"dhcpd {name} did not start ({state}) with {conf}\n"
+                    f"--- output\n{read_from(log, offset)}"
+                )
+            time.sleep(0.1)
+        return server
+
+    def _stop_server(self, server: DhcpServer) -> None:
+        server.stop()
+        if server in self._servers:
+            self._servers.remove(server)
 
     def down(self) -> None:
         """Stop every process and delete every namespace this lab created; idempotent.
@@ -367,19 +505,33 @@ class NetLab:
         return server
 
     def stop_dnsmasq(self, server: Dnsmasq) -> None:
-        server.stop()
-        if server in self._servers:
-            self._servers.remove(server)
+        self._stop_server(server)
 
     @property
     def dhcp_log(self) -> Path:
         if self._dhcp is None:
-            raise LabError("lab is not up")
+            raise LabError("no ordinary DHCP server running (lab not up, or a switch failed)")
         return self._dhcp.log
 
     # ------------------------------------------------------------------ VM boot
     def qemu_argv(self, firmware: Firmware, mac: str, serial: Path, vars_copy: Path) -> list[str]:
-        """QEMU exactly as lab.sh runs it (TCG: /dev/kvm is unusable on these machines)."""
+        """QEMU exactly as lab.sh (uefi-sb: lab/secureboot/sb.sh) runs it (TCG: /dev/kvm is
+        unusable on these machines)."""
+        if firmware == "uefi-sb":
+            # Secure Boot needs q35 with SMM and a pflash only SMM code may write: otherwise the
+            # OS could rewrite the variable store and switch Secure Boot off. The extra memory
+            # is sb.sh's: shim + GRUB + the installer's initrd in 512 MB is tight.
+            return [
+                QEMU, "-machine", "q35,smm=on", "-m", "768", "-nographic",
+                "-serial", f"file:{serial}", "-monitor", "none", "-parallel", "none",
+                "-no-reboot", "-accel", "tcg",
+                "-global", "driver=cfi.pflash01,property=secure,value=on",
+                "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_SB_CODE}",
+                "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
+                "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no",
+                # romfile= (empty): edk2's own PXE client, as in the uefi case below.
+                "-device", f"virtio-net-pci,netdev=n0,mac={mac},bootindex=1,romfile=",
+            ]  # fmt: skip
         argv = [
             QEMU, "-m", "512", "-nographic",
             "-serial", f"file:{serial}", "-monitor", "none", "-parallel", "none",
@@ -399,9 +551,20 @@ class NetLab:
         return argv
 
     def boot(
-        self, firmware: Firmware, mac: str, proxy: Dnsmasq, limit: float = 120.0
+        self,
+        firmware: Firmware,
+        mac: str,
+        proxy: Dnsmasq,
+        limit: float = 120.0,
+        stop_on: str | None = None,
+        stop_grace: float = KERNEL_GRACE,
     ) -> BootEvidence:
-        """PXE-boot one VM on tap0 until the kernel prints (plus a grace period) or ``limit``."""
+        """PXE-boot one VM on tap0 until the kernel prints (plus a grace period) or ``limit``.
+
+        ``stop_on``: a regex; once it matches the serial console the VM runs ``stop_grace``
+        seconds more and is stopped, so a boot expected to fail ends as soon as the failure is
+        on record instead of at ``limit``.
+        """
         if self.ns_a not in self._namespaces:
             raise LabError("lab is not up")
         self._boots += 1
@@ -409,9 +572,10 @@ class NetLab:
         serial = self.workdir / f"serial-{case}.log"
         qemu_out = self.workdir / f"qemu-{case}.out"
         vars_copy = self.workdir / f"vars-{case}.fd"
-        if firmware == "uefi":
+        if firmware != "bios":
             # OVMF writes its variable store: each VM gets a fresh copy, never the system file.
-            shutil.copyfile(OVMF_VARS, vars_copy)
+            shutil.copyfile(OVMF_SB_VARS if firmware == "uefi-sb" else OVMF_VARS, vars_copy)
+        stop_re = re.compile(stop_on.encode()) if stop_on is not None else None
         proxy_off, dhcp_off = size_of(proxy.log), size_of(self.dhcp_log)
         # `timeout` is the hard stop should this process die before stopping QEMU itself.
         argv = [
@@ -427,14 +591,21 @@ class NetLab:
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
             )
         kernel_after: float | None = None
+        stop_after: float | None = None
         ended_by = "time limit"
         try:
             while True:
                 now = time.monotonic() - t0
-                if kernel_after is None and KERNEL_MARK in _read_bytes(serial):
+                console = _read_bytes(serial)
+                if kernel_after is None and KERNEL_MARK in console:
                     kernel_after = now
                 if kernel_after is not None and now - kernel_after >= KERNEL_GRACE:
                     ended_by = "kernel"
+                    break
+                if stop_re is not None and stop_after is None and stop_re.search(console):
+                    stop_after = now
+                if stop_after is not None and now - stop_after >= stop_grace:
+                    ended_by = f"matched {stop_on!r}"
                     break
                 if proc.poll() is not None:
                     ended_by = f"qemu exited (rc={proc.returncode})"
@@ -455,6 +626,8 @@ class NetLab:
             seconds=seconds,
             kernel_after=kernel_after,
             ended_by=ended_by,
+            ordinary=self._ordinary,
+            stop_after=stop_after,
         )
 
 
