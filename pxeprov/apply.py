@@ -53,65 +53,40 @@ def _other_drop_ins(root: Root, own: set[PurePosixPath]) -> list[Path]:
     )
 
 
-def validate_dnsmasq(plan: Plan, root: Root, validator: Validator) -> None:
-    """`dnsmasq --test` on the candidate config alone, then together with the other drop-ins
-    dnsmasq would load with it (a leftover `port=0` elsewhere makes dnsmasq refuse to start)."""
-    candidates = [
-        a
-        for a in plan.files
-        if a.service == "dnsmasq" and a.new is not None and a.changes and a.path.suffix == ".conf"
-    ]
-    if not candidates:
-        return
+def validate(plan: Plan, root: Root, validators: Mapping[str, Validator]) -> None:
+    """Every changed service config is checked by its service (`dnsmasq --test`, `nginx -t`)
+    before anything replaces a live file; dnsmasq's also together with the other drop-ins it
+    would load with it (a leftover `port=0` elsewhere makes dnsmasq refuse to start)."""
     own = {a.path for a in plan.files}
     with tempfile.TemporaryDirectory(prefix="pxeprov-test-") as tmp:
-        for action in candidates:
-            assert action.new is not None
-            candidate = Path(tmp) / action.path.name
-            candidate.write_bytes(action.new)
-            try:
-                validator(candidate)
-            except CommandError as exc:
-                raise CommandError(
-                    f"the new {action.path} is rejected by dnsmasq, nothing was changed: "
-                    f"{exc.message}"
-                ) from None
-            others = _other_drop_ins(root, own)
-            if not others:
+        for action in plan.files:
+            service = action.service
+            if service is None or action.new is None or not action.changes:
                 continue
-            combined = Path(tmp) / "combined.conf"
-            combined.write_text("".join(f"conf-file={p}\n" for p in [candidate, *others]))
-            try:
-                validator(combined)
-            except CommandError as exc:
-                names = ", ".join(str(DNSMASQ_DROP_IN_DIR / p.name) for p in others)
-                raise CommandError(
-                    f"the new {action.path} conflicts with {names}, nothing was changed: "
-                    f"{exc.message}",
-                    "move the other file out of /etc/dnsmasq.d",
-                ) from None
-
-
-def validate_others(plan: Plan, validators: Mapping[str, Validator]) -> None:
-    """Other services' candidate configs (nginx -t), before anything replaces the live ones."""
-    for action in plan.files:
-        service = action.service
-        if service in (None, "dnsmasq") or action.new is None or not action.changes:
-            continue
-        assert service is not None
-        validator = validators.get(service)
-        if validator is None:
-            continue
-        with tempfile.TemporaryDirectory(prefix="pxeprov-test-") as tmp:
+            validator = validators.get(service)
+            if validator is None or action.path.suffix != ".conf":
+                continue  # /etc/default/dnsmasq: shell variables, nothing to test
             candidate = Path(tmp) / action.path.name
             candidate.write_bytes(action.new)
-            try:
-                validator(candidate)
-            except CommandError as exc:
-                raise CommandError(
-                    f"the new {action.path} is rejected by {service}, nothing was changed: "
-                    f"{exc.message}"
-                ) from None
+            _check(validator, candidate, f"the new {action.path} is rejected by {service}")
+            others = _other_drop_ins(root, own) if service == "dnsmasq" else []
+            if others:
+                combined = Path(tmp) / "combined.conf"
+                combined.write_text("".join(f"conf-file={p}\n" for p in [candidate, *others]))
+                names = ", ".join(str(DNSMASQ_DROP_IN_DIR / p.name) for p in others)
+                _check(
+                    validator,
+                    combined,
+                    f"the new {action.path} conflicts with {names}",
+                    "move the other file out of /etc/dnsmasq.d",
+                )
+
+
+def _check(validator: Validator, candidate: Path, what: str, hint: str | None = None) -> None:
+    try:
+        validator(candidate)
+    except CommandError as exc:
+        raise CommandError(f"{what}, nothing was changed: {exc.message}", hint) from None
 
 
 def check_conflicts(plan: Plan, force: bool) -> None:
@@ -136,8 +111,7 @@ def apply(
     check_conflicts(plan, force)
     if any(a.op is Op.PENDING for a in plan.files):
         raise PxeprovError("internal: plan still waits for packages to be installed")
-    validate_dnsmasq(plan, root, validators["dnsmasq"])
-    validate_others(plan, validators)
+    validate(plan, root, validators)
 
     outcome = Outcome()
     done: list[FileAction] = []

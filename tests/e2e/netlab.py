@@ -10,6 +10,7 @@ ordinary server and the proxy would then share one address):
                             Wf  ISC dhcpd + ``filename``: the ACK carries a BOOTP file name
     ns B "pxeprov box":   vpxe1 10.77.0.2/24, default route via 10.77.0.1
                           dnsmasq = proxyDHCP + TFTP, started from a given config
+                          nginx (``start_nginx``) with a given site, for the HTTP boot path
 
 Safety: nothing here touches the host's own interfaces. Every ``ip`` command names one of the
 namespaces this object created (``ip -n NS ...``), every server and VM runs under
@@ -26,7 +27,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -63,6 +64,7 @@ REQUIRED_FILES = (OVMF_CODE, OVMF_VARS, Path("/dev/net/tun"))
 POLL = 0.2  # seconds between looks at a log file
 DNSMASQ_START_TIMEOUT = 10.0
 DHCPD_START_TIMEOUT = 10.0
+NGINX_START_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0  # SIGTERM -> wait this long -> SIGKILL
 CMD_TIMEOUT = 30.0  # any single `ip` command
 KERNEL_GRACE = 2.0  # keep the VM running this long after "Linux version" (command line etc.)
@@ -70,6 +72,17 @@ HARD_STOP_SLACK = 30  # `timeout` kills QEMU this long after the boot's own limi
 
 KERNEL_MARK = b"Linux version"
 DHCPD_READY = "Server starting service."  # the last start-up line of `dhcpd -d`
+
+# nginx's access log: "combined" without referer and user agent, plus $msec (when the response
+# was complete, epoch seconds with ms) and $request_time (seconds it took): transfer times to
+# the millisecond, where dnsmasq's log has whole seconds.
+NGINX_LOG_FORMAT = (
+    '$remote_addr [$time_local] "$request" $status $body_bytes_sent $msec $request_time'
+)
+_ACCESS_RE = re.compile(
+    r'^(?P<client>\S+) \[[^\]]*\] "(?P<request>[^"]*)" (?P<status>\d{3}) (?P<size>\d+) '
+    r"(?P<done>\d+\.\d+) (?P<seconds>\d+\.\d+)$"
+)
 
 
 class LabError(RuntimeError):
@@ -195,6 +208,60 @@ DhcpServer = Dnsmasq | Dhcpd
 
 
 @dataclass(frozen=True)
+class HttpRequest:
+    """One line of the access log of an nginx started by ``NetLab.start_nginx``."""
+
+    client: str
+    method: str  # "" when nginx could not parse the request line
+    path: str  # as the client sent it, before nginx normalized it
+    status: int
+    size: int  # body bytes sent
+    done: float  # epoch seconds when the response was complete
+    seconds: float  # how long the request took
+
+
+@dataclass
+class Nginx:
+    """nginx (``daemon off;``) running in the foreground inside a namespace, with a minimal main
+    config of its own around a site (as pxeprov's ``nginx -t`` check runs it); every file it
+    writes is in its own ``prefix`` directory."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    prefix: Path
+    access_log: Path
+    error_log: Path
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+    def requests(self, offset: int = 0) -> list[HttpRequest]:
+        """The access log's requests from byte ``offset`` on (see ``size_of``)."""
+        found: list[HttpRequest] = []
+        for line in read_from(self.access_log, offset).splitlines():
+            m = _ACCESS_RE.match(line)
+            if m is None:
+                raise LabError(f"unexpected line in {self.access_log}: {line!r}")
+            parts = m["request"].split(" ")
+            method, path = (parts[0], parts[1]) if len(parts) >= 2 else ("", m["request"])
+            found.append(
+                HttpRequest(
+                    client=m["client"],
+                    method=method,
+                    path=path,
+                    status=int(m["status"]),
+                    size=int(m["size"]),
+                    done=float(m["done"]),
+                    seconds=float(m["seconds"]),
+                )
+            )
+        return found
+
+
+Server = Dnsmasq | Dhcpd | Nginx
+
+
+@dataclass(frozen=True)
 class BootEvidence:
     """What one VM boot left behind: the serial console and the servers' log lines."""
 
@@ -209,6 +276,8 @@ class BootEvidence:
     ended_by: str  # "kernel", "matched <regex>", "qemu exited (rc=N)" or "time limit"
     ordinary: Ordinary = "dnsmasq"  # the ordinary DHCP server during this boot
     stop_after: float | None = None  # seconds from QEMU start to the stop_on match
+    # boot(marks=...): seconds from QEMU start to the first match of each mark (absent: none)
+    marks: Mapping[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
         """Everything needed to debug a failed boot, for assertion messages."""
@@ -238,7 +307,7 @@ class NetLab:
     ns_a: str = field(init=False)
     ns_b: str = field(init=False)
     _namespaces: list[str] = field(init=False, default_factory=list)
-    _servers: list[DhcpServer] = field(init=False, default_factory=list)
+    _servers: list[Server] = field(init=False, default_factory=list)
     _dhcp: DhcpServer | None = field(init=False, default=None)
     _ordinary: Ordinary = field(init=False, default="dnsmasq")
     _boots: int = field(init=False, default=0)
@@ -431,7 +500,7 @@ class NetLab:
             time.sleep(0.1)
         return server
 
-    def _stop_server(self, server: DhcpServer) -> None:
+    def _stop_server(self, server: Server) -> None:
         server.stop()
         if server in self._servers:
             self._servers.remove(server)
@@ -507,6 +576,50 @@ class NetLab:
     def stop_dnsmasq(self, server: Dnsmasq) -> None:
         self._stop_server(server)
 
+    # ------------------------------------------------------------------ nginx
+    def start_nginx(self, name: str, ns: str, site: Path) -> Nginx:
+        """Start nginx in the foreground in ``ns`` with ``site`` (a server block, included
+        verbatim); return once it listens. Its pid, logs and temp directories go to
+        ``<workdir>/nginx-<name>/``. Its workers run as nobody: whatever the site serves must
+        be world-readable along its whole path.
+        """
+        if ns not in self._namespaces:
+            raise LabError(f"refusing to run nginx in {ns!r}: not created by this lab")
+        prefix = self.workdir / f"nginx-{name}"
+        prefix.mkdir(exist_ok=True)
+        prefix.chmod(0o755)  # its temp directories must be reachable by the workers
+        pid, access, error = prefix / "nginx.pid", prefix / "access.log", prefix / "error.log"
+        pid.unlink(missing_ok=True)  # a stale one would look like a started server
+        main = prefix / "nginx.conf"
+        main.write_text(
+            "# e2e lab: nginx in the foreground around one site, every file in this directory\n"
+            f"daemon off;\npid {pid};\nerror_log {error};\nevents {{}}\n"
+            f"http {{\n  log_format lab '{NGINX_LOG_FORMAT}';\n"
+            f"  access_log {access} lab;\n  include {site};\n}}\n"
+        )
+        output = prefix / "nginx.out"
+        argv = ["ip", "netns", "exec", ns, "nginx", "-p", str(prefix), "-c", str(main)]
+        with output.open("ab") as out:
+            # `ip netns exec` execs nginx, so proc.pid is the master's own PID.
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        server = Nginx(name=name, proc=proc, prefix=prefix, access_log=access, error_log=error)
+        self._servers.append(server)
+        # The master writes its pid file after it has opened the listening sockets.
+        deadline = time.monotonic() + NGINX_START_TIMEOUT
+        while read_from(pid, 0).strip() != str(proc.pid):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                state = f"exited rc={proc.returncode}" if proc.poll() is not None else "timed out"
+                self._stop_server(server)
+                raise LabError(
+                    f"nginx {name} did not start ({state}) with {main}\n"
+                    f"--- output\n{read_from(output, 0)}--- error log\n{read_from(error, 0)}"
+                )
+            time.sleep(0.05)
+        return server
+
+    def stop_nginx(self, server: Nginx) -> None:
+        self._stop_server(server)
+
     @property
     def dhcp_log(self) -> Path:
         if self._dhcp is None:
@@ -514,15 +627,23 @@ class NetLab:
         return self._dhcp.log
 
     # ------------------------------------------------------------------ VM boot
-    def qemu_argv(self, firmware: Firmware, mac: str, serial: Path, vars_copy: Path) -> list[str]:
+    def qemu_argv(
+        self,
+        firmware: Firmware,
+        mac: str,
+        serial: Path,
+        vars_copy: Path,
+        memory_mb: int | None = None,
+    ) -> list[str]:
         """QEMU exactly as lab.sh (uefi-sb: lab/secureboot/sb.sh) runs it (TCG: /dev/kvm is
-        unusable on these machines)."""
+        unusable on these machines). ``memory_mb``: instead of lab.sh's size (a loader holds
+        the whole initrd in memory: a big one needs more)."""
         if firmware == "uefi-sb":
             # Secure Boot needs q35 with SMM and a pflash only SMM code may write: otherwise the
             # OS could rewrite the variable store and switch Secure Boot off. The extra memory
             # is sb.sh's: shim + GRUB + the installer's initrd in 512 MB is tight.
             return [
-                QEMU, "-machine", "q35,smm=on", "-m", "768", "-nographic",
+                QEMU, "-machine", "q35,smm=on", "-m", str(memory_mb or 768), "-nographic",
                 "-serial", f"file:{serial}", "-monitor", "none", "-parallel", "none",
                 "-no-reboot", "-accel", "tcg",
                 "-global", "driver=cfi.pflash01,property=secure,value=on",
@@ -533,7 +654,7 @@ class NetLab:
                 "-device", f"virtio-net-pci,netdev=n0,mac={mac},bootindex=1,romfile=",
             ]  # fmt: skip
         argv = [
-            QEMU, "-m", "512", "-nographic",
+            QEMU, "-m", str(memory_mb or 512), "-nographic",
             "-serial", f"file:{serial}", "-monitor", "none", "-parallel", "none",
             "-no-reboot", "-accel", "tcg",
             "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no",
@@ -558,12 +679,16 @@ class NetLab:
         limit: float = 120.0,
         stop_on: str | None = None,
         stop_grace: float = KERNEL_GRACE,
+        memory_mb: int | None = None,
+        marks: Mapping[str, tuple[Path, str]] | None = None,
     ) -> BootEvidence:
         """PXE-boot one VM on tap0 until the kernel prints (plus a grace period) or ``limit``.
 
         ``stop_on``: a regex; once it matches the serial console the VM runs ``stop_grace``
         seconds more and is stopped, so a boot expected to fail ends as soon as the failure is
-        on record instead of at ``limit``.
+        on record instead of at ``limit``. ``memory_mb``: see ``qemu_argv``. ``marks``: name ->
+        (log file, regex); the evidence's ``marks`` say when (seconds after QEMU start, to the
+        polling interval) each regex first matched what this boot appended to its log file.
         """
         if self.ns_a not in self._namespaces:
             raise LabError("lab is not up")
@@ -577,11 +702,15 @@ class NetLab:
             shutil.copyfile(OVMF_SB_VARS if firmware == "uefi-sb" else OVMF_VARS, vars_copy)
         stop_re = re.compile(stop_on.encode()) if stop_on is not None else None
         proxy_off, dhcp_off = size_of(proxy.log), size_of(self.dhcp_log)
+        watched = {
+            name: (log, size_of(log), re.compile(rx)) for name, (log, rx) in (marks or {}).items()
+        }
+        seen: dict[str, float] = {}
         # `timeout` is the hard stop should this process die before stopping QEMU itself.
         argv = [
             "timeout", "-k", "5", str(int(limit) + HARD_STOP_SLACK),
             "ip", "netns", "exec", self.ns_a,
-            *self.qemu_argv(firmware, mac, serial, vars_copy),
+            *self.qemu_argv(firmware, mac, serial, vars_copy, memory_mb),
         ]  # fmt: skip
         (self.workdir / f"qemu-{case}.cmd").write_text(" ".join(argv) + "\n")
         t0 = time.monotonic()
@@ -599,6 +728,9 @@ class NetLab:
                 console = _read_bytes(serial)
                 if kernel_after is None and KERNEL_MARK in console:
                     kernel_after = now
+                for name, (log, offset, rx) in watched.items():
+                    if name not in seen and rx.search(read_from(log, offset)):
+                        seen[name] = now
                 if kernel_after is not None and now - kernel_after >= KERNEL_GRACE:
                     ended_by = "kernel"
                     break
@@ -628,6 +760,7 @@ class NetLab:
             ended_by=ended_by,
             ordinary=self._ordinary,
             stop_after=stop_after,
+            marks=seen,
         )
 
 

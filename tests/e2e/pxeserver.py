@@ -1,7 +1,8 @@
 """A pxeprov server for the end-to-end tests: a temporary root with the packaged boot loaders,
 `pxeprov` run inside namespace B against it, a Clonezilla-shaped ISO, and the checks a good
-proxyDHCP boot must pass. Shared by test_boot.py (BIOS, UEFI with iPXE) and
-test_secureboot.py (UEFI through shim and GRUB).
+proxyDHCP boot must pass. Shared by test_boot.py (BIOS, UEFI with iPXE),
+test_secureboot.py (UEFI through shim and GRUB), test_http_boot.py (payloads over HTTP) and
+bench/boot_bench.py.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ LOADERS = (
     *(BIOS_MODULES / f"{m}.c32" for m in ("ldlinux", "menu", "libutil", "libmenu")),
     Path("/usr/lib/ipxe/snponly.efi"),
 )
+# `init --http` also copies pxelinux's HTTP-capable sibling (pass it to build_root's ``extra``).
+LPXELINUX = Path("/usr/lib/PXELINUX/lpxelinux.0")
 TFTP_ROOT = "/var/lib/tftpboot"  # as on a real server; rewritten for the test only
 IMAGE_DIR = "images/d-i"
 APPEND = "console=ttyS0,115200n8 priority=critical"
@@ -46,6 +49,9 @@ ISO_NAME = "cz"  # the Clonezilla-shaped image, the menu default
 CONSOLE = "console=ttyS0,115200n8"
 SQUASHFS = os.urandom(3 << 20)
 FETCH_URL = f"tftp://{B_ADDR}/images/{ISO_NAME}/filesystem.squashfs"
+HTTP_PORT = 8080  # `init --http --http-port 8080`
+HTTP_BASE = f"http://{B_ADDR}:{HTTP_PORT}"
+HTTP_FETCH_URL = f"{HTTP_BASE}/images/{ISO_NAME}/filesystem.squashfs"
 INIT_TIMEOUT = 120.0
 
 
@@ -114,6 +120,23 @@ def conf_for_test(conf: Path, tftp_root: Path, dest: Path) -> Path:
     return dest
 
 
+def site_for_test(site: Path, tftp_root: Path, dest: Path) -> Path:
+    """The rendered nginx site with only its ``root`` line pointed at the test's TFTP root."""
+    text = site.read_text()
+    line = f"root {TFTP_ROOT};"
+    count = [s.strip() for s in text.splitlines()].count(line)
+    assert count == 1, f"expected exactly one line {line!r} in {site}, found {count}:\n{text}"
+    dest.write_text(
+        "\n".join(
+            s.replace(line, f"root {tftp_root};") if s.strip() == line else s
+            for s in text.splitlines()
+        )
+        + "\n"
+    )
+    dest.chmod(0o644)
+    return dest
+
+
 def leases(ev: BootEvidence) -> list[str]:
     """Addresses the ordinary DHCP server acknowledged to this boot's MAC, in order."""
     mac = re.escape(ev.mac)
@@ -124,8 +147,14 @@ def leases(ev: BootEvidence) -> list[str]:
     return re.findall(pattern, ev.dhcp_log)
 
 
-def check_boot(ev: BootEvidence, tftp_root: Path, served: tuple[str, ...]) -> None:
-    """Every piece of evidence a good proxyDHCP boot leaves; all failures reported at once."""
+def check_boot(
+    ev: BootEvidence, tftp_root: Path, served: tuple[str, ...], fetch_url: str = FETCH_URL
+) -> None:
+    """Every piece of evidence a good proxyDHCP boot leaves; all failures reported at once.
+
+    ``served``: the files that must have come over TFTP; ``fetch_url``: the squashfs URL the
+    kernel command line must carry (HTTP_FETCH_URL when the server was rendered with --http).
+    """
     problems: list[str] = []
     # The ordinary server (A) leased the address ...
     acks = leases(ev)
@@ -148,7 +177,7 @@ def check_boot(ev: BootEvidence, tftp_root: Path, served: tuple[str, ...]) -> No
             problems.append(f"proxy log: no 'sent {tftp_root}/{name} to {shown}'")
     if "Linux version" not in ev.serial:
         problems.append("serial: no 'Linux version' (kernel never started)")
-    for arg in ("boot=live", "locales=en_US.UTF-8", f"fetch={FETCH_URL}", CONSOLE):
+    for arg in ("boot=live", "locales=en_US.UTF-8", f"fetch={fetch_url}", CONSOLE):
         if not re.search(rf"Command line:.*{re.escape(arg)}", ev.serial):
             problems.append(f"serial: kernel command line lacks {arg!r}")
     assert not problems, "\n".join(["boot failed:", *problems, "", ev.summary()])
