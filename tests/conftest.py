@@ -70,3 +70,13 @@ def snapshot(root: Path) -> dict[str, tuple[str, int, int]]:
             digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
             out[str(p.relative_to(root))] = (digest, st.st_mode, st.st_mtime_ns)
     return out
+
+
+def override_template(root: Path, name: str, old: str, new: str) -> None:
+    """An admin's own copy of a shipped template (under /etc/pxeprov/templates), with a change."""
+    shipped = Path(__file__).resolve().parent.parent / "templates" / name
+    text = shipped.read_text()
+    assert old in text
+    target = root / "etc/pxeprov/templates" / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text.replace(old, new))

@@ -17,7 +17,7 @@ from pxeprov.network import NetworkRequest
 from pxeprov.paths import LOCK_FILE, Root
 from pxeprov.system import Packages
 
-from .conftest import NET, Cli, snapshot
+from .conftest import NET, Cli, override_template, snapshot
 
 TFTP = "var/lib/tftpboot"
 SERVED = [
@@ -288,12 +288,7 @@ def test_existing_unmanaged_menu_is_not_overwritten(loader_root: Path, cli: Cli)
 def test_broken_template_never_replaces_the_live_config(loader_root: Path, cli: Cli) -> None:
     assert cli(loader_root, "init", *NET).exit_code == 0
     live = (loader_root / DROP_IN).read_bytes()
-    override = loader_root / "etc/pxeprov/templates"
-    override.mkdir(parents=True)
-    shipped = Path(__file__).parent.parent / "templates/dnsmasq.conf.j2"
-    (override / "dnsmasq.conf.j2").write_text(
-        shipped.read_text().replace("dhcp-range=", "dhcp-rnage=")
-    )
+    override_template(loader_root, "dnsmasq.conf.j2", "dhcp-range=", "dhcp-rnage=")
     before = snapshot(loader_root)
     r = cli(loader_root, "init", "--menu-timeout", "5")
     _assert_clean_error(r, 5, "rejected by dnsmasq, nothing was changed")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import NET, Cli, snapshot
+from .conftest import NET, Cli, override_template, snapshot
 from .isos import clonezilla_files, make_iso
 
 TFTP = "var/lib/tftpboot"
@@ -92,12 +92,7 @@ def test_bad_http_options(loader_root: Path, cli: Cli, args: list[str], words: s
 
 def test_broken_nginx_site_is_refused(loader_root: Path, cli: Cli) -> None:
     assert cli(loader_root, "init", *NET, "--http").exit_code == 0
-    override = loader_root / "etc/pxeprov/templates"
-    override.mkdir(parents=True)
-    shipped = Path(__file__).parent.parent / "templates/nginx-site.conf.j2"
-    (override / "nginx-site.conf.j2").write_text(
-        shipped.read_text().replace("autoindex off;", "autoindex maybe;")
-    )
+    override_template(loader_root, "nginx-site.conf.j2", "autoindex off;", "autoindex maybe;")
     before = snapshot(loader_root)
     r = cli(loader_root, "init", "--title", "Changed")
     assert r.exit_code == 5 and "rejected by nginx, nothing was changed" in r.stderr
