@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -10,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -399,3 +400,33 @@ def test_url_dry_run(server: Path, cli: Cli, iso_server: tuple[FileServer, bytes
     r = cli(server, "add-image", fs.url("/isos/cz.iso"), "--dry-run")
     assert r.exit_code == 0 and "would download" in r.stdout
     assert fs.gets("/isos/cz.iso") == [] and unlocked(snapshot(server)) == before
+
+
+def test_copy_falls_back_where_the_kernel_cannot_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """copy_file_range refused (EXDEV: another filesystem type, older kernels), then sendfile
+    refused too: the same bytes arrive through sendfile, then through pycdlib's reader."""
+    iso_path = make_iso(tmp_path / "x.iso", clonezilla_files(squashfs=300_000))
+    original = (tmp_path / "x.src/live/filesystem.squashfs").read_bytes()
+    calls: list[str] = []
+
+    def refuse(name: str, code: int) -> Callable[..., int]:
+        def call(*_args: object, **_kwargs: object) -> int:
+            calls.append(name)
+            raise OSError(code, os.strerror(code))
+
+        return call
+
+    monkeypatch.setattr(os, "copy_file_range", refuse("copy_file_range", errno.EXDEV))
+    progress: list[int] = []
+    with Iso(iso_path) as iso:
+        iso.copy("/live/filesystem.squashfs", tmp_path / "via-sendfile", progress.append)
+    assert (tmp_path / "via-sendfile").read_bytes() == original
+    assert calls == ["copy_file_range"] and sum(progress) == len(original)
+
+    monkeypatch.setattr(os, "sendfile", refuse("sendfile", errno.EINVAL))
+    with Iso(iso_path) as iso:
+        iso.copy("/live/filesystem.squashfs", tmp_path / "via-pycdlib")
+    assert (tmp_path / "via-pycdlib").read_bytes() == original
+    assert calls == ["copy_file_range", "copy_file_range", "sendfile"]
