@@ -35,8 +35,17 @@ def _fail(action: str, path: Path, exc: OSError) -> FilesystemError:
 
 
 def make_dirs(path: Path, mode: int = 0o755) -> None:
+    """Create `path` and its missing parents with `mode` whatever the umask: dnsmasq and nginx
+    serve files as their own unprivileged users, who must be able to traverse every directory."""
+    missing = []
+    parent = path
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
     try:
-        path.mkdir(parents=True, exist_ok=True, mode=mode)
+        for directory in reversed(missing):
+            directory.mkdir(exist_ok=True)
+            directory.chmod(mode)
     except OSError as exc:
         raise _fail("create directory", path, exc) from None
 

@@ -345,3 +345,19 @@ def test_debug_shows_the_traceback(tmp_path: Path, cli: Cli) -> None:
     r = cli(tmp_path, "--debug", "init", "--interface", "nosuchif0")
     assert r.exit_code != 0 and r.exception is not None
     assert type(r.exception).__name__ == "InputError"
+
+
+def test_served_tree_is_readable_whatever_the_umask(loader_root: Path, cli: Cli) -> None:
+    """A hardened umask (077) must not lock dnsmasq's unprivileged user out of the TFTP root."""
+    old = os.umask(0o077)
+    try:
+        assert cli(loader_root, "init", *NET).exit_code == 0
+    finally:
+        os.umask(old)
+    tftp = loader_root / TFTP
+    for path in [tftp, *tftp.rglob("*")]:
+        wanted = 0o755 if path.is_dir() else 0o644
+        assert path.stat().st_mode & 0o777 == wanted, path
+    for parent in tftp.relative_to(loader_root).parents:
+        if str(parent) != ".":
+            assert (loader_root / parent).stat().st_mode & 0o005 == 0o005, parent

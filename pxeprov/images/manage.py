@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from pxeprov import commands
 from pxeprov.apply import Outcome, check_conflicts
 from pxeprov.errors import ChecksumError, FilesystemError, ImageError, InputError, PxeprovError
+from pxeprov.fsutil import make_dirs
 from pxeprov.images import kinds, pe
 from pxeprov.images.iso import Iso, sync_files
 from pxeprov.paths import Root
@@ -310,8 +311,8 @@ def _copy_in(
     images = root.path(state.tftp_root / IMAGES)
     staging = images / f"{_STAGING}{name}-{os.getpid()}"
     total = sum(iso.files[p].size for p in wanted)
+    make_dirs(images)
     try:
-        images.mkdir(parents=True, exist_ok=True, mode=0o755)
         free = shutil.disk_usage(images).free
     except OSError as exc:
         raise FilesystemError(f"cannot create {images}: {exc.strerror}") from None
