@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -142,7 +143,7 @@ def measure(args: argparse.Namespace, isos: dict[int, Path], target: Path) -> No
     root = fresh_root(target)
     out = target / "xorriso-out"
     results: dict[tuple[str, int], list[tuple[float, int]]] = {}
-    tools = {
+    tools: dict[str, Callable[[Path], tuple[float, int]]] = {
         "pxeprov": lambda iso: run_pxeprov(root, iso),
         "xorriso": lambda iso: run_xorriso(out, iso, sync=False),
         "xorriso+sync": lambda iso: run_xorriso(out, iso, sync=True),
