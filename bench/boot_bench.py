@@ -9,7 +9,7 @@ Debian packages the e2e tests use, nginx included):
 The e2e lab (tests/e2e/netlab.py: namespace A with the ordinary DHCP server and the QEMU
 client, namespace B with the pxeprov box; deleted at the end, also after an error) serves two
 roots rendered by `pxeprov init` inside B: one without --http (kernel and initrd over TFTP) and
-one with --http --http-port 8080 (BIOS: lpxelinux, UEFI: iPXE; kernel and initrd from nginx).
+one with --http --http-port 8080 (BIOS and UEFI: iPXE; kernel and initrd from nginx).
 Both menus default to one image whose initrd is Debian's installer initrd.gz followed by an
 uncompressed newc cpio of --payload-mb MiB of random data (the kernel accepts concatenated
 initramfs archives): the loader must fetch all of it before the kernel starts, as it must
@@ -57,8 +57,8 @@ from tests.e2e.pxeserver import (  # noqa: E402 - after the path is set
     HTTP_BASE,
     HTTP_PORT,
     LOADERS,
-    LPXELINUX,
     TFTP_ROOT,
+    UNDIONLY,
     build_root,
     conf_for_test,
     pxeprov,
@@ -133,7 +133,7 @@ class Root:
 
 def render(lab: NetLab, work: Path, transport: Transport, initrd: Path) -> Root:
     root = work / f"root-{transport}"
-    build_root(root, {LPXELINUX: LPXELINUX})
+    build_root(root, {UNDIONLY: UNDIONLY})
     tftp_root = root / TFTP_ROOT.lstrip("/")
     image = tftp_root / IMAGE
     image.mkdir(parents=True)
@@ -150,14 +150,11 @@ def render(lab: NetLab, work: Path, transport: Transport, initrd: Path) -> Root:
     pxeprov(lab, root, *init)
     # Each menu must load the payload the way this case is meant to measure.
     base = f"{HTTP_BASE}/" if transport == "http" else ""
-    menu = tftp_root / (
-        "http/pxelinux.cfg/default" if transport == "http" else "pxelinux.cfg/default"
-    )
-    for file, line in (
-        (menu, f"KERNEL {base}{KERNEL}"),
-        (menu, f"INITRD {base}{INITRD}"),
-        (tftp_root / "boot.ipxe", f"initrd {base}{INITRD}"),
-    ):
+    checks = [(tftp_root / "boot.ipxe", f"initrd {base}{INITRD}")]
+    if transport == "tftp":  # with HTTP, BIOS clients get iPXE and boot.ipxe too
+        menu = tftp_root / "pxelinux.cfg/default"
+        checks += [(menu, f"KERNEL {KERNEL}"), (menu, f"INITRD {INITRD}")]
+    for file, line in checks:
         if line not in file.read_text():
             raise BenchError(f"{file} has no {line!r}:\n{file.read_text()}")
     conf = conf_for_test(
@@ -305,7 +302,7 @@ def report(results: list[Result], initrd_size: int, payload_mb: int) -> None:
 
 def run(args: argparse.Namespace) -> None:
     problems = missing_preconditions() + missing_files(
-        (*LOADERS, LPXELINUX, DI / "linux", DI / "initrd.gz")
+        (*LOADERS, UNDIONLY, DI / "linux", DI / "initrd.gz")
     )
     problems += [] if shutil.which("nginx") else ["program not found on PATH: nginx"]
     if problems:

@@ -156,7 +156,7 @@ def _print_summary(result: commands.InitResult) -> None:
     if base is None:
         typer.echo("Boot loaders: BIOS -> pxelinux.0 (menu pxelinux.cfg/default)")
     else:
-        typer.echo("Boot loaders: BIOS -> http/lpxelinux.0 (menu http/pxelinux.cfg/default)")
+        typer.echo("Boot loaders: BIOS -> undionly.kpxe (iPXE, menu boot.ipxe)")
     if result.uefi_chain == "grub":
         typer.echo(
             "              UEFI x86-64 -> shimx64.efi -> grubx64.efi (signed: Secure Boot works; "

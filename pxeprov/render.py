@@ -140,9 +140,9 @@ def context(state: State, chain: UefiChain = "ipxe") -> dict[str, Any]:
         "menu_timeout": state.menu_timeout,
         "images": [menu_entry(state, image) for image in state.images],
         "default_image": state.default_image,
-        "bios_basename": (
-            loaders.BIOS_HTTP_BOOTFILE if state.payload_base else loaders.BIOS_BOOTFILE
-        ).removesuffix(".0"),
+        "bios_basename": loaders.BIOS_BOOTFILE.removesuffix(".0"),
+        "bios_ipxe": state.payload_base is not None,
+        "bios_ipxe_bootfile": loaders.BIOS_IPXE_BOOTFILE,
         "http_port": state.http_port,
         "uefi_bootfile": loaders.IPXE_BOOTFILE,
         "ipxe_script": loaders.IPXE_SCRIPT,
@@ -188,13 +188,12 @@ def render(
         ManagedFile(tftp / f.name, Kind.COPY, sources=f.sources, package=f.package)
         for f in loaders.files_for(chain, http)
     ]
-    uefi_menu = (
-        (loaders.GRUB_MENU, "grub/grub.cfg.j2")
-        if chain == "grub"
-        else (loaders.IPXE_SCRIPT, "boot.ipxe.j2")
-    )
-    bios_menu = loaders.PXELINUX_HTTP_MENU if http else loaders.PXELINUX_MENU
-    for name, template in ((bios_menu, "pxelinux.cfg/default.j2"), uefi_menu):
+    menus = [] if http else [(loaders.PXELINUX_MENU, "pxelinux.cfg/default.j2")]
+    if chain == "grub":
+        menus.append((loaders.GRUB_MENU, "grub/grub.cfg.j2"))
+    if chain == "ipxe" or http:  # iPXE's menu, for UEFI and/or (with HTTP) BIOS clients
+        menus.append((loaders.IPXE_SCRIPT, "boot.ipxe.j2"))
+    for name, template in menus:
         text = render_template(env, template, ctx)
         files.append(ManagedFile(tftp / name, Kind.GENERATED, content=text.encode()))
     files.append(

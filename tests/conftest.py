@@ -12,10 +12,10 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from pxeprov.cli import app
-from pxeprov.loaders import BIOS_FILES, BIOS_HTTP_FILES, GRUB_FILES, IPXE_FILES
+from pxeprov.loaders import BIOS_FILES, BIOS_IPXE_FILES, GRUB_FILES, IPXE_FILES
 
 # The host's packages provide the boot loaders the test roots get copies of.
-LOADER_FILES = BIOS_FILES + BIOS_HTTP_FILES[:1] + IPXE_FILES  # installed on CI
+LOADER_FILES = BIOS_FILES + BIOS_IPXE_FILES + IPXE_FILES  # installed on CI
 _MISSING = [str(f.sources[0]) for f in LOADER_FILES if not Path(str(f.sources[0])).is_file()]
 
 

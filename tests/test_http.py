@@ -38,27 +38,29 @@ def test_http_init_and_image(loader_root: Path, cli: Cli, tmp_path: Path) -> Non
     assert "listen 127.0.0.1:8080;" in site and "root /var/lib/tftpboot;" in site
     assert "autoindex off;" in site and "disable_symlinks on;" in site
     conf = (loader_root / DROP_IN).read_text()
-    assert 'pxe-service=x86PC,"pxeprov network boot (BIOS)",http/lpxelinux' in conf
-    for name in ("lpxelinux.0", "ldlinux.c32", "menu.c32", "libutil.c32", "pxelinux.cfg/default"):
-        assert (loader_root / TFTP / "http" / name).is_file(), name
+    # BIOS clients get iPXE, then the same iPXE menu as UEFI clients
+    assert 'pxe-service=tag:!ipxe,x86PC,"pxeprov network boot (BIOS)",undionly.kpxe' in conf
+    assert 'pxe-service=tag:ipxe,x86PC,"pxeprov network boot (iPXE menu)",boot.ipxe' in conf
+    assert conf.count("dhcp-userclass=set:ipxe,iPXE") == 1
+    assert (loader_root / TFTP / "undionly.kpxe").is_file()
+    assert "BIOS -> undionly.kpxe (iPXE, menu boot.ipxe)" in r.stdout
     assert not (loader_root / TFTP / "pxelinux.0").exists()
+    assert not (loader_root / TFTP / "pxelinux.cfg/default").exists()
     iso = make_iso(tmp_path / "cz.iso", clonezilla_files())
     assert cli(loader_root, "add-image", str(iso)).exit_code == 0
-    pxe = (loader_root / TFTP / "http/pxelinux.cfg/default").read_text()
     ipxe = (loader_root / TFTP / "boot.ipxe").read_text()
     base = "http://127.0.0.1:8080/images/cz"
-    assert f"KERNEL {base}/vmlinuz\n  INITRD {base}/initrd.img\n" in pxe
     assert f"kernel {base}/vmlinuz initrd=initrd.img " in ipxe
     assert f"initrd {base}/initrd.img\n" in ipxe
-    for menu in (pxe, ipxe):
-        assert f"fetch={base}/filesystem.squashfs" in menu
-    # back to TFTP: nginx's site and the lpxelinux files go
+    assert f"fetch={base}/filesystem.squashfs" in ipxe
+    # back to TFTP: nginx's site and undionly.kpxe go, pxelinux comes back
     r = cli(loader_root, "init", "--no-http")
     assert r.exit_code == 0, r.stderr
     assert not (loader_root / SITE).exists()
-    assert [p for p in (loader_root / TFTP / "http").rglob("*") if p.is_file()] == []
+    assert not (loader_root / TFTP / "undionly.kpxe").exists()
     pxe = (loader_root / TFTP / "pxelinux.cfg/default").read_text()
     assert "fetch=tftp://127.0.0.1/images/cz/filesystem.squashfs" in pxe
+    assert "KERNEL images/cz/vmlinuz" in pxe
 
 
 def test_http_base_url(loader_root: Path, cli: Cli, tmp_path: Path) -> None:
@@ -67,12 +69,12 @@ def test_http_base_url(loader_root: Path, cli: Cli, tmp_path: Path) -> None:
     assert not (loader_root / SITE).exists()  # no local web server wanted
     iso = make_iso(tmp_path / "cz.iso", clonezilla_files())
     assert cli(loader_root, "add-image", str(iso)).exit_code == 0
-    pxe = (loader_root / TFTP / "http/pxelinux.cfg/default").read_text()
-    assert "KERNEL https://cdn.example.org/pxe/images/cz/vmlinuz" in pxe
-    assert "fetch=https://cdn.example.org/pxe/images/cz/filesystem.squashfs" in pxe
+    ipxe = (loader_root / TFTP / "boot.ipxe").read_text()
+    assert "kernel https://cdn.example.org/pxe/images/cz/vmlinuz" in ipxe
+    assert "fetch=https://cdn.example.org/pxe/images/cz/filesystem.squashfs" in ipxe
     # the loaders themselves still come over TFTP from this server
     conf = (loader_root / DROP_IN).read_text()
-    assert "enable-tftp" in conf and "http/lpxelinux" in conf
+    assert "enable-tftp" in conf and "undionly.kpxe" in conf
 
 
 @pytest.mark.parametrize(
@@ -176,7 +178,7 @@ def test_nginx_serves_the_root_read_only(served_root: Path, cli: Cli, tmp_path: 
         assert status == 200
         assert body == (iso.with_suffix(".src") / "live/filesystem.squashfs").read_bytes()
         assert request(port, "HEAD", "/images/cz/vmlinuz")[0] == 200
-        assert request(port, "GET", "/http/pxelinux.cfg/default")[0] == 200
+        assert request(port, "GET", "/boot.ipxe")[0] == 200
         for path in ("/", "/images/", "/images/cz/", "/images/cz"):
             status, body = request(port, "GET", path)
             assert status in (403, 404), path

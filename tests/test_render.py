@@ -94,11 +94,14 @@ VARIANTS = [
 ]
 
 
+@pytest.mark.parametrize("http", [False, True])
 @pytest.mark.parametrize("chain", ["ipxe", "grub"])
 @pytest.mark.parametrize("state", VARIANTS)
-def test_every_variant_passes_dnsmasq_test(state: State, chain: UefiChain, tmp_path: Path) -> None:
+def test_every_variant_passes_dnsmasq_test(
+    state: State, chain: UefiChain, http: bool, tmp_path: Path
+) -> None:
     conf = tmp_path / "candidate.conf"
-    conf.write_text(dnsmasq_conf(state, chain))
+    conf.write_text(dnsmasq_conf(state.with_changes(http=http), chain))
     done = subprocess.run(
         ["dnsmasq", "--test", f"--conf-file={conf}"], capture_output=True, text=True, check=False
     )

@@ -140,3 +140,17 @@ def test_pe_signature_detection() -> None:
     assert not pe.has_signature(Path("/usr/lib/ipxe/snponly.efi"))  # a PE image, not signed
     assert not pe.has_signature(Path("/usr/lib/PXELINUX/pxelinux.0"))  # not a PE image
     assert not pe.is_signed(b"MZ" + bytes(100))
+
+
+def test_secure_boot_chain_with_http(loader_root: Path, cli: Cli) -> None:
+    """UEFI: shim + GRUB; BIOS: iPXE for its HTTP client; both menus from one state."""
+    add_signed_uefi_loaders(loader_root)
+    r = cli(loader_root, "init", *NET, "--uefi-loader", "grub", "--http")
+    assert r.exit_code == 0, r.stderr
+    served = {p.name for p in (loader_root / TFTP).rglob("*") if p.is_file()}
+    assert {"undionly.kpxe", "boot.ipxe", "shimx64.efi", "grubx64.efi", "grub.cfg"} <= served
+    assert not served & {"snponly.efi", "pxelinux.0"}
+    conf = (loader_root / DROP_IN).read_text()
+    assert "pxe-service=tag:!ipxe,x86PC," in conf and "undionly.kpxe" in conf
+    assert 'pxe-service=X86-64_EFI,"pxeprov network boot (UEFI)",shimx64.efi' in conf
+    assert "snponly.efi" not in conf

@@ -31,8 +31,8 @@ LOADERS = (
     *(BIOS_MODULES / f"{m}.c32" for m in ("ldlinux", "menu", "libutil", "libmenu")),
     Path("/usr/lib/ipxe/snponly.efi"),
 )
-# `init --http` also copies pxelinux's HTTP-capable sibling (pass it to build_root's ``extra``).
-LPXELINUX = Path("/usr/lib/PXELINUX/lpxelinux.0")
+# `init --http` gives BIOS clients iPXE instead of pxelinux (pass it to build_root's ``extra``).
+UNDIONLY = Path("/usr/lib/ipxe/undionly.kpxe")
 TFTP_ROOT = "/var/lib/tftpboot"  # as on a real server; rewritten for the test only
 IMAGE_DIR = "images/d-i"
 APPEND = "console=ttyS0,115200n8 priority=critical"

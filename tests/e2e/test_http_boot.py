@@ -3,8 +3,9 @@
 As test_boot.py, but the root is rendered with ``--http --http-port 8080``: namespace B runs the
 rendered dnsmasq config (TFTP root rewritten) and nginx with the rendered site (``root``
 rewritten; a minimal main config of the lab's own around it, access log in the lab's workdir).
-BIOS clients get ``http/lpxelinux.0`` and its menu over TFTP, then kernel and initrd over HTTP;
-UEFI clients get snponly.efi and boot.ipxe over TFTP, then kernel and initrd over HTTP. From the
+BIOS clients get iPXE (undionly.kpxe; QEMU's BIOS ROM is iPXE already, so it is given the
+boot.ipxe menu at once) and UEFI clients snponly.efi and boot.ipxe over TFTP; then kernel and
+initrd over HTTP. From the
 clients' side (namespace A), curl checks what nginx must and must not serve, and that large
 TFTP transfers (past 65,535 blocks, where the 16-bit block number wraps) arrive intact.
 """
@@ -44,9 +45,9 @@ from .pxeserver import (
     HTTP_PORT,
     ISO_NAME,
     LOADERS,
-    LPXELINUX,
     SQUASHFS,
     TFTP_ROOT,
+    UNDIONLY,
     build_root,
     check_boot,
     clonezilla_iso,
@@ -60,7 +61,7 @@ pytestmark = pytest.mark.e2e
 
 KERNEL = f"images/{ISO_NAME}/vmlinuz"
 INITRD = f"images/{ISO_NAME}/initrd.img"
-BIOS_TFTP = ("http/lpxelinux.0", "http/ldlinux.c32", "http/pxelinux.cfg/default")
+BIOS_TFTP = ("boot.ipxe",)
 UEFI_TFTP = ("snponly.efi", "boot.ipxe")
 
 # One MAC per boot, so each boot's lines can be told apart in the shared logs.
@@ -89,13 +90,13 @@ class HttpServer:
 
 @pytest.fixture(scope="module")
 def server(lab: NetLab, make_dir: MakeDir) -> Iterator[HttpServer]:
-    problems = missing_files((*LOADERS, LPXELINUX, DI / "linux", DI / "initrd.gz"))
+    problems = missing_files((*LOADERS, UNDIONLY, DI / "linux", DI / "initrd.gz"))
     problems += [f"program not found on PATH: {p}" for p in PROGRAMS if shutil.which(p) is None]
     if problems:
         # Fail, never skip: a CI run that silently skips its e2e tests proves nothing.
         pytest.fail("e2e preconditions not met:\n  " + "\n  ".join(problems), pytrace=False)
     root = make_dir("pxeprov-e2e-http-root-")
-    build_root(root, {LPXELINUX: LPXELINUX})
+    build_root(root, {UNDIONLY: UNDIONLY})
     init = ("init", "--no-install-packages", "--menu-timeout", "1")
     pxeprov(lab, root, *init, "--http", "--http-port", str(HTTP_PORT))
     iso = clonezilla_iso(make_dir("pxeprov-e2e-http-iso-"))
@@ -179,16 +180,15 @@ def served(requests: list[HttpRequest], client: str, path: str, size: int) -> bo
 def test_rendered_http_files(server: HttpServer) -> None:
     """What the boots below rely on, checked first so a rendering bug is reported as such."""
     conf = server.conf.read_text()
-    assert re.search(r"^pxe-service=x86PC,.*,http/lpxelinux$", conf, re.MULTILINE), conf
+    assert re.search(r"^pxe-service=tag:!ipxe,x86PC,.*,undionly.kpxe$", conf, re.MULTILINE), conf
+    assert re.search(r"^pxe-service=tag:ipxe,x86PC,.*,boot.ipxe$", conf, re.MULTILINE), conf
+    assert (server.tftp_root / "undionly.kpxe").read_bytes() == UNDIONLY.read_bytes()
     site = server.site.read_text()
     assert f"listen {B_ADDR}:{HTTP_PORT};" in site, site
-    pxe = (server.tftp_root / "http/pxelinux.cfg/default").read_text()
-    assert f"KERNEL {HTTP_BASE}/{KERNEL}\n  INITRD {HTTP_BASE}/{INITRD}\n" in pxe, pxe
     ipxe = (server.tftp_root / "boot.ipxe").read_text()
     assert f"kernel {HTTP_BASE}/{KERNEL} " in ipxe and f"initrd {HTTP_BASE}/{INITRD}\n" in ipxe
-    for menu in (pxe, ipxe):
-        urls = re.findall(r"fetch=(\S+)", menu)
-        assert urls and urls[-1] == HTTP_FETCH_URL, (urls, menu)
+    urls = re.findall(r"fetch=(\S+)", ipxe)
+    assert urls and urls[-1] == HTTP_FETCH_URL, (urls, ipxe)
 
 
 def test_bios_boots_over_http(lab: NetLab, server: HttpServer) -> None:
@@ -229,7 +229,7 @@ def test_nginx_refuses(lab: NetLab, server: HttpServer, make_dir: MakeDir) -> No
     links[1].symlink_to(outside, target_is_directory=True)
     problems: list[str] = []
     try:
-        for path in ("/", "/images/", f"/images/{ISO_NAME}/", f"/images/{ISO_NAME}", "/http/"):
+        for path in ("/", "/images/", f"/images/{ISO_NAME}/", f"/images/{ISO_NAME}"):
             status, body = curl(lab, out, f"{HTTP_BASE}{path}")
             directory = server.tftp_root / path.strip("/")
             listed = [p.name for p in directory.iterdir() if p.name.encode() in body]
