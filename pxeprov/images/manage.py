@@ -350,10 +350,16 @@ def _swap_in(final: Path, staging: Path) -> Path | None:
     """Rename the staging directory to its final name; an existing one (replace, or one an
     interrupted run left without a menu entry) is moved aside and returned."""
     trash = None
-    if final.exists():
-        trash = final.with_name(f"{_TRASH}{final.name}-{os.getpid()}")
-        final.rename(trash)
-    staging.rename(final)
+    try:
+        if final.exists():
+            trash = final.with_name(f"{_TRASH}{final.name}-{os.getpid()}")
+            final.rename(trash)
+        staging.rename(final)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if trash is not None and not final.exists():
+            trash.rename(final)
+        raise FilesystemError(f"cannot move {staging} to {final}: {exc.strerror}") from None
     return trash
 
 
