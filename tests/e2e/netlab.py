@@ -27,7 +27,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -129,6 +129,18 @@ def run(argv: Sequence[str], timeout: float = CMD_TIMEOUT) -> str:
             f"exit {res.returncode}: {' '.join(argv)}\n{res.stderr.strip() or res.stdout.strip()}"
         )
     return res.stdout
+
+
+def wait_started(proc: subprocess.Popen[bytes], ready: Callable[[], bool], timeout: float) -> str:
+    """Wait until `ready()` (a server's own sign of life); "" then, else why it never came."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None:
+            return f"exited rc={proc.returncode}"
+        if time.monotonic() > deadline:
+            return "timed out"
+        time.sleep(0.05)
+    return ""
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
@@ -560,17 +572,16 @@ class NetLab:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
         server = Dnsmasq(name=name, proc=proc, log=log, output=output)
         self._servers.append(server)
-        deadline = time.monotonic() + DNSMASQ_START_TIMEOUT
-        while "started, version" not in read_from(log, offset):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                state = f"exited rc={proc.returncode}" if proc.poll() is not None else "timed out"
-                self.stop_dnsmasq(server)
-                raise LabError(
-                    f"dnsmasq {name} did not start ({state}) with {conf}\n"
-                    f"--- output\n{output.read_text(errors='replace')}"
-                    f"--- log\n{read_from(log, offset)}"
-                )
-            time.sleep(0.1)
+        state = wait_started(
+            proc, lambda: "started, version" in read_from(log, offset), DNSMASQ_START_TIMEOUT
+        )
+        if state:
+            self.stop_dnsmasq(server)
+            raise LabError(
+                f"dnsmasq {name} did not start ({state}) with {conf}\n"
+                f"--- output\n{output.read_text(errors='replace')}"
+                f"--- log\n{read_from(log, offset)}"
+            )
         return server
 
     def stop_dnsmasq(self, server: Dnsmasq) -> None:
@@ -605,16 +616,15 @@ class NetLab:
         server = Nginx(name=name, proc=proc, prefix=prefix, access_log=access, error_log=error)
         self._servers.append(server)
         # The master writes its pid file after it has opened the listening sockets.
-        deadline = time.monotonic() + NGINX_START_TIMEOUT
-        while read_from(pid, 0).strip() != str(proc.pid):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                state = f"exited rc={proc.returncode}" if proc.poll() is not None else "timed out"
-                self._stop_server(server)
-                raise LabError(
-                    f"nginx {name} did not start ({state}) with {main}\n"
-                    f"--- output\n{read_from(output, 0)}--- error log\n{read_from(error, 0)}"
-                )
-            time.sleep(0.05)
+        state = wait_started(
+            proc, lambda: read_from(pid, 0).strip() == str(proc.pid), NGINX_START_TIMEOUT
+        )
+        if state:
+            self._stop_server(server)
+            raise LabError(
+                f"nginx {name} did not start ({state}) with {main}\n"
+                f"--- output\n{read_from(output, 0)}--- error log\n{read_from(error, 0)}"
+            )
         return server
 
     def stop_nginx(self, server: Nginx) -> None:
