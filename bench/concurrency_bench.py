@@ -29,13 +29,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.e2e.netlab import stop_process  # noqa: E402 - after the path is set
+
 SRV, CLI = f"pxb-srv-{os.getpid()}", f"pxb-cli-{os.getpid()}"
 SRV_IP, CLI_IP = "10.88.0.1", "10.88.0.2"
 PORT = 8080
 FILE = "images/bench/payload.bin"
 LOADERS = [
     "/usr/lib/PXELINUX/pxelinux.0",
-    "/usr/lib/PXELINUX/lpxelinux.0",
+    "/usr/lib/ipxe/undionly.kpxe",  # --http gives BIOS clients iPXE
     "/usr/lib/syslinux/modules/bios/ldlinux.c32",
     "/usr/lib/syslinux/modules/bios/menu.c32",
     "/usr/lib/syslinux/modules/bios/libutil.c32",
@@ -83,16 +87,6 @@ def start(
             sys.exit(f"{what} did not start: {err}")
         time.sleep(0.05)
     return proc
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def prepare(work: Path, size_mb: int) -> tuple[Path, Path, Path]:
@@ -212,7 +206,7 @@ def main() -> None:
             print(f"{n:>4}{cells}{ratio:>16.1f}x")
     finally:
         for proc in reversed(procs):
-            stop(proc)
+            stop_process(proc)
         net_down()
         shutil.rmtree(work, ignore_errors=True)
 
