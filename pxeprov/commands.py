@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -166,8 +167,7 @@ def preview(machine: Machine, options: InitOptions) -> InitResult:
 
 
 def init(machine: Machine, options: InitOptions) -> InitResult:
-    root = machine.root
-    with locked(root.path(LOCK_FILE), machine.lock_timeout):
+    with lock(machine):
         result, to_install = _prepare(machine, options, preview=False)
         if to_install:
             # Conflicts are reported before anything is installed.
@@ -199,7 +199,7 @@ def apply_plan(machine: Machine, plan: Plan, *, force: bool = False) -> Outcome:
     return apply(plan, root, force=force, validators=machine.validators, services=services)
 
 
-def lock(machine: Machine) -> Any:
+def lock(machine: Machine) -> AbstractContextManager[None]:
     return locked(machine.root.path(LOCK_FILE), machine.lock_timeout)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import NET, Cli, override_template, snapshot
+from .e2e.netlab import stop_process
 from .isos import clonezilla_files, make_iso
 
 TFTP = "var/lib/tftpboot"
@@ -127,12 +128,7 @@ def nginx(site: Path, root: Path, workdir: Path) -> Iterator[None]:
             time.sleep(0.05)
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
 
 
 def request(port: int, method: str, path: str) -> tuple[int, bytes]:
