@@ -14,7 +14,7 @@ from typing import Any
 
 import jinja2
 
-from pxeprov import __version__, loaders
+from pxeprov import __version__, loaders, syntax
 from pxeprov import state as state_mod
 from pxeprov.errors import InputError
 from pxeprov.images import kinds
@@ -45,6 +45,7 @@ class ManagedFile:
     edit: Callable[[bytes | None], bytes] | None = None  # EDIT: current content -> new content
     service: str | None = None  # the service (dnsmasq, nginx) to restart when this file changes
     mode: int = 0o644  # every served file is world-readable: dnsmasq drops privileges
+    syntax: str | None = None  # GENERATED: its format, validated before it goes live
 
 
 def packaged_template_dir() -> Path:
@@ -55,24 +56,39 @@ def packaged_template_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "templates"
 
 
+def _one_line(value: object) -> object:
+    """Jinja's `finalize`: every value a template writes, whatever filter it went through (or
+    none, in an admin's own template), stays on its line: no control character passes."""
+    text = str(value)
+    for char in text:
+        if ord(char) < 0x20 or ord(char) == 0x7F:
+            raise InputError(f"value {text[:60]!r} has a control character ({char!r})")
+    return value
+
+
 def environment(override_dir: Path | None) -> jinja2.Environment:
     loaders_: list[jinja2.BaseLoader] = []
     if override_dir is not None and override_dir.is_dir():
         loaders_.append(jinja2.FileSystemLoader(override_dir))
     loaders_.append(jinja2.FileSystemLoader(packaged_template_dir()))
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders_),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
-        autoescape=False,  # config files, not HTML
+        autoescape=False,  # config files, not HTML: each format quotes with its own filters
+        finalize=_one_line,
     )
+    env.filters.update(syntax.FILTERS)
+    return env
 
 
 def render_template(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
     try:
         return env.get_template(name).render(context)
+    except InputError as exc:  # a value a filter refused
+        raise InputError(f"template {name}: {exc.message}", exc.hint) from None
     except jinja2.TemplateError as exc:
         where = getattr(exc, "filename", None) or name
         line = getattr(exc, "lineno", None)
@@ -90,6 +106,7 @@ class MenuEntry:
     initrd: str
     kernel_src: str  # what pxelinux and iPXE load: the same path, or its HTTP URL
     initrd_src: str
+    initrd_name: str  # the initrd's file name (iPXE's kernel line names it: initrd=NAME)
     args: str  # the kind's kernel arguments, then the admin's --append
     default: bool
     unsigned_kernel: bool  # known not to be signed: Secure Boot clients refuse it
@@ -112,7 +129,8 @@ def _src(state: State, path: str) -> str:
 
 def menu_entry(state: State, image: Image) -> MenuEntry:
     base = kinds.kernel_args(image.kind, fetch_url(state, image), image.locale, image.keyboard)
-    args = " ".join(part for part in (base, image.append) if part)
+    args = " ".join(part for part in (base, image.append.strip()) if part)
+    syntax.check_args(args, f"kernel arguments of image {image.name!r}")
     return MenuEntry(
         image.name,
         image.label,
@@ -120,6 +138,7 @@ def menu_entry(state: State, image: Image) -> MenuEntry:
         image.initrd,
         _src(state, image.kernel),
         _src(state, image.initrd),
+        image.initrd.rsplit("/", 1)[-1],
         args,
         image.default,
         image.unsigned_kernel,
@@ -188,14 +207,14 @@ def render(
         ManagedFile(tftp / f.name, Kind.COPY, sources=f.sources, package=f.package)
         for f in loaders.files_for(chain, http)
     ]
-    menus = [] if http else [(loaders.PXELINUX_MENU, "pxelinux.cfg/default.j2")]
+    menus = [] if http else [(loaders.PXELINUX_MENU, "pxelinux.cfg/default.j2", "pxelinux")]
     if chain == "grub":
-        menus.append((loaders.GRUB_MENU, "grub/grub.cfg.j2"))
+        menus.append((loaders.GRUB_MENU, "grub/grub.cfg.j2", "grub"))
     if chain == "ipxe" or http:  # iPXE's menu, for UEFI and/or (with HTTP) BIOS clients
-        menus.append((loaders.IPXE_SCRIPT, "boot.ipxe.j2"))
-    for name, template in menus:
+        menus.append((loaders.IPXE_SCRIPT, "boot.ipxe.j2", "ipxe"))
+    for name, template, fmt in menus:
         text = render_template(env, template, ctx)
-        files.append(ManagedFile(tftp / name, Kind.GENERATED, content=text.encode()))
+        files.append(ManagedFile(tftp / name, Kind.GENERATED, content=text.encode(), syntax=fmt))
     files.append(
         ManagedFile(STATE_FILE, Kind.EDIT, edit=lambda _current: state_mod.dumps(state).encode())
     )
@@ -205,11 +224,19 @@ def render(
     if state.http:
         site = render_template(env, "nginx-site.conf.j2", ctx)
         files.append(
-            ManagedFile(NGINX_SITE, Kind.GENERATED, content=site.encode(), service="nginx")
+            ManagedFile(
+                NGINX_SITE, Kind.GENERATED, content=site.encode(), service="nginx", syntax="nginx"
+            )
         )
     conf = render_template(env, "dnsmasq.conf.j2", ctx)
     files.append(
-        ManagedFile(dnsmasq_path(state), Kind.GENERATED, content=conf.encode(), service="dnsmasq")
+        ManagedFile(
+            dnsmasq_path(state),
+            Kind.GENERATED,
+            content=conf.encode(),
+            service="dnsmasq",
+            syntax="dnsmasq",
+        )
     )
     return files
 

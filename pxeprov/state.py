@@ -15,17 +15,30 @@ from typing import Any, Literal, TypeGuard
 import tomli_w
 
 from pxeprov.errors import InputError
-from pxeprov.paths import DEFAULT_TFTP_ROOT, check_relative
+from pxeprov.paths import DEFAULT_TFTP_ROOT
+from pxeprov.syntax import (
+    check_args,
+    check_interface,
+    check_name,
+    check_path,
+    check_text,
+    check_tftp_root,
+    check_url,
+)
 
 DnsmasqMode = Literal["drop-in", "main"]
 UefiLoader = Literal["auto", "grub", "ipxe"]
 UEFI_LOADERS: tuple[UefiLoader, ...] = ("auto", "grub", "ipxe")
 DNSMASQ_MODES: tuple[DnsmasqMode, ...] = ("drop-in", "main")
-NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
-# Text shown in menus: pxelinux, iPXE and GRUB all read one line; iPXE expands ${...}.
-_BAD_TEXT_RE = re.compile(r"[\x00-\x1f\x7f$\"]")
 MAX_MENU_TIMEOUT = 3600
-_URL_RE = re.compile(r"https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~/%+-]*)?")
+DEFAULT_LOCALE = "en_US.UTF-8"
+DEFAULT_KEYBOARD = "us"
+_LOCALE_RE = re.compile(r"[A-Za-z]{2,3}(_[A-Za-z]{2})?(\.[A-Za-z0-9-]+)?(@[a-z]+)?")
+_KEYBOARD_RE = re.compile(r"[a-z]{2,8}(,[a-z]{2,8})*")
+_KIND_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+_VERSION_RE = re.compile(r"[A-Za-z0-9._+~:-]{0,64}")
+_SHA256_RE = re.compile(r"([0-9a-f]{64})?")
+MAX_STATE_BYTES = 1 << 20  # a state file is a few kB; more is not one
 
 HEADER = (
     "# pxeprov state: every file pxeprov manages is rendered from this file.\n"
@@ -33,22 +46,28 @@ HEADER = (
 )
 
 
-def check_text(value: str, what: str) -> str:
-    if not value.strip() or _BAD_TEXT_RE.search(value):
-        raise InputError(f"{what} {value!r} must be one non-empty line without '$' or '\"'")
-    return value
-
-
-def check_name(value: str) -> str:
-    if not NAME_RE.fullmatch(value):
-        raise InputError(f"image name {value!r} must match [a-z0-9][a-z0-9._-]*")
-    return value
-
-
-def check_timeout(value: int) -> int:
+def check_timeout(value: int, what: str = "menu timeout") -> int:
     if not 0 <= value <= MAX_MENU_TIMEOUT:
-        raise InputError(f"menu timeout {value} must be between 0 and {MAX_MENU_TIMEOUT} seconds")
+        raise InputError(f"{what} {value} must be between 0 and {MAX_MENU_TIMEOUT} seconds")
     return value
+
+
+def check_locale(value: str, what: str = "locale") -> str:
+    if not _LOCALE_RE.fullmatch(value):
+        raise InputError(f"{what} {value!r} is not like en_US.UTF-8")
+    return value
+
+
+def check_keyboard(value: str, what: str = "keyboard") -> str:
+    if not _KEYBOARD_RE.fullmatch(value):
+        raise InputError(f"{what} layout {value!r} is not like us or de,fr")
+    return value
+
+
+def _check_source(value: str) -> None:
+    """Where an image came from is shown by `list`: one line, no control characters."""
+    if len(value) > 4096 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise InputError(f"source {value[:60]!r} must be one line without control characters")
 
 
 @dataclass(frozen=True)
@@ -58,6 +77,7 @@ class Network:
     subnet: ipaddress.IPv4Network
 
     def __post_init__(self) -> None:
+        check_interface(self.interface, "network.interface")
         if self.address not in self.subnet:
             raise InputError(f"address {self.address} is not inside subnet {self.subnet}")
 
@@ -74,8 +94,8 @@ class Image:
     rootfs: str = ""  # the squashfs live-boot fetches, if the kind has one
     append: str = ""  # the admin's own kernel arguments, after the kind's
     default: bool = False
-    locale: str = "en_US.UTF-8"
-    keyboard: str = "us"
+    locale: str = DEFAULT_LOCALE
+    keyboard: str = DEFAULT_KEYBOARD
     source: str = ""  # where it came from: an ISO path or URL
     sha256: str = ""  # of the ISO
     size: int = 0  # bytes under the TFTP root
@@ -83,14 +103,25 @@ class Image:
     unsigned_kernel: bool = False  # the kernel has no Authenticode signature (no Secure Boot)
 
     def __post_init__(self) -> None:
-        check_name(self.name)
+        # The keys' own names, so that a bad state file says which key is wrong.
+        check_name(self.name, "name")
         check_text(self.label, "label")
-        check_relative(self.kernel, "kernel path")
-        check_relative(self.initrd, "initrd path")
+        if not _KIND_RE.fullmatch(self.kind):
+            raise InputError(f"kind {self.kind!r} must match [a-z0-9][a-z0-9-]*")
+        check_path(self.kernel, "kernel")
+        check_path(self.initrd, "initrd")
         if self.rootfs:
-            check_relative(self.rootfs, "rootfs path")
-        if "\n" in self.append or "$" in self.append:
-            raise InputError("kernel arguments must be one line without '$'")
+            check_path(self.rootfs, "rootfs")
+        check_args(self.append, "append")
+        check_locale(self.locale)
+        check_keyboard(self.keyboard)
+        _check_source(self.source)
+        if not _SHA256_RE.fullmatch(self.sha256):
+            raise InputError(f"sha256 {self.sha256[:70]!r} must be 64 lower-case hex digits")
+        if self.size < 0:
+            raise InputError(f"size {self.size} must not be negative")
+        if not _VERSION_RE.fullmatch(self.version):
+            raise InputError(f"version {self.version[:70]!r} must match [A-Za-z0-9._+~:-]*")
 
 
 @dataclass(frozen=True)
@@ -107,23 +138,17 @@ class State:
     images: tuple[Image, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        if not self.tftp_root.is_absolute() or ".." in self.tftp_root.parts:
-            raise InputError(f"TFTP root {str(self.tftp_root)!r} must be an absolute path")
-        if self.tftp_root == PurePosixPath("/"):
-            raise InputError("TFTP root must not be /")
+        check_tftp_root(str(self.tftp_root), "server.tftp_root")
         if self.dnsmasq_config not in DNSMASQ_MODES:
             raise InputError(f"dnsmasq_config must be one of {', '.join(DNSMASQ_MODES)}")
         if self.uefi_loader not in UEFI_LOADERS:
             raise InputError(f"uefi_loader must be one of {', '.join(UEFI_LOADERS)}")
-        check_text(self.title, "title")
-        check_timeout(self.menu_timeout)
+        check_text(self.title, "menu.title")
+        check_timeout(self.menu_timeout, "menu.timeout")
         if not 1 <= self.http_port <= 65535:
-            raise InputError(f"HTTP port {self.http_port} must be between 1 and 65535")
-        if self.http_base_url and not _URL_RE.fullmatch(self.http_base_url):
-            raise InputError(
-                f"HTTP base URL {self.http_base_url!r} must be like http://10.0.0.5/pxe "
-                "(http or https, an address or host, no spaces)"
-            )
+            raise InputError(f"http.port {self.http_port} must be between 1 and 65535")
+        if self.http_base_url:
+            check_url(self.http_base_url, "http.base_url")
         names = [image.name for image in self.images]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -179,9 +204,11 @@ def loads(text: str, where: str = "state") -> State:
         raise InputError(f"{where}: unknown key {unknown[0]}")
     try:
         return _from_dict(data, where)
-    except (KeyError, ValueError) as exc:
-        if isinstance(exc, InputError):
+    except InputError as exc:
+        if exc.message.startswith(f"{where}: "):
             raise
+        raise InputError(f"{where}: {exc.message}", exc.hint) from None
+    except (KeyError, ValueError) as exc:
         raise InputError(f"{where}: {exc}") from None
 
 
@@ -219,14 +246,14 @@ def _from_dict(data: dict[str, Any], where: str) -> State:
     images = data.get("images", [])
     if not isinstance(images, list):
         raise InputError(f"{where}: images must be an array of tables ([[images]])")
-    kwargs["images"] = tuple(_image(entry, where) for entry in images)
+    kwargs["images"] = tuple(_image(entry, where, i) for i, entry in enumerate(images))
     return State(**kwargs)
 
 
 _IMAGE_KEYS = {f.name for f in fields(Image)}
 
 
-def _image(entry: Any, where: str) -> Image:
+def _image(entry: Any, where: str, index: int) -> Image:
     if not isinstance(entry, dict):
         raise InputError(f"{where}: each [[images]] entry must be a table")
     unknown = sorted(set(entry) - _IMAGE_KEYS)
@@ -242,7 +269,10 @@ def _image(entry: Any, where: str) -> Image:
             kwargs[f.name] = _typed(entry, f.name, kind, where)
     kwargs.setdefault("label", kwargs["name"])
     kwargs.setdefault("kind", "custom")
-    return Image(**kwargs)
+    try:
+        return Image(**kwargs)
+    except InputError as exc:
+        raise InputError(f"{where}: images[{index}].{exc.message}", exc.hint) from None
 
 
 def dumps(state: State) -> str:

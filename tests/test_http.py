@@ -65,14 +65,14 @@ def test_http_init_and_image(loader_root: Path, cli: Cli, tmp_path: Path) -> Non
 
 
 def test_http_base_url(loader_root: Path, cli: Cli, tmp_path: Path) -> None:
-    r = cli(loader_root, "init", *NET, "--http-base-url", "https://cdn.example.org/pxe/")
+    r = cli(loader_root, "init", *NET, "--http-base-url", "http://cdn.example.org/pxe/")
     assert r.exit_code == 0, r.stderr
     assert not (loader_root / SITE).exists()  # no local web server wanted
     iso = make_iso(tmp_path / "cz.iso", clonezilla_files())
     assert cli(loader_root, "add-image", str(iso)).exit_code == 0
     ipxe = (loader_root / TFTP / "boot.ipxe").read_text()
-    assert "kernel https://cdn.example.org/pxe/images/cz/vmlinuz" in ipxe
-    assert "fetch=https://cdn.example.org/pxe/images/cz/filesystem.squashfs" in ipxe
+    assert "kernel http://cdn.example.org/pxe/images/cz/vmlinuz" in ipxe
+    assert "fetch=http://cdn.example.org/pxe/images/cz/filesystem.squashfs" in ipxe
     # the loaders themselves still come over TFTP from this server
     conf = (loader_root / DROP_IN).read_text()
     assert "enable-tftp" in conf and "undionly.kpxe" in conf
@@ -81,8 +81,8 @@ def test_http_base_url(loader_root: Path, cli: Cli, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        (["--http-port", "0"], "HTTP port 0"),
-        (["--http-port", "70000"], "HTTP port 70000"),
+        (["--http-port", "0"], "--http-port 0"),
+        (["--http-port", "70000"], "--http-port 70000"),
         (["--http-base-url", "ftp://x/y"], "must be like http://"),
         (["--http-base-url", "http://a b/"], "must be like http://"),
     ],

@@ -79,7 +79,7 @@ VARIANTS = [
         network=Network(
             "enp3s0f1", ipaddress.IPv4Address("10.20.30.40"), ipaddress.IPv4Network("10.0.0.0/8")
         ),
-        tftp_root=PurePosixPath("/srv/tftp boot"),
+        tftp_root=PurePosixPath("/srv/tftp-boot"),
         title="Lab 3 - rescue & clone (F12)",
         menu_timeout=0,
         images=(image("clonezilla", default=True), image("gparted")),
