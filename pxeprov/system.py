@@ -164,6 +164,16 @@ def dnsmasq_test(conf_file: Path) -> None:
     run(["dnsmasq", "--test", f"--conf-file={conf_file}"], timeout=30)
 
 
+def grub_script_check(cfg: Path) -> None:
+    """`grub-script-check` (package grub-common) on a grub.cfg: GRUB's own parser."""
+    if not have("grub-script-check"):
+        raise CommandError(
+            "grub-script-check is not installed, so grub.cfg cannot be validated",
+            "install the package grub-common",
+        )
+    run(["grub-script-check", str(cfg)], timeout=30)
+
+
 def nginx_test(site: Path) -> None:
     """`nginx -t` on pxeprov's site inside a minimal main config of its own (the system's
     nginx.conf would also load the live site, and this one must not touch the real logs)."""

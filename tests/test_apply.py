@@ -11,11 +11,12 @@ import pytest
 
 from pxeprov import render
 from pxeprov.apply import apply
+from pxeprov.commands import VALIDATORS
 from pxeprov.errors import CommandError
 from pxeprov.paths import Root
 from pxeprov.plan import Op, make_plan
 from pxeprov.state import Network, State
-from pxeprov.system import Packages, Service, dnsmasq_test
+from pxeprov.system import Packages, Service
 
 NET = Network("lo", ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv4Network("127.0.0.0/8"))
 CONF = "etc/dnsmasq.d/pxeprov.conf"
@@ -48,9 +49,8 @@ class FakeService(Service):
 
 def run(root: Path, service: FakeService, state: State) -> list[tuple[str, str]]:
     plan = make_plan(render.render(state), Root.of(root))
-    validators = {"dnsmasq": dnsmasq_test}
     services = {"dnsmasq": service}
-    return apply(plan, Root.of(root), force=False, validators=validators, services=services).lines
+    return apply(plan, Root.of(root), force=False, validators=VALIDATORS, services=services).lines
 
 
 def test_restart_only_when_dnsmasq_config_changes(loader_root: Path) -> None:

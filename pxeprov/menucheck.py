@@ -1,0 +1,311 @@
+"""pxeprov's own checks of the menus it renders, which no program of their own validates.
+
+iPXE and pxelinux have no syntax checker, so each menu is read back here the way its loader reads
+it, and must consist of the forms pxeprov's templates write, nothing else: no stray command, no
+second command on a line, no setting expanded but the menu's own. The readers return what the
+menu says (title, entries, kernels, arguments), which the tests compare with what was meant to
+be written: a value that changed a menu's structure shows up there.
+
+An admin's own template (/etc/pxeprov/templates) is held to the same forms.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pxeprov.errors import CommandError
+from pxeprov.syntax import DNSMASQ_MAX_LINE
+
+_LABEL_RE = re.compile(r"[A-Za-z0-9_.-]+")
+_INT_RE = re.compile(r"[0-9]+")
+_IPXE_SPACE = " \t\n\v\f\r"  # isspace() in iPXE's C library
+_CONNECTORS = (";", "&&", "||")
+
+
+class MenuError(CommandError):
+    """A rendered menu is not made of the forms pxeprov writes."""
+
+
+Bad = Callable[[str], MenuError]  # makes the error for the line being read
+
+
+def _control(line: str) -> bool:
+    return any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in line)
+
+
+# ---------------------------------------------------------------- iPXE
+
+
+@dataclass
+class IpxeEntry:
+    kernel: str = ""
+    initrd_name: str = ""  # the kernel line's initrd=
+    args: list[str] = field(default_factory=list)  # words after initrd=
+    initrd: str = ""
+    boots: bool = False
+
+
+@dataclass
+class IpxeMenu:
+    title: str = ""
+    items: list[tuple[str, str]] = field(default_factory=list)  # (label, text)
+    default: str = ""
+    timeout_ms: int | None = None
+    labels: list[str] = field(default_factory=list)
+    entries: dict[str, IpxeEntry] = field(default_factory=dict)
+    gotos: list[str] = field(default_factory=list)
+
+
+def _ipxe_commands(tokens: list[str]) -> list[tuple[list[str], str]]:
+    """Split a line's words into commands as iPXE does: (words, connector after it)."""
+    out: list[tuple[list[str], str]] = []
+    current: list[str] = []
+    for token in tokens:
+        if token.startswith("#"):
+            break
+        if token in _CONNECTORS:
+            out.append((current, token))
+            current = []
+        else:
+            current.append(token)
+    out.append((current, ""))
+    return out
+
+
+def parse_ipxe(text: str) -> IpxeMenu:
+    """The menu an iPXE script of pxeprov's forms describes; MenuError for anything else."""
+    menu = IpxeMenu()
+    lines = text.split("\n")
+    if lines[0] != "#!ipxe":
+        raise MenuError("iPXE script: the first line is not #!ipxe")
+    section: str | None = None
+    for number, line in enumerate(lines[1:], start=2):
+
+        def bad(why: str, n: int = number) -> MenuError:
+            return MenuError(f"iPXE script line {n}: {why}")
+
+        if _control(line):
+            raise bad("control character (iPXE reads a new line or garbage)")
+        if line.endswith("\\"):
+            raise bad("ends in '\\', which joins the next line to it")
+        words = line.split()
+        if not words or words[0].startswith("#"):
+            continue
+        if words[0].startswith(":"):
+            label = words[0][1:]
+            if len(words) != 1 or not _LABEL_RE.fullmatch(label) or label in menu.labels:
+                raise bad(f"bad or repeated label {line.strip()!r}")
+            menu.labels.append(label)
+            section = label
+            continue
+        commands = _ipxe_commands(words)
+        if any("${" in w for cmd, _ in commands for w in cmd) and not _allowed_expansion(commands):
+            raise bad("expands a setting outside the menu's own forms")
+        _ipxe_line(commands, section, menu, bad)
+    _ipxe_consistent(menu)
+    return menu
+
+
+def _allowed_expansion(commands: list[tuple[list[str], str]]) -> bool:
+    words = commands[0][0]
+    if words == ["goto", "${target}"]:
+        return True
+    return (
+        bool(words)
+        and words[0] == "echo"
+        and all("${" not in w or w in ("${errno}", "${errno}.") for w in words)
+    )
+
+
+def _ipxe_line(
+    commands: list[tuple[list[str], str]],
+    section: str | None,
+    menu: IpxeMenu,
+    bad: Bad,
+) -> None:
+    first, connector = commands[0]
+    if not first:
+        raise bad("empty command")
+    name, args = first[0], first[1:]
+    # The only two-command lines pxeprov writes: `choose ... || goto L`, `boot || goto L`.
+    if len(commands) > 1:
+        second = commands[1][0]
+        if (
+            len(commands) != 2
+            or connector != "||"
+            or name not in ("choose", "boot")
+            or len(second) != 2
+            or second[0] != "goto"
+            or not _LABEL_RE.fullmatch(second[1])
+        ):
+            raise bad("more than one command on the line")
+        menu.gotos.append(second[1])
+    if name == "menu" and section == "menu":
+        menu.title = " ".join(args)
+    elif name == "item" and section == "menu" and args and _LABEL_RE.fullmatch(args[0]):
+        menu.items.append((args[0], " ".join(args[1:])))
+    elif name == "choose" and section == "menu":
+        _choose(args, menu, bad)
+    elif (
+        name == "goto"
+        and len(args) == 1
+        and (args[0] == "${target}" or _LABEL_RE.fullmatch(args[0]))
+    ):
+        if args[0] != "${target}":
+            menu.gotos.append(args[0])
+    elif (
+        name == "echo"
+        or (name == "exit" and len(args) <= 1 and all(_INT_RE.fullmatch(a) for a in args))
+        or (name == "sleep" and len(args) == 1 and _INT_RE.fullmatch(args[0]))
+    ):
+        pass
+    elif name == "kernel" and section is not None and len(args) >= 2:
+        entry = menu.entries.setdefault(section, IpxeEntry())
+        if entry.kernel or not args[1].startswith("initrd="):
+            raise bad("kernel line not of the form `kernel URL initrd=NAME ARGS`")
+        entry.kernel, entry.initrd_name, entry.args = args[0], args[1][len("initrd=") :], args[2:]
+    elif name == "initrd" and section is not None and len(args) == 1:
+        entry = menu.entries.setdefault(section, IpxeEntry())
+        if entry.initrd:
+            raise bad("second initrd line in one entry")
+        entry.initrd = args[0]
+    elif name == "boot" and section is not None and not args:
+        menu.entries.setdefault(section, IpxeEntry()).boots = True
+    else:
+        raise bad(f"{' '.join(first)!r} is not a command of pxeprov's menu")
+
+
+def _choose(args: list[str], menu: IpxeMenu, bad: Bad) -> None:
+    rest = list(args)
+    while len(rest) > 1:
+        option, value = rest[0], rest[1]
+        if option == "--timeout" and _INT_RE.fullmatch(value):
+            menu.timeout_ms = int(value)
+        elif option == "--default" and _LABEL_RE.fullmatch(value):
+            menu.default = value
+        else:
+            break
+        rest = rest[2:]
+    if rest != ["target"] or not menu.default:
+        raise bad("choose line not of the form `choose [--timeout MS] --default LABEL target`")
+
+
+def _ipxe_consistent(menu: IpxeMenu) -> None:
+    for label in [*menu.gotos, menu.default, *(label for label, _ in menu.items)]:
+        if label and label not in menu.labels:
+            raise MenuError(f"iPXE script: label {label!r} is used but never defined")
+    for label, entry in menu.entries.items():
+        if not (entry.kernel and entry.initrd and entry.boots):
+            raise MenuError(f"iPXE script: entry {label!r} lacks a kernel, initrd or boot line")
+        if entry.initrd.rsplit("/", 1)[-1] != entry.initrd_name:
+            raise MenuError(f"iPXE script: entry {label!r} names another initrd than it loads")
+
+
+def check_ipxe(path: Path) -> None:
+    parse_ipxe(path.read_text(encoding="utf-8", errors="strict"))
+
+
+# ---------------------------------------------------------------- pxelinux
+
+
+@dataclass
+class PxelinuxLabel:
+    name: str
+    menu_label: str = ""
+    kernel: str = ""
+    initrd: str = ""
+    append: str = ""
+    default: bool = False
+    localboot: bool = False
+
+
+@dataclass
+class PxelinuxMenu:
+    title: str = ""
+    timeout: int | None = None
+    ui: str = ""
+    labels: list[PxelinuxLabel] = field(default_factory=list)
+
+
+def parse_pxelinux(text: str) -> PxelinuxMenu:
+    """The menu a pxelinux config of pxeprov's forms describes; MenuError for anything else."""
+    menu = PxelinuxMenu()
+    current: PxelinuxLabel | None = None
+    for number, line in enumerate(text.split("\n"), start=1):
+
+        def bad(why: str, n: int = number) -> MenuError:
+            return MenuError(f"pxelinux menu line {n}: {why}")
+
+        if _control(line):
+            raise bad("control character")
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        keyword, _, rest = stripped.partition(" ")
+        keyword = keyword.upper()
+        rest = rest.strip()
+        if keyword == "MENU":
+            sub, _, rest = rest.partition(" ")
+            keyword = f"MENU {sub.upper()}"
+            rest = rest.strip()
+        if current is None:
+            if keyword == "UI" and rest == "menu.c32":
+                menu.ui = rest
+            elif keyword == "PROMPT" and rest == "0":
+                pass
+            elif keyword == "TIMEOUT" and _INT_RE.fullmatch(rest):
+                menu.timeout = int(rest)
+            elif keyword == "MENU TITLE" and rest:
+                menu.title = rest
+            elif keyword != "LABEL":
+                raise bad(f"{keyword} is not a directive of pxeprov's menu here")
+        if keyword == "LABEL":
+            if not _LABEL_RE.fullmatch(rest) or any(label.name == rest for label in menu.labels):
+                raise bad(f"bad or repeated label {rest!r}")
+            current = PxelinuxLabel(rest)
+            menu.labels.append(current)
+        elif current is not None:
+            _pxelinux_label(current, keyword, rest, bad)
+    if sum(label.default for label in menu.labels) > 1:
+        raise MenuError("pxelinux menu: more than one MENU DEFAULT")
+    for label in menu.labels:
+        if label.localboot == bool(label.kernel):
+            raise MenuError(f"pxelinux menu: label {label.name!r} needs KERNEL or LOCALBOOT")
+    return menu
+
+
+def _pxelinux_label(label: PxelinuxLabel, keyword: str, rest: str, bad: Bad) -> None:
+    if keyword == "MENU LABEL" and rest and not label.menu_label:
+        label.menu_label = rest
+    elif keyword == "MENU DEFAULT" and not rest and not label.default:
+        label.default = True
+    elif keyword == "LOCALBOOT" and _INT_RE.fullmatch(rest) and not label.localboot:
+        label.localboot = True
+    elif keyword == "KERNEL" and rest and " " not in rest and not label.kernel:
+        label.kernel = rest
+    elif keyword == "INITRD" and rest and " " not in rest and not label.initrd:
+        label.initrd = rest
+    elif keyword == "APPEND" and rest and not label.append:
+        label.append = rest
+    else:
+        raise bad(f"{keyword} {rest!r} is not a line of pxeprov's menu entries")
+
+
+def check_pxelinux(path: Path) -> None:
+    parse_pxelinux(path.read_text(encoding="utf-8", errors="strict"))
+
+
+# ---------------------------------------------------------------- dnsmasq
+
+
+def check_dnsmasq_lines(path: Path) -> None:
+    """What `dnsmasq --test` does not see: a line longer than dnsmasq reads at once (its tail
+    would be read as an option of its own), a control character."""
+    for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
+        if len(line) >= DNSMASQ_MAX_LINE:
+            raise MenuError(f"dnsmasq config line {number} is {len(line)} bytes long")
+        if any((b < 0x20 and b != 0x09) or b == 0x7F for b in line):
+            raise MenuError(f"dnsmasq config line {number} has a control character")
