@@ -18,10 +18,16 @@ def make_iso(
     joliet: bool = True,
     eltorito: bool = True,
     iso_level: int = 3,
+    link: dict[str, str] | None = None,
 ) -> Path:
     """Build `path` from `files`, laid out as a live ISO: El Torito boot image, Rock Ridge and
-    Joliet names (each can be left out for the odd cases)."""
+    Joliet names (each can be left out for the odd cases). `link`: symbolic links to add,
+    path -> target (Rock Ridge records them as links)."""
     src = path.with_suffix(".src")
+    for name, target in (link or {}).items():
+        where = src / name.lstrip("/")
+        where.parent.mkdir(parents=True, exist_ok=True)
+        where.symlink_to(target)
     for name, content in files.items():
         target = src / name.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,14 @@
-"""Reading ISO 9660 images with pycdlib: file list, small files, and copying file data out.
+"""Opening an ISO image, looking files up, and copying their data out.
 
-Names are looked up through Rock Ridge, then Joliet, then plain ISO 9660 (whose `NAME.EXT;1`
-is shown as `name.ext`). File data is copied straight from the ISO's extents with
-`os.copy_file_range` (in the kernel, no bytes through Python), with `os.sendfile` and then
-pycdlib's own reader as fallbacks; nothing is ever held whole in memory.
+The image is read lazily (`isofs.Volume`): only the directories on the paths asked for. File
+data is copied straight from the image's extents with `os.copy_file_range` (in the kernel, no
+bytes through Python), with `os.sendfile`, then plain reads as fallbacks; nothing is ever held
+whole in memory.
+
+Everything read from an image is hostile until checked: a name is only ever a lookup key (files
+are copied under fixed names), a file to copy must be a regular file with data inside the image
+(not a symbolic link, not zisofs-compressed, not empty, not running past the image's end), and
+text read from the image is only used through an allow-list (see `kinds` and `syntax`).
 """
 
 from __future__ import annotations
@@ -11,32 +16,21 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-import pycdlib
+from typing import BinaryIO, TypeVar
 
 from pxeprov.errors import FilesystemError, ImageError
+from pxeprov.images.isofs import Entry, IsoFormatError, Volume
 
 Progress = Callable[[int], None]  # bytes copied since the last call
 CHUNK = 64 << 20  # bytes per copy_file_range call: progress granularity, not a buffer
+READ_CHUNK = 1 << 20  # the plain-read fallback's buffer
+SMALL = 4096  # version and info files: more than this is not one
+T = TypeVar("T")
 _FALLBACK_ERRNOS = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF}
-
-
-@dataclass(frozen=True)
-class IsoFile:
-    path: str  # as shown to users and matched by kinds: lower case, absolute, no ";1"
-    name: str  # the name in the ISO's namespace, for pycdlib
-    size: int
-
-
-def _display(name: str, plain: bool) -> str:
-    if plain:  # ISO 9660 "VMLINUZ.;1" -> "vmlinuz"
-        name = name.split(";", 1)[0].removesuffix(".")
-    return name.lower()
 
 
 class Iso:
@@ -47,26 +41,33 @@ class Iso:
         if path.is_dir():
             raise ImageError(f"{path} is a directory, not an ISO image")
         try:
-            self._size = path.stat().st_size
+            st = path.stat()
         except FileNotFoundError:
             raise ImageError(f"{path} does not exist") from None
         except OSError as exc:
             raise ImageError(f"cannot read {path}: {exc.strerror}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError(f"{path} is not a regular file")
+        self._size = st.st_size
         if self._size == 0:
             raise ImageError(f"{path} is empty, not an ISO image")
-        self._iso = pycdlib.PyCdlib()
         try:
-            self._iso.open(str(path))
-        # pycdlib raises its own exceptions for most damage, but struct/index/unicode errors for
-        # some truncations: all mean the same to the user.
-        except Exception as exc:
+            self._f: BinaryIO = path.open("rb")
+        except OSError as exc:
+            raise ImageError(f"cannot read {path}: {exc.strerror}") from None
+        try:
+            self._volume = Volume(self._f, self._size)
+        except IsoFormatError as exc:
+            self.close()
             raise ImageError(
-                f"{path} is not a readable ISO 9660 image ({_short(exc)})",
+                f"{path} is not a readable ISO 9660 image ({exc})",
                 "check that the download is complete",
             ) from None
-        # pycdlib clamps the files of a cut-off image to what is there, so compare the size the
-        # primary volume descriptor declares (an image may be longer: appended partitions).
-        declared = int(self._iso.pvd.space_size) * int(self._iso.pvd.log_block_size)
+        except OSError as exc:
+            self.close()
+            raise ImageError(f"cannot read {path}: {exc.strerror}") from None
+        # An image may be longer than it declares (appended partitions), never shorter.
+        declared = self._volume.declared_size
         if self._size < declared:
             self.close()
             raise ImageError(
@@ -74,13 +75,6 @@ class Iso:
                 "descriptor declares",
                 "download it again",
             )
-        if self._iso.has_rock_ridge():
-            self.namespace, self._plain = "rr_path", False
-        elif self._iso.has_joliet():
-            self.namespace, self._plain = "joliet_path", False
-        else:
-            self.namespace, self._plain = "iso_path", True
-        self.files = self._list()
 
     def __enter__(self) -> Iso:
         return self
@@ -91,75 +85,103 @@ class Iso:
         self.close()
 
     def close(self) -> None:
-        # closing a damaged image must not hide the error that is being reported
-        with contextlib.suppress(Exception):
-            self._iso.close()
+        f = getattr(self, "_f", None)
+        if f is not None:
+            with contextlib.suppress(OSError):
+                f.close()
 
     @property
     def volume_id(self) -> str:
-        raw: Any = self._iso.pvd.volume_identifier
-        return bytes(raw).decode("ascii", "replace").strip()
+        return self._volume.volume_id
 
-    def _lookup(self, iso_file: IsoFile) -> dict[str, str]:
-        return {self.namespace: iso_file.name}
+    @property
+    def namespace(self) -> str:
+        """Where names come from: rock-ridge, joliet or iso9660."""
+        return self._volume.namespace
 
-    def _list(self) -> dict[str, IsoFile]:
-        out: dict[str, IsoFile] = {}
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def records_read(self) -> int:
+        """Directory records read so far: only those of the directories looked into."""
+        return self._volume.records_read
+
+    def _guard(self, what: Callable[[], T]) -> T:
         try:
-            for dirpath, _dirs, names in self._iso.walk(**{self.namespace: "/"}):
-                for name in names:
-                    full = f"{dirpath.rstrip('/')}/{name}"
-                    shown = "/".join(_display(part, self._plain) for part in full.split("/"))
-                    record = self._iso.get_record(**{self.namespace: full})
-                    out[shown] = IsoFile(shown, full, int(record.get_data_length()))
-        except Exception as exc:  # damaged directory records, as in __init__
-            raise ImageError(f"{self.path}: damaged directory ({_short(exc)})") from None
-        return out
+            return what()
+        except IsoFormatError as exc:
+            raise ImageError(f"{self.path}: damaged ISO ({exc})") from None
+        except OSError as exc:
+            raise ImageError(f"cannot read {self.path}: {exc.strerror}") from None
 
-    def extents(self, iso_file: IsoFile) -> list[tuple[int, int]]:
-        """(byte offset, length) runs of the file's data; checked against the image's size."""
-        runs = [
-            (int(o), int(n)) for o, n in self._iso.get_file_byte_extents(**self._lookup(iso_file))
-        ]
-        if iso_file.size < 0 or sum(n for _, n in runs) != iso_file.size:
-            raise ImageError(f"{iso_file.path}: extents do not add up to its size")
-        for offset, length in runs:
+    def listdir(self, path: str) -> dict[str, Entry]:
+        """{lower-case name: entry} of a directory; {} when there is no such directory."""
+        return self._guard(lambda: self._volume.listdir(path)) or {}
+
+    def lookup(self, path: str) -> Entry | None:
+        return self._guard(lambda: self._volume.lookup(path))
+
+    def exists(self, path: str) -> bool:
+        return self.lookup(path) is not None
+
+    def file(self, path: str, *, allow_empty: bool = False) -> Entry:
+        """The regular file at `path`, with every extent inside the image, or ImageError."""
+        entry = self.lookup(path)
+        if entry is None:
+            raise ImageError(f"{path}: no such file in the ISO")
+        if entry.is_dir:
+            raise ImageError(f"{path} in the ISO is a directory, not a file")
+        if entry.symlink:
+            raise ImageError(f"{path} in the ISO is a symbolic link, not a file")
+        if entry.compressed:
+            raise ImageError(f"{path} in the ISO is zisofs-compressed, which pxeprov cannot copy")
+        if entry.mode is not None and not stat.S_ISREG(entry.mode):
+            raise ImageError(f"{path} in the ISO is not a regular file")
+        if entry.size == 0 and not allow_empty:
+            raise ImageError(f"{path} in the ISO is empty")
+        for offset, length in entry.extents:
             if offset + length > self._size:
                 raise ImageError(
-                    f"{self.path} is truncated: {iso_file.path} ends at byte {offset + length}, "
+                    f"{self.path} is truncated: {path} ends at byte {offset + length}, "
                     f"the file has {self._size}",
                     "download it again",
                 )
-        return runs
+        return entry
+
+    def _pread(self, offset: int, length: int) -> bytes:
+        return self._guard(lambda: os.pread(self._f.fileno(), length, offset))
 
     def head(self, path: str, size: int) -> bytes:
-        """The first `size` bytes of a file."""
-        with self._iso.open_file_from_iso(**self._lookup(self.files[path])) as f:
-            data: bytes = f.read(size)
-        return data
+        """The first `size` bytes of a file (of its first extent)."""
+        entry = self.file(path)
+        offset, length = entry.extents[0]
+        return self._pread(offset, min(size, length))
 
-    def read_small(self, path: str, limit: int = 4096) -> str:
-        iso_file = self.files[path]
-        if iso_file.size > limit:
-            return ""
-        with self._iso.open_file_from_iso(**self._lookup(iso_file)) as f:
-            data: bytes = f.read(limit)
+    def read_small(self, path: str, limit: int = SMALL) -> str | None:
+        """The text of a small file (None when there is none or it is larger than `limit`)."""
+        entry = self.lookup(path)
+        if entry is None or entry.is_dir or entry.symlink or entry.compressed:
+            return None
+        if entry.size > limit or entry.size == 0:
+            return None
+        data = b"".join(self._pread(o, n) for o, n in self.file(path).extents)
         return data.decode("utf-8", "replace")
 
-    def copy(self, path: str, dest: Path, progress: Progress | None = None) -> None:
-        """Copy one file to `dest` (created, 0644), from its extents where the kernel can.
+    def copy(self, path: str, dest: Path, progress: Progress | None = None) -> int:
+        """Copy one file to `dest` (created, 0644) from its extents; the number of bytes.
 
         Not fsynced: the caller syncs all files of an image at once (see `sync_files`), which
         lets the kernel write them back while the next file is copied."""
-        iso_file = self.files[path]
-        runs = self.extents(iso_file)
+        entry = self.file(path)
         try:
-            with self.path.open("rb") as src, dest.open("xb") as dst:
+            with dest.open("xb") as dst:
                 os.fchmod(dst.fileno(), 0o644)
-                if not _copy_extents(src.fileno(), dst.fileno(), runs, progress):
+                if not _copy_extents(self._f.fileno(), dst.fileno(), entry.extents, progress):
                     dst.seek(0)
                     dst.truncate()
-                    self._copy_with_pycdlib(iso_file, dst, progress)
+                    _copy_with_reads(self._f.fileno(), dst.fileno(), entry.extents, progress)
         except OSError as exc:
             if exc.errno != errno.EEXIST:
                 dest.unlink(missing_ok=True)  # no half file
@@ -168,13 +190,7 @@ class Iso:
         except BaseException:
             dest.unlink(missing_ok=True)
             raise
-
-    def _copy_with_pycdlib(self, iso_file: IsoFile, dst: Any, progress: Progress | None) -> None:
-        with self._iso.open_file_from_iso(**self._lookup(iso_file)) as f:
-            while chunk := f.read(1 << 20):
-                dst.write(chunk)
-                if progress:
-                    progress(len(chunk))
+        return entry.size
 
 
 def sync_files(paths: list[Path]) -> None:
@@ -198,7 +214,7 @@ def sync_files(paths: list[Path]) -> None:
 
 
 def _copy_extents(
-    src: int, dst: int, runs: list[tuple[int, int]], progress: Progress | None
+    src: int, dst: int, runs: tuple[tuple[int, int], ...], progress: Progress | None
 ) -> bool:
     """copy_file_range, else sendfile, run by run. False: neither works here (fall back)."""
     copy: Callable[[int, int, int, int], int]
@@ -222,14 +238,26 @@ def _copy_extents(
     return False
 
 
+def _copy_with_reads(
+    src: int, dst: int, runs: tuple[tuple[int, int], ...], progress: Progress | None
+) -> None:
+    for offset, length in runs:
+        done = 0
+        while done < length:
+            chunk = os.pread(src, min(READ_CHUNK, length - done), offset + done)
+            if not chunk:
+                raise ImageError("the ISO ended in the middle of a file (truncated?)")
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(dst, view) :]
+            done += len(chunk)
+            if progress:
+                progress(len(chunk))
+
+
 def _copy_file_range(src: int, dst: int, offset: int, count: int) -> int:
     return os.copy_file_range(src, dst, count, offset_src=offset)
 
 
 def _sendfile(src: int, dst: int, offset: int, count: int) -> int:
     return os.sendfile(dst, src, offset, count)
-
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 120 else text[:117] + "..."

@@ -3,21 +3,38 @@
 Clonezilla and GParted live are Debian-live systems: live-boot's `fetch=` downloads the squashfs
 from the server at boot. The URL uses the server's address, never a host name: proxyDHCP clients
 get no DNS server, and the initramfs could not resolve one anyway.
+
+Detection looks only at the paths it needs (`IsoView` reads one directory at a time). What an ISO
+holds is never written anywhere as it is: files are copied under fixed names (`FIXED_NAMES`), and
+versions and labels are derived from its text through the allow-lists of `syntax`.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
-from pxeprov.errors import ImageError
+from pxeprov.errors import ImageError, InputError
+from pxeprov.images.isofs import Entry
+from pxeprov.syntax import version_from_iso
+
+VERSION_LIMIT = 48  # characters of a version kept: the label stays within syntax.MAX_TEXT
 
 KINDS = ("clonezilla", "gparted", "debian-live", "custom")
-DEFAULT_LOCALE = "en_US.UTF-8"
-DEFAULT_KEYBOARD = "us"
-_LOCALE_RE = re.compile(r"[A-Za-z]{2,3}(_[A-Za-z]{2})?(\.[A-Za-z0-9-]+)?(@[a-z]+)?")
-_KEYBOARD_RE = re.compile(r"[a-z]{2,8}(,[a-z]{2,8})*")
+LABELS = {"clonezilla": "Clonezilla live", "gparted": "GParted live", "debian-live": "Debian live"}
+# What each file an image serves is called under images/<name>/, whatever the ISO calls it.
+FIXED_NAMES = {"kernel": "vmlinuz", "initrd": "initrd.img", "rootfs": "filesystem.squashfs"}
+
+
+class IsoView(Protocol):
+    """What detection reads of an ISO (iso.Iso): lookups, one directory, small files."""
+
+    @property
+    def volume_id(self) -> str: ...
+
+    def listdir(self, path: str) -> dict[str, Entry]: ...
+
+    def read_small(self, path: str, limit: int = ...) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -28,57 +45,46 @@ class Layout:
     kernel: str
     initrd: str
     rootfs: str | None
-    version: str | None = None
+    version: str = ""  # derived through the allow-list: safe to show and store
 
 
-def check_locale(value: str) -> str:
-    if not _LOCALE_RE.fullmatch(value):
-        raise ImageError(f"locale {value!r} is not like en_US.UTF-8")
-    return value
-
-
-def check_keyboard(value: str) -> str:
-    if not _KEYBOARD_RE.fullmatch(value):
-        raise ImageError(f"keyboard layout {value!r} is not like us or de,fr")
-    return value
-
-
-def _pick(files: Mapping[str, int], exact: str, prefix: str) -> str | None:
-    """`live/vmlinuz`, or the one versioned `live/vmlinuz-6.1.0-13-amd64` (newest if several)."""
-    if exact in files:
+def _pick(listing: dict[str, Entry], exact: str, prefix: str) -> str | None:
+    """`vmlinuz`, or the one versioned `vmlinuz-6.1.0-13-amd64` (newest if several)."""
+    if exact in listing and not listing[exact].is_dir:
         return exact
-    versioned = sorted(p for p in files if p.startswith(prefix))
+    versioned = sorted(n for n, e in listing.items() if n.startswith(prefix) and not e.is_dir)
     return versioned[-1] if versioned else None
 
 
-def is_version_file(path: str) -> bool:
+def _marker(root: dict[str, Entry], kind: str) -> str | None:
     """`/Clonezilla-Live-Version`; plain ISO 9660 names spell it `/CLONEZILLA_LIVE_VERSION`."""
-    return path.replace("_", "-").endswith("-live-version")
+    for name in (f"{kind}-live-version", f"{kind}_live_version"):
+        if name in root and not root[name].is_dir:
+            return name
+    return None
 
 
-def detect(files: Mapping[str, int], read_text: Mapping[str, str], volume_id: str) -> Layout:
-    """Recognize the layout from the ISO's file list {lower-case path: size}.
-
-    `read_text` holds the content of the small version files that exist.
-    """
-    kernel = _pick(files, "/live/vmlinuz", "/live/vmlinuz-")
-    initrd = _pick(files, "/live/initrd.img", "/live/initrd.img-")
-    rootfs = "/live/filesystem.squashfs" if "/live/filesystem.squashfs" in files else None
+def detect(iso: IsoView) -> Layout:
+    """Recognize the layout, reading the root directory and `/live` only."""
+    root = iso.listdir("/")
+    live = iso.listdir("/live")
+    kernel = _pick(live, "vmlinuz", "vmlinuz-")
+    initrd = _pick(live, "initrd.img", "initrd.img-")
+    rootfs = "filesystem.squashfs" if "filesystem.squashfs" in live else None
     if kernel and initrd and rootfs:
-        for kind, marker in (
-            ("clonezilla", "/clonezilla-live-version"),
-            ("gparted", "/gparted-live-version"),
-        ):
-            plain = marker.replace("-", "_")
-            if marker in files or plain in files or volume_id.lower().startswith(kind):
-                text = read_text.get(marker) or read_text.get(plain) or ""
-                version = text.strip().splitlines()
-                return Layout(kind, kernel, initrd, rootfs, version[0] if version else None)
-        return Layout("debian-live", kernel, initrd, rootfs)
-    shown = ", ".join(sorted(files)[:12]) + (" ..." if len(files) > 12 else "")
+        paths = (f"/live/{kernel}", f"/live/{initrd}", f"/live/{rootfs}")
+        for kind in ("clonezilla", "gparted"):
+            marker = _marker(root, kind)
+            if marker is not None or iso.volume_id.lower().startswith(kind):
+                text = iso.read_small(f"/{marker}") if marker is not None else None
+                return Layout(kind, *paths, version_from_iso(text or "", VERSION_LIMIT))
+        return Layout("debian-live", *paths)
+    names = sorted(f"/{n}{'/' if e.is_dir else ''}" for n, e in root.items())
+    shown = ", ".join(names[:12]) + (" ..." if len(names) > 12 else "")
     raise ImageError(
         "the ISO's layout is not one pxeprov knows (clonezilla, gparted, debian-live: "
-        f"live/vmlinuz, live/initrd.img, live/filesystem.squashfs); it holds {shown or 'no files'}",
+        "live/vmlinuz, live/initrd.img, live/filesystem.squashfs); its top directory holds "
+        f"{shown or 'nothing'}",
         "for another layout use --kind custom --kernel PATH --initrd PATH [--rootfs PATH]",
     )
 
@@ -100,6 +106,8 @@ def kernel_args(kind: str, fetch_url: str | None, locale: str, keyboard: str) ->
         )
     elif kind == "debian-live":
         args = f"boot=live components {lang} {fetch}"
-    else:  # custom: only what the admin gives with --append
+    elif kind == "custom":  # only what the admin gives with --append
         args = ""
+    else:
+        raise InputError(f"kind {kind!r} is not one pxeprov knows ({', '.join(KINDS)})")
     return " ".join(args.split())
