@@ -1,20 +1,44 @@
-"""Runs a plan: validation first, then atomic writes, then the dnsmasq restart, with rollback."""
+"""Runs a plan: validation first, then the journal, then the changes, then the restarts.
+
+Order, so that a failure or a kill at any point leaves the old set of files, the new one, or a
+journal the next run completes (journal.py):
+  1. conflicts and every rendered file's syntax are checked (dnsmasq --test, nginx -t,
+     grub-script-check, pxeprov's own checks of the iPXE script and the pxelinux menu);
+  2. new image directories are filled in staging directories (`.staging-*`, never served);
+  3. the journal of every change is committed;
+  4. the changes are made: image directories swapped in or out, files written atomically, the
+     manifest last;
+  5. services whose config changed are restarted; if one does not start, every change is undone
+     (through a journal of its own) and the service restarted with the previous config;
+  6. the old image directories are deleted and the journal is cleared.
+"""
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from pxeprov import fsutil
-from pxeprov.errors import CommandError, ConflictError, PxeprovError
+from pxeprov import fsutil, journal
+from pxeprov.errors import CommandError, ConflictError, FilesystemError, PxeprovError
 from pxeprov.paths import BACKUP_DIR, DNSMASQ_DROP_IN_DIR, MANIFEST, Root
-from pxeprov.plan import FileAction, Op, Plan, manifest_bytes
+from pxeprov.plan import DirAction, DirOp, Op, Plan, diff_text, manifest_bytes
 from pxeprov.system import Service
 
 Validator = Callable[[Path], None]
+# Who rejects a file of each format, in messages.
+CHECKERS = {
+    "grub": "grub-script-check",
+    "ipxe": "pxeprov's iPXE check",
+    "pxelinux": "pxeprov's pxelinux check",
+}
+STAGING = ".staging-"
+TRASH = ".trash-"
 
 
 @dataclass
@@ -54,22 +78,22 @@ def _other_drop_ins(root: Root, own: set[PurePosixPath]) -> list[Path]:
 
 
 def validate(plan: Plan, root: Root, validators: Mapping[str, Validator]) -> None:
-    """Every changed service config is checked by its service (`dnsmasq --test`, `nginx -t`)
-    before anything replaces a live file; dnsmasq's also together with the other drop-ins it
-    would load with it (a leftover `port=0` elsewhere makes dnsmasq refuse to start)."""
+    """Every changed rendered file is checked in its own format before anything replaces a live
+    file; dnsmasq's config also together with the other drop-ins dnsmasq would load with it (a
+    leftover `port=0` elsewhere makes dnsmasq refuse to start)."""
     own = {a.path for a in plan.files}
     with tempfile.TemporaryDirectory(prefix="pxeprov-test-") as tmp:
         for action in plan.files:
-            service = action.service
-            if service is None or action.new is None or not action.changes:
+            if action.syntax is None or action.new is None or not action.changes:
                 continue
-            validator = validators.get(service)
-            if validator is None or action.path.suffix != ".conf":
-                continue  # /etc/default/dnsmasq: shell variables, nothing to test
+            validator = validators.get(action.syntax)
+            if validator is None:
+                raise PxeprovError(f"internal: no validator for {action.syntax} ({action.path})")
             candidate = Path(tmp) / action.path.name
             candidate.write_bytes(action.new)
-            _check(validator, candidate, f"the new {action.path} is rejected by {service}")
-            others = _other_drop_ins(root, own) if service == "dnsmasq" else []
+            checker = CHECKERS.get(action.syntax, action.syntax)
+            _check(validator, candidate, f"the new {action.path} is rejected by {checker}")
+            others = _other_drop_ins(root, own) if action.syntax == "dnsmasq" else []
             if others:
                 combined = Path(tmp) / "combined.conf"
                 combined.write_text("".join(f"conf-file={p}\n" for p in [candidate, *others]))
@@ -96,7 +120,154 @@ def check_conflicts(plan: Plan, force: bool) -> None:
             f"{first.path} {first.note}; not overwritten",
             "see the diff above; rerun with --force to overwrite it (a copy is kept in "
             f"{BACKUP_DIR})",
+            diff="".join(diff_text(a) for a in plan.conflicts),
         )
+
+
+# ---------------------------------------------------------------- image directories
+
+
+@dataclass(frozen=True)
+class _Dir:
+    action: DirAction
+    staging: PurePosixPath
+    trash: PurePosixPath
+    had_old: bool
+
+
+def _populate(plan: Plan, root: Root) -> list[_Dir]:
+    """Fill a staging directory for every new image directory; on any failure (a full disk, a
+    damaged ISO, Ctrl-C) the staging directories go again and nothing else has changed."""
+    done: list[_Dir] = []
+    pid = os.getpid()
+    try:
+        for action in plan.dirs:
+            name = action.path.name
+            staging = action.path.with_name(f"{STAGING}{name}-{pid}")
+            trash = action.path.with_name(f"{TRASH}{name}-{pid}")
+            entry = _Dir(action, staging, trash, root.path(action.path).exists())
+            if action.op is DirOp.INSTALL:
+                assert action.populate is not None
+                real = root.path(staging)
+                fsutil.make_dirs(real.parent)
+                _check_space(real.parent, action.size)
+                _fresh_dir(real)
+                done.append(entry)
+                action.populate(real)
+                _sync_tree(real)
+            else:
+                done.append(entry)
+    except BaseException:
+        for entry in done:
+            if entry.action.op is DirOp.INSTALL:
+                shutil.rmtree(root.path(entry.staging), ignore_errors=True)
+        raise
+    return done
+
+
+def _check_space(directory: Path, size: int) -> None:
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError as exc:
+        raise FilesystemError(f"cannot use {directory}: {exc.strerror}") from None
+    if size > free:
+        raise FilesystemError(
+            f"not enough space in {directory}: the image needs {size} bytes, {free} are free"
+        )
+
+
+def _fresh_dir(path: Path) -> None:
+    try:
+        path.mkdir(mode=0o755)
+        path.chmod(0o755)  # the umask must not take world access away: dnsmasq serves it
+    except OSError as exc:
+        hint = "disk full" if exc.errno == errno.ENOSPC else None
+        raise FilesystemError(f"cannot create {path}: {exc.strerror}", hint) from None
+
+
+def _sync_tree(path: Path) -> None:
+    """fdatasync every file of a new image directory, then the directories: durable before it is
+    renamed into use."""
+    try:
+        for dirpath, _dirs, names in os.walk(path):
+            for name in names:
+                fd = os.open(Path(dirpath) / name, os.O_RDONLY)
+                try:
+                    os.fdatasync(fd)
+                finally:
+                    os.close(fd)
+            fsutil.fsync_dir(Path(dirpath))
+    except OSError as exc:
+        hint = "disk full" if exc.errno == errno.ENOSPC else None
+        raise FilesystemError(f"cannot write {path}: {exc.strerror}", hint) from None
+
+
+# ---------------------------------------------------------------- the journal of a plan
+
+
+def _forward(plan: Plan, dirs: list[_Dir], stamp: str) -> tuple[journal.Journal, dict[str, str]]:
+    """The journal that carries the plan out, and the manifest it ends with."""
+    j = journal.Journal()
+    for d in dirs:
+        if d.action.op is DirOp.INSTALL:
+            j.swap_in(d.action.path, d.staging, d.trash)
+        else:
+            j.move_out(d.action.path, d.trash)
+    manifest = dict(plan.manifest)
+    for a in plan.files:
+        if not a.changes:
+            continue
+        if a.op is Op.CONFLICT and a.old is not None:
+            # --force: keep the hand-edited file (never inside /etc/dnsmasq.d, which dnsmasq loads)
+            j.write(BACKUP_DIR / stamp / a.path.relative_to("/"), a.old, 0o600)
+        if a.keep_original is not None and a.old is not None:
+            j.write(a.keep_original, a.old, a.mode)
+        if a.new is None:  # REMOVE, or a CONFLICT of a file no longer rendered
+            if a.restore_from is not None and a.restore is not None:
+                j.write(a.path, a.restore)
+                j.remove(a.restore_from)
+            else:
+                j.remove(a.path)
+            manifest.pop(str(a.path), None)
+        else:
+            j.write(a.path, a.new, a.mode)
+            if a.tracked:
+                manifest[str(a.path)] = fsutil.sha256(a.new)
+    if manifest != plan.manifest:
+        j.write(MANIFEST, manifest_bytes(manifest))
+    return j, manifest
+
+
+def _backward(plan: Plan, dirs: list[_Dir], pid: int) -> journal.Journal:
+    """The journal that undoes `_forward`'s changes (after a failure or a failed restart)."""
+    j = journal.Journal()
+    for d in reversed(dirs):
+        discard = d.action.path.with_name(f"{TRASH}{d.action.path.name}-{pid}-undone")
+        j.swap_back(d.action.path, d.trash, discard, d.had_old or d.action.op is DirOp.DELETE)
+        j.delete_tree(discard)
+    for a in reversed(plan.files):
+        if not a.changes:
+            continue
+        if a.old is None:
+            j.remove(a.path)
+        else:
+            j.write(a.path, a.old, a.mode)
+        if a.restore_from is not None and a.restore is not None and a.new is None:
+            j.write(a.restore_from, a.restore)
+        if a.keep_original is not None and a.old is not None:
+            j.remove(a.keep_original)
+    j.write(MANIFEST, manifest_bytes(plan.manifest))
+    for name in plan.restarts:
+        j.restart(name)
+    return j
+
+
+def _without(j: journal.Journal, kinds: tuple[str, ...]) -> journal.Journal:
+    return journal.Journal([s for s in j.steps if s["do"] not in kinds], j.blobs)
+
+
+def _only(j: journal.Journal, kinds: tuple[str, ...]) -> journal.Journal:
+    return journal.Journal([s for s in j.steps if s["do"] in kinds], j.blobs)
 
 
 def apply(
@@ -114,76 +285,70 @@ def apply(
     validate(plan, root, validators)
 
     outcome = Outcome()
-    done: list[FileAction] = []
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    if not plan.dirs and not any(a.changes for a in plan.files):
+        for action in plan.files:
+            outcome.add(_PAST[action.op], str(action.path))
+        for name in plan.services:
+            _restart(name, plan, [], root, services, outcome)
+        return outcome
+    dirs = _populate(plan, root)
+    forward, _manifest = _forward(plan, dirs, time.strftime("%Y%m%d-%H%M%S"))
+    restarts = list(dict.fromkeys([*plan.restarts, *plan.services]))
+    for name in plan.restarts:
+        forward.restart(name)
+    for d in dirs:
+        forward.delete_tree(d.trash)
     try:
-        for action in plan.files:
-            _apply_one(action, root, stamp)
-            if action.changes:
-                done.append(action)
-            note = f"  ({action.note})" if action.note and action.changes else ""
-            outcome.add(_PAST[action.op], f"{action.path}{note}")
-        manifest = dict(plan.manifest)
-        for action in plan.files:
-            if action.op is Op.REMOVE or (action.op is Op.CONFLICT and action.new is None):
-                manifest.pop(str(action.path), None)
-            elif action.tracked and action.new is not None:
-                manifest[str(action.path)] = fsutil.sha256(action.new)
-        if manifest != plan.manifest:
-            fsutil.write_atomic(root.path(MANIFEST), manifest_bytes(manifest))
-    except PxeprovError:
-        _revert(done, root)
+        journal.commit(root, forward)
+    except BaseException:
+        _drop_staging(root, dirs)
         raise
-    outcome.changed = bool(done)
-    for name in dict.fromkeys([*plan.restarts, *plan.services]):
-        _restart(name, plan, root, services, done, outcome)
+    try:
+        journal.carry_out(root, _without(forward, ("restart", "delete_tree")), None)
+    except PxeprovError:
+        _undo(plan, dirs, root, None)
+        raise
+    for d in dirs:
+        verb = "installed" if d.action.op is DirOp.INSTALL else "removed"
+        detail = f" ({len(d.action.files)} files)" if d.action.files else ""
+        outcome.add(verb, f"{d.action.path}/{detail}")
+    for action in plan.files:
+        note = f"  ({action.note})" if action.note and action.changes else ""
+        outcome.add(_PAST[action.op], f"{action.path}{note}")
+    outcome.changed = bool(dirs) or any(a.changes for a in plan.files)
+    for name in restarts:
+        _restart(name, plan, dirs, root, services, outcome)
+    journal.carry_out(root, _only(forward, ("delete_tree",)), None)
+    journal.clear(root)
     return outcome
 
 
-def _apply_one(action: FileAction, root: Root, stamp: str) -> None:
-    target = root.path(action.path)
-    if action.op is Op.CONFLICT and action.old is not None:
-        # --force: keep the hand-edited file (never inside /etc/dnsmasq.d, which dnsmasq loads)
-        backup = root.path(BACKUP_DIR / stamp / action.path.relative_to("/"))
-        fsutil.write_atomic(backup, action.old, 0o600)
-    if action.keep_original is not None and action.old is not None:
-        fsutil.write_atomic(root.path(action.keep_original), action.old, action.mode)
-    if action.op in (Op.REMOVE,) or (action.op is Op.CONFLICT and action.new is None):
-        if action.restore_from is not None:
-            original = fsutil.read_bytes(root.path(action.restore_from))
-            if original is not None:
-                fsutil.write_atomic(target, original)
-                fsutil.remove(root.path(action.restore_from))
-                return
-        fsutil.remove(target)
-    elif action.op in (Op.CREATE, Op.UPDATE, Op.CONFLICT):
-        assert action.new is not None
-        fsutil.write_atomic(target, action.new, action.mode)
+def _drop_staging(root: Root, dirs: list[_Dir]) -> None:
+    for d in dirs:
+        if d.action.op is DirOp.INSTALL:
+            shutil.rmtree(root.path(d.staging), ignore_errors=True)
 
 
-def _revert(done: list[FileAction], root: Root) -> None:
-    """Best effort: put back what this run already replaced, newest first."""
-    for action in reversed(done):
-        target = root.path(action.path)
-        try:
-            if action.old is None:
-                fsutil.remove(target)
-            else:
-                fsutil.write_atomic(target, action.old, action.mode)
-        except PxeprovError:
-            continue
+def _undo(plan: Plan, dirs: list[_Dir], root: Root, restart: journal.Restart | None) -> None:
+    """Put back what this run changed, through a journal of its own (which replaces the run's:
+    a kill during the undo is completed by the next run as an undo)."""
+    backward = _backward(plan, dirs, os.getpid())
+    journal.commit(root, backward)
+    journal.carry_out(root, backward, restart)
+    _drop_staging(root, dirs)
+    journal.clear(root)
 
 
 def _restart(
     name: str,
     plan: Plan,
+    dirs: list[_Dir],
     root: Root,
     services: Mapping[str, Service] | None,
-    done: list[FileAction],
     outcome: Outcome,
 ) -> None:
     """Restart `name` when its config changed, start it when it is not running; when it does
-    not start with the new config, put every file of this run back and restart again."""
+    not start with the new config, undo every change of this run and restart again."""
     changed = name in plan.restarts
     if services is None:
         what = f"restart {name}" if changed else f"check that {name} runs"
@@ -208,12 +373,11 @@ def _restart(
     try:
         service.enable_and_restart()
     except CommandError as exc:
-        if not any(a.service == name for a in done):
+        if not changed:
             raise CommandError(
                 f"{name} does not start: {exc.message}", f"see `journalctl -u {name}`"
             ) from None
-        _revert(done, root)
-        fsutil.write_atomic(root.path(MANIFEST), manifest_bytes(plan.manifest))
+        _undo(plan, dirs, root, None)
         try:
             service.enable_and_restart()
             state = f"the previous config was put back and {name} restarted with it"

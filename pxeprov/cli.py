@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import os
@@ -10,16 +9,16 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, NoReturn
 
 import typer
 
 from pxeprov import __version__, commands
 from pxeprov.apply import Outcome
-from pxeprov.errors import PxeprovError
+from pxeprov.errors import ConflictError, PxeprovError
 from pxeprov.network import NetworkRequest
 from pxeprov.paths import Root
-from pxeprov.plan import FileAction, Op, Plan
+from pxeprov.plan import Op, Plan, diff_text, is_text
 
 Progress = Callable[[str, int, int | None], None]
 
@@ -30,8 +29,6 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="Make this box a proxyDHCP + TFTP network-boot server next to your DHCP server.",
 )
-
-T = TypeVar("T")
 
 
 class Settings:
@@ -73,6 +70,8 @@ def _errors(ctx: typer.Context) -> Iterator[None]:
     try:
         yield
     except PxeprovError as exc:
+        if isinstance(exc, ConflictError) and exc.diff:
+            typer.echo(exc.diff, nl=False)  # what the hand edit was
         if settings.debug:
             raise
         _fail(exc.one_line(), exc.exit_code)
@@ -90,23 +89,6 @@ def _machine(ctx: typer.Context) -> commands.Machine:
 
 
 # ---------------------------------------------------------------- output
-
-
-def _is_text(data: bytes) -> bool:
-    return b"\0" not in data[:8192]
-
-
-def _diff(action: FileAction) -> str:
-    old, new = action.old or b"", action.new or b""
-    if not (_is_text(old) and _is_text(new)):
-        return f"Binary {action.path}: {len(old)} -> {len(new)} bytes\n"
-    lines = difflib.unified_diff(
-        old.decode(errors="replace").splitlines(keepends=True),
-        new.decode(errors="replace").splitlines(keepends=True),
-        fromfile=f"{action.path} (on disk)" if action.old is not None else "/dev/null",
-        tofile=f"{action.path} (rendered)" if action.new is not None else "/dev/null",
-    )
-    return "".join(lines)
 
 
 def _print_plan(plan: Plan, install_note: str, restart: bool, is_system: bool) -> None:
@@ -129,12 +111,12 @@ def _print_files(plan: Plan, diff: bool) -> None:
     for a in plan.files:
         if diff:
             if a.changes:
-                typer.echo(_diff(a), nl=False)
+                typer.echo(diff_text(a), nl=False)
             continue
         typer.echo(f"\n==> {a.path} <==")
         if a.new is None:
             typer.echo("(removed)" if a.op in (Op.REMOVE, Op.CONFLICT) else f"({a.note})")
-        elif _is_text(a.new):
+        elif is_text(a.new):
             typer.echo(a.new.decode(errors="replace"), nl=False)
         else:
             typer.echo(f"(binary, {len(a.new)} bytes; {a.note})")
@@ -257,14 +239,7 @@ def init(
             )
             _print_files(result.plan, diff=True)
             return
-        try:
-            result = commands.init(machine, options)
-        except PxeprovError as exc:
-            if exc.exit_code == 3:  # conflict: show what the hand edit was
-                preview = commands.preview(machine, options)
-                for action in preview.plan.conflicts:
-                    typer.echo(_diff(action), nl=False)
-            raise
+        result = commands.init(machine, options)
         _warn(result.warnings)
         _print_summary(result)
 
@@ -392,6 +367,13 @@ def add_image(
     keyboard: Annotated[str, typer.Option(help="Keyboard layout(s) of live systems.")] = "us",
     replace: Annotated[bool, typer.Option(help="Replace an image of the same name.")] = False,
     force: Annotated[bool, typer.Option(help="Overwrite menus edited by hand.")] = False,
+    stall_timeout: Annotated[
+        float,
+        typer.Option(
+            help="A download that grows by less than 256 KiB in this many seconds "
+            "is retried, then given up."
+        ),
+    ] = 60.0,
     dry_run: Annotated[
         bool, typer.Option(help="Show what would be copied; write nothing.")
     ] = False,
@@ -402,7 +384,7 @@ def add_image(
     options = manage.AddImageOptions(
         source=source, name=name, label=label, kind=kind, sha256=sha256, append=append,
         default=default, kernel=kernel, initrd=initrd, rootfs=rootfs, locale=locale,
-        keyboard=keyboard, replace=replace, force=force,
+        keyboard=keyboard, replace=replace, force=force, stall_timeout=stall_timeout,
     )  # fmt: skip
     with _errors(ctx):
         machine = _machine(ctx)

@@ -29,9 +29,14 @@ class InputError(PxeprovError):
 
 
 class ConflictError(PxeprovError):
-    """A managed file was changed by hand since pxeprov wrote it."""
+    """A managed file was changed by hand since pxeprov wrote it. `diff`: what the hand edit
+    was (a unified diff of the file on disk against what pxeprov would write), for the CLI."""
 
     exit_code = 3
+
+    def __init__(self, message: str, hint: str | None = None, diff: str = "") -> None:
+        super().__init__(message, hint)
+        self.diff = diff
 
 
 class MissingFileError(PxeprovError):

@@ -7,26 +7,49 @@ import errno
 import fcntl
 import hashlib
 import os
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from pxeprov.errors import FilesystemError, LockedError
+from pxeprov.errors import FilesystemError, InputError, LockedError
 
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_bytes(path: Path) -> bytes | None:
-    """The file's content, or None when there is no file. A directory or an unreadable file is
-    an error, not an absent file."""
+MAX_READ = 64 << 20  # what pxeprov reads whole: configs, menus, boot loaders, its state
+
+
+def read_bytes(path: Path, limit: int = MAX_READ) -> bytes | None:
+    """The file's content, or None when there is no file. A directory, a device (a state file
+    that is a link to /dev/zero), a file larger than `limit` or an unreadable file is an error,
+    not an absent file: nothing is read without bound."""
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise FilesystemError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{path} is not a regular file", "pxeprov reads only regular files")
+        if st.st_size > limit:
+            raise InputError(f"{path} is larger than {limit} bytes, too large for what it is")
+        chunks = []
+        size = 0
+        while chunk := os.read(fd, min(1 << 20, limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise InputError(f"{path} is larger than {limit} bytes, too large for what it is")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise FilesystemError(f"cannot read {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
 
 
 def _fail(action: str, path: Path, exc: OSError) -> FilesystemError:
@@ -70,7 +93,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise _fail("write", path, exc) from None
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def remove(path: Path) -> None:
@@ -78,10 +101,10 @@ def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
     except OSError as exc:
         raise _fail("remove", path, exc) from None
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
         try:

@@ -22,6 +22,7 @@ DNSMASQ_DEFAULTS = PurePosixPath("/etc/default/dnsmasq")
 STATE_DIR = PurePosixPath("/var/lib/pxeprov")
 MANIFEST = STATE_DIR / "manifest.json"
 LOCK_FILE = STATE_DIR / "lock"
+JOURNAL = STATE_DIR / "journal.json"
 BACKUP_DIR = STATE_DIR / "backups"
 DEFAULT_TFTP_ROOT = PurePosixPath("/var/lib/tftpboot")
 NGINX_SITE = PurePosixPath("/etc/nginx/conf.d/pxeprov.conf")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import enum
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
 
 from pxeprov.errors import FilesystemError, MissingFileError
 from pxeprov.fsutil import read_bytes, sha256
@@ -45,10 +46,36 @@ class FileAction:
     note: str = ""
     keep_original: PurePosixPath | None = None  # move an unmanaged file here before writing
     restore_from: PurePosixPath | None = None  # REMOVE: put this file back in its place
+    restore: bytes | None = None  # REMOVE: the content of `restore_from`, read when planned
+    syntax: str | None = None  # the format of `new`, validated before it replaces `old`
 
     @property
     def changes(self) -> bool:
         return self.op in (Op.CREATE, Op.UPDATE, Op.REMOVE, Op.CONFLICT, Op.PENDING)
+
+
+class DirOp(enum.Enum):
+    INSTALL = "install"  # a new image directory, filled by `populate`, replaces any old one
+    DELETE = "delete"
+
+
+# Fills a new, empty directory (add-image's copy out of the ISO); returns (name, size) per file.
+Populate = Callable[[Path], list[tuple[str, int]]]
+
+
+@dataclass(frozen=True)
+class DirAction:
+    """An image directory under the TFTP root: apply fills a staging directory first, then swaps
+    it in with the files of the same run (journal), so a crash leaves the old set or the new."""
+
+    op: DirOp
+    path: PurePosixPath
+    files: tuple[tuple[str, int], ...] = ()  # what INSTALL puts there: (name, size)
+    populate: Populate | None = None
+
+    @property
+    def size(self) -> int:
+        return sum(size for _, size in self.files)
 
 
 @dataclass(frozen=True)
@@ -56,6 +83,7 @@ class Plan:
     files: tuple[FileAction, ...]
     install: tuple[str, ...] = ()
     manifest: dict[str, str] = field(default_factory=dict)
+    dirs: tuple[DirAction, ...] = ()
 
     @property
     def conflicts(self) -> list[FileAction]:
@@ -63,7 +91,7 @@ class Plan:
 
     @property
     def changes(self) -> bool:
-        return bool(self.install) or any(a.changes for a in self.files)
+        return bool(self.install or self.dirs) or any(a.changes for a in self.files)
 
     @property
     def restarts(self) -> list[str]:
@@ -124,8 +152,10 @@ def make_plan(
         if old is None:
             continue
         restore = None
-        if path == DNSMASQ_MAIN and root.path(DNSMASQ_MAIN_ORIGINAL).exists():
-            restore = DNSMASQ_MAIN_ORIGINAL
+        restore_bytes = None
+        if path == DNSMASQ_MAIN:
+            restore_bytes = read_bytes(root.path(DNSMASQ_MAIN_ORIGINAL))
+            restore = DNSMASQ_MAIN_ORIGINAL if restore_bytes is not None else None
         service = SERVICE_OF_PATH.get(path)
         if sha256(old) == recorded:
             note = f"no longer used; {restore} is put back" if restore else "no longer used"
@@ -138,6 +168,7 @@ def make_plan(
                     service=service,
                     note=note,
                     restore_from=restore,
+                    restore=restore_bytes,
                 )
             )
         else:
@@ -150,9 +181,14 @@ def make_plan(
                     service=service,
                     note="no longer used, but changed by hand",
                     restore_from=restore,
+                    restore=restore_bytes,
                 )
             )
     return Plan(tuple(actions), tuple(to_install), manifest)
+
+
+def with_dirs(plan: Plan, dirs: Sequence[DirAction]) -> Plan:
+    return replace(plan, dirs=tuple(dirs))
 
 
 def _action(
@@ -227,7 +263,26 @@ def _action(
         keep_original=keep,
         mode=f.mode,
         service=f.service,
+        syntax=f.syntax,
     )
+
+
+def is_text(data: bytes) -> bool:
+    return b"\0" not in data[:8192]
+
+
+def diff_text(action: FileAction) -> str:
+    """A unified diff of the file on disk against what pxeprov would write."""
+    old, new = action.old or b"", action.new or b""
+    if not (is_text(old) and is_text(new)):
+        return f"Binary {action.path}: {len(old)} -> {len(new)} bytes\n"
+    lines = difflib.unified_diff(
+        old.decode(errors="replace").splitlines(keepends=True),
+        new.decode(errors="replace").splitlines(keepends=True),
+        fromfile=f"{action.path} (on disk)" if action.old is not None else "/dev/null",
+        tofile=f"{action.path} (rendered)" if action.new is not None else "/dev/null",
+    )
+    return "".join(lines)
 
 
 def _op(old: bytes | None, new: bytes) -> Op:

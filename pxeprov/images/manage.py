@@ -1,42 +1,43 @@
 """`add-image` and `remove-image`: ISO (or URL) -> files under the TFTP root + menu entries.
 
 Order, so that a failure at any point leaves disk as it was:
-  1. (download into the cache, verified), open the ISO, recognize its layout;
-  2. under the lock: clean what an interrupted run left, plan the new state (a hand-edited menu
-     stops everything here, before any copy);
-  3. copy the files into a staging directory, rename it into place;
-  4. apply the plan (state + menus, atomically; dnsmasq is not restarted: its config is
-     unchanged); if that fails, the image directory goes again.
+  1. (download into the cache, verified), open the ISO, recognize its layout, check every file
+     to copy (a regular file with all of its data inside the image);
+  2. under the lock: finish what an interrupted run left, plan the new state (a hand-edited menu
+     stops everything here, before any copy); the image directory is part of the plan;
+  3. apply the plan (apply.py): the copy into a staging directory, the journal, the swap of the
+     directory and the writes of state, menus and manifest; dnsmasq is not restarted: its config
+     is unchanged.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
-from pxeprov import commands
+from pxeprov import commands, syntax
 from pxeprov.apply import Outcome, check_conflicts
-from pxeprov.errors import ChecksumError, FilesystemError, ImageError, InputError, PxeprovError
-from pxeprov.fsutil import make_dirs
+from pxeprov.errors import ChecksumError, ImageError, InputError
 from pxeprov.images import kinds, pe
-from pxeprov.images.iso import Iso, sync_files
-from pxeprov.paths import Root
-from pxeprov.plan import Plan
-from pxeprov.state import Image, State, check_name, check_text
+from pxeprov.images.iso import Iso
+from pxeprov.plan import DirAction, DirOp, Plan, with_dirs
+from pxeprov.state import (
+    DEFAULT_KEYBOARD,
+    DEFAULT_LOCALE,
+    Image,
+    State,
+    check_keyboard,
+    check_locale,
+)
 
 # (what, bytes done, bytes in all or None): the CLI turns this into a progress bar.
 Progress = Callable[[str, int, int | None], None]
 CACHE_DIR = PurePosixPath("/var/cache/pxeprov")
-IMAGES = "images"
-_STAGING = ".staging-"
-_TRASH = ".trash-"
-_LABELS = {"clonezilla": "Clonezilla live", "gparted": "GParted live", "debian-live": "Debian live"}
+IMAGES = commands.IMAGES_DIR
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,11 @@ class AddImageOptions:
     kernel: str | None = None  # --kind custom: paths inside the ISO
     initrd: str | None = None
     rootfs: str | None = None
-    locale: str = kinds.DEFAULT_LOCALE
-    keyboard: str = kinds.DEFAULT_KEYBOARD
+    locale: str = DEFAULT_LOCALE
+    keyboard: str = DEFAULT_KEYBOARD
     replace: bool = False
     force: bool = False
+    stall_timeout: float = 60.0  # a download that grows too little for this long is retried
 
 
 @dataclass
@@ -75,7 +77,7 @@ def derive_name(filename: str) -> str:
     """`Clonezilla-Live-3.1.2-22-amd64.iso` -> `clonezilla-live-3.1.2-22-amd64`."""
     stem = filename.rsplit("/", 1)[-1]
     stem = re.sub(r"\.iso$", "", stem, flags=re.IGNORECASE).lower()
-    stem = re.sub(r"[^a-z0-9._-]+", "-", stem).lstrip("._-")
+    stem = re.sub(r"[^a-z0-9._-]+", "-", stem).lstrip("._-")[: syntax.MAX_NAME].rstrip("._-")
     if not stem:
         raise InputError(f"cannot derive an image name from {filename!r}", "give --name")
     return stem
@@ -90,78 +92,78 @@ def _require_network(state: State) -> None:
         raise InputError("pxeprov is not set up here yet", "run `pxeprov init` first")
 
 
-def _clean_leftovers(root: Root, state: State) -> list[str]:
-    """Staging and trash directories an interrupted run left behind (we hold the lock)."""
-    images = root.path(state.tftp_root / IMAGES)
-    cleaned = []
-    if images.is_dir():
-        for p in images.iterdir():
-            if p.name.startswith((_STAGING, _TRASH)):
-                shutil.rmtree(p, ignore_errors=True)
-                cleaned.append(p.name)
-    return cleaned
-
-
-def _layout(iso: Iso, options: AddImageOptions) -> kinds.Layout:
+def _check_options(options: AddImageOptions) -> None:
+    """The options, checked by the state's rules and named as the user typed them (exit 2)."""
+    if options.name is not None:
+        syntax.check_name(options.name, "--name")
+    if options.label is not None:
+        syntax.check_text(options.label, "--label")
     if options.kind is not None and options.kind not in kinds.KINDS:
         raise InputError(f"--kind must be one of {', '.join(kinds.KINDS)}")
+    syntax.check_args(options.append, "--append")
+    check_locale(options.locale, "--locale")
+    check_keyboard(options.keyboard, "--keyboard")
+    if not 1 <= options.stall_timeout <= 3600:
+        raise InputError(f"--stall-timeout {options.stall_timeout:g} must be 1 to 3600 seconds")
     if options.kind == "custom":
         if not options.kernel or not options.initrd:
             raise InputError("--kind custom needs --kernel and --initrd (paths inside the ISO)")
+    elif options.kernel or options.initrd or options.rootfs:
+        raise InputError("--kernel, --initrd and --rootfs go with --kind custom")
+
+
+def _layout(iso: Iso, options: AddImageOptions) -> kinds.Layout:
+    if options.kind == "custom":
+        assert options.kernel is not None and options.initrd is not None
         wanted = {"kernel": options.kernel, "initrd": options.initrd}
         if options.rootfs:
             wanted["rootfs"] = options.rootfs
         found = {}
         for what, path in wanted.items():
             key = "/" + path.strip("/").lower()
-            if key not in iso.files:
-                raise ImageError(f"--{what} {path}: no such file in the ISO")
+            if iso.lookup(key) is None:
+                raise ImageError(f"--{what} {path!r}: no such file in the ISO")
             found[what] = key
         return kinds.Layout("custom", found["kernel"], found["initrd"], found.get("rootfs"))
-    if options.kernel or options.initrd or options.rootfs:
-        raise InputError("--kernel, --initrd and --rootfs go with --kind custom")
-    sizes = {path: f.size for path, f in iso.files.items()}
-    texts = {p: iso.read_small(p) for p in sizes if kinds.is_version_file(p)}
-    layout = kinds.detect(sizes, texts, iso.volume_id)
+    layout = kinds.detect(iso)
     if options.kind is not None and options.kind != layout.kind:
         if layout.kind == "debian-live" or options.kind == "debian-live":
             # same files; the admin knows better which arguments it needs
-            return kinds.Layout(options.kind, layout.kernel, layout.initrd, layout.rootfs)
+            return replace(layout, kind=options.kind)
         raise ImageError(f"the ISO looks like {layout.kind}, not {options.kind}")
     return layout
 
 
+def _wanted(layout: kinds.Layout) -> dict[str, str]:
+    """{fixed name under images/<name>/: path in the ISO}."""
+    roles = {"kernel": layout.kernel, "initrd": layout.initrd, "rootfs": layout.rootfs}
+    return {kinds.FIXED_NAMES[role]: path for role, path in roles.items() if path}
+
+
 def _new_image(
-    state: State,
-    options: AddImageOptions,
-    name: str,
-    layout: kinds.Layout,
-    sizes: dict[str, int],
-    sha256: str,
+    options: AddImageOptions, name: str, layout: kinds.Layout, size: int, sha256: str
 ) -> Image:
     folder = PurePosixPath(IMAGES, name)  # paths in the state are relative to the TFTP root
-    picked = {"kernel": layout.kernel, "initrd": layout.initrd, "rootfs": layout.rootfs}
-    rel = {k: str(folder / PurePosixPath(v).name) for k, v in picked.items() if v}
     label = options.label
     if label is None:
-        label = (
-            f"{_LABELS[layout.kind]} ({layout.version or name})" if layout.kind in _LABELS else name
-        )
+        known = kinds.LABELS.get(layout.kind)
+        label = f"{known} ({layout.version or name})" if known else name
+    has_rootfs = layout.rootfs is not None
     return Image(
         name=name,
-        label=check_text(label, "label"),
+        label=label,
         kind=layout.kind,
-        kernel=rel["kernel"],
-        initrd=rel["initrd"],
-        rootfs=rel.get("rootfs", ""),
+        kernel=str(folder / kinds.FIXED_NAMES["kernel"]),
+        initrd=str(folder / kinds.FIXED_NAMES["initrd"]),
+        rootfs=str(folder / kinds.FIXED_NAMES["rootfs"]) if has_rootfs else "",
         append=options.append,
         default=options.default,
-        locale=kinds.check_locale(options.locale),
-        keyboard=kinds.check_keyboard(options.keyboard),
+        locale=options.locale,
+        keyboard=options.keyboard,
         source=options.source,
         sha256=sha256,
-        size=sum(sizes.values()),
-        version=layout.version or "",
+        size=size,
+        version=layout.version,
     )
 
 
@@ -197,6 +199,7 @@ def _local_iso(
         machine.root.path(CACHE_DIR),
         sha256=options.sha256,
         progress=report,
+        stall_timeout=options.stall_timeout,
     )
     notes = [
         f"{'cached' if got.from_cache else 'downloaded'} {got.filename} ({got.size} bytes), "
@@ -225,6 +228,30 @@ def _verify_local(path: Path, expected: str, progress: Progress | None) -> str:
     return got
 
 
+def _populate(iso: Iso, wanted: dict[str, str], progress: Progress | None) -> DirAction:
+    """The plan's action that fills images/<name>/ from the ISO (the path is set by the caller).
+
+    apply calls it with an empty staging directory; it copies each file under its fixed name."""
+    total = sum(iso.file(p).size for p in wanted.values())
+
+    def populate(staging: Path) -> list[tuple[str, int]]:
+        done = 0
+        out = []
+        for target, path in wanted.items():
+
+            def step(n: int, what: str = target) -> None:
+                nonlocal done
+                done += n
+                if progress:
+                    progress(f"copy {what}", done, total)
+
+            out.append((target, iso.copy(path, staging / target, step)))
+        return out
+
+    files = tuple((target, iso.file(path).size) for target, path in wanted.items())
+    return DirAction(DirOp.INSTALL, PurePosixPath("/"), files, populate)
+
+
 def add_image(
     machine: commands.Machine,
     options: AddImageOptions,
@@ -233,10 +260,9 @@ def add_image(
     progress: Progress | None = None,
 ) -> AddImageResult:
     root = machine.root
+    _check_options(options)
     state = commands.load_state(root)
     _require_network(state)
-    if options.name is not None:
-        check_name(options.name)
     if dry_run and is_url(options.source):
         name = options.name or derive_name(options.source)
         placeholder = Image(name, options.label or name, options.kind or "custom", "k", "i")
@@ -248,119 +274,36 @@ def add_image(
         )
     iso_path, filename, sha256, notes = _local_iso(machine, options, progress)
     name = options.name or derive_name(filename)
-    check_name(name)
     with Iso(iso_path) as iso:
         layout = _layout(iso, options)
-        wanted = [p for p in (layout.kernel, layout.initrd, layout.rootfs) if p]
-        basenames = [PurePosixPath(p).name for p in wanted]
-        if len(set(basenames)) != len(basenames):
-            raise ImageError(f"kernel, initrd and rootfs need different file names: {basenames}")
-        sizes = {p: iso.files[p].size for p in wanted}
-        for p in wanted:
-            iso.extents(iso.files[p])  # a truncated ISO is refused before anything is copied
-        image = _new_image(state, options, name, layout, sizes, sha256)
+        wanted = _wanted(layout)
+        populate = _populate(iso, wanted, progress)  # checks every file before anything else
+        image = _new_image(options, name, layout, populate.size, sha256)
         if not pe.is_signed(iso.head(layout.kernel, pe.HEAD)):
             image = replace(image, unsigned_kernel=True)
             notes.append(
                 f"warning: the kernel {layout.kernel} has no Secure Boot signature: UEFI "
                 "clients with Secure Boot on will refuse it (the GRUB menu marks the entry)"
             )
-        if dry_run:
-            new_state = _with_image(state, image, replace=True)
-            plan = commands.plan_state(machine, new_state, preview=True)
-            files = [(f"{IMAGES}/{name}/{PurePosixPath(p).name}", sizes[p]) for p in wanted]
-            return AddImageResult(image, layout, plan, None, files, notes)
-        with commands.lock(machine):
-            state = commands.load_state(root)  # again, under the lock
+        listing = [(f"{IMAGES}/{name}/{target}", size) for target, size in populate.files]
+        with contextlib.ExitStack() as stack:
+            if not dry_run:
+                notes += stack.enter_context(commands.session(machine))
+                state = commands.load_state(root)  # again, under the lock
             taken = next((i for i in state.images if i.name == name), None)
-            if taken is not None and not options.replace:
+            if taken is not None and not options.replace and not dry_run:
                 raise ImageError(
                     f"image name {name!r} is already taken (from {taken.source or 'unknown'})",
                     f"add it with --replace to replace it, or `pxeprov remove-image {name}` first",
                 )
-            for leftover in _clean_leftovers(root, state):
-                notes.append(f"removed {leftover} left by an interrupted run")
             new_state = _with_image(state, image, replace=True)
-            plan = commands.plan_state(machine, new_state)
+            plan = commands.plan_state(machine, new_state, preview=dry_run)
+            plan = with_dirs(plan, [replace(populate, path=_image_dir(state, name))])
+            if dry_run:
+                return AddImageResult(image, layout, plan, None, listing, notes)
             check_conflicts(plan, options.force)
-            files = _copy_in(machine, state, iso, name, wanted, progress)
-            final = root.path(_image_dir(state, name))
-            trash = _swap_in(final, final.with_name(f"{_STAGING}{name}-{os.getpid()}"))
-            try:
-                outcome = commands.apply_plan(machine, plan, force=options.force)
-            except PxeprovError:
-                shutil.rmtree(final, ignore_errors=True)
-                if trash is not None:
-                    trash.rename(final)
-                raise
-            if trash is not None:
-                shutil.rmtree(trash, ignore_errors=True)
-    return AddImageResult(image, layout, plan, outcome, files, notes)
-
-
-def _copy_in(
-    machine: commands.Machine,
-    state: State,
-    iso: Iso,
-    name: str,
-    wanted: list[str],
-    progress: Progress | None,
-) -> list[tuple[str, int]]:
-    """Copy into images/.staging-<name>-<pid>; on any failure the staging directory goes."""
-    root = machine.root
-    images = root.path(state.tftp_root / IMAGES)
-    staging = images / f"{_STAGING}{name}-{os.getpid()}"
-    total = sum(iso.files[p].size for p in wanted)
-    make_dirs(images)
-    try:
-        free = shutil.disk_usage(images).free
-    except OSError as exc:
-        raise FilesystemError(f"cannot create {images}: {exc.strerror}") from None
-    if total > free:
-        raise FilesystemError(
-            f"not enough space in {images}: the image needs {total} bytes, {free} are free"
-        )
-    done = 0
-    out = []
-    try:
-        staging.mkdir(mode=0o755)
-        os.chmod(staging, 0o755)  # noqa: PTH101 - umask must not take world access away
-        for path in wanted:
-            target = staging / PurePosixPath(path).name
-
-            def step(n: int, what: str = target.name) -> None:
-                nonlocal done
-                done += n
-                if progress:
-                    progress(f"copy {what}", done, total)
-
-            iso.copy(path, target, step)
-            out.append((f"{IMAGES}/{name}/{target.name}", iso.files[path].size))
-        sync_files([staging / PurePosixPath(p).name for p in wanted])
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise FilesystemError(f"cannot write {staging}: {exc.strerror}") from None
-    except BaseException:  # also KeyboardInterrupt: never leave a half image
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out
-
-
-def _swap_in(final: Path, staging: Path) -> Path | None:
-    """Rename the staging directory to its final name; an existing one (replace, or one an
-    interrupted run left without a menu entry) is moved aside and returned."""
-    trash = None
-    try:
-        if final.exists():
-            trash = final.with_name(f"{_TRASH}{final.name}-{os.getpid()}")
-            final.rename(trash)
-        staging.rename(final)
-    except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        if trash is not None and not final.exists():
-            trash.rename(final)
-        raise FilesystemError(f"cannot move {staging} to {final}: {exc.strerror}") from None
-    return trash
+            outcome = commands.apply_plan(machine, plan, force=options.force)
+    return AddImageResult(image, layout, plan, outcome, listing, notes)
 
 
 # ---------------------------------------------------------------- remove
@@ -379,7 +322,7 @@ def remove_image(
     root = machine.root
     with contextlib.ExitStack() as stack:
         if not dry_run:
-            stack.enter_context(commands.lock(machine))
+            stack.enter_context(commands.session(machine))
         state = commands.load_state(root)
         _require_network(state)
         image = next((i for i in state.images if i.name == name), None)
@@ -388,18 +331,10 @@ def remove_image(
             raise ImageError(f"no image named {name!r} (images: {known})")
         new_state = state.with_changes(images=tuple(i for i in state.images if i.name != name))
         plan = commands.plan_state(machine, new_state, preview=dry_run)
+        if root.path(_image_dir(state, name)).exists():
+            plan = with_dirs(plan, [DirAction(DirOp.DELETE, _image_dir(state, name))])
         if dry_run:
             return RemoveImageResult(image, plan, None)
         check_conflicts(plan, force)
-        folder = root.path(_image_dir(state, name))
-        trash = folder.with_name(f"{_TRASH}{name}-{os.getpid()}")
-        if folder.exists():
-            folder.rename(trash)  # gone from clients' view at once, deleted after the menus
-        try:
-            outcome = commands.apply_plan(machine, plan, force=force)
-        except PxeprovError:
-            if trash.exists():
-                trash.rename(folder)
-            raise
-        shutil.rmtree(trash, ignore_errors=True)
+        outcome = commands.apply_plan(machine, plan, force=force)
     return RemoveImageResult(image, plan, outcome)
