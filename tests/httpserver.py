@@ -11,12 +11,15 @@ from __future__ import annotations
 import hashlib
 import re
 import socket
+import ssl
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,6 +36,7 @@ class Fault:
     after: int  # body bytes sent before the fault
     times: int  # on this many GET requests of the path
     stall: float = 0.0  # 0: cut the connection; else wait this long first (then cut)
+    trickle: float = 0.0  # instead: send the rest one byte every `trickle` seconds
 
 
 @dataclass
@@ -45,13 +49,14 @@ class FileServer:
     delay: float = 0.0  # seconds before any answer
     seen: list[Seen] = field(default_factory=list)
     port: int = 0
+    scheme: str = "http"
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._stop = threading.Event()
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def gets(self, path: str) -> list[Seen]:
         with self._lock:
@@ -142,6 +147,13 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None:
             self.wfile.write(data[: fault.after])
             self.wfile.flush()
+            if fault.trickle:
+                for i in range(fault.after, len(data)):
+                    if fs._stop.is_set():
+                        break
+                    self.wfile.write(data[i : i + 1])
+                    self.wfile.flush()
+                    fs._wait(fault.trickle)
             if fault.stall:
                 fs._wait(fault.stall)
             self.close_connection = True  # the client sees the body end early
@@ -167,10 +179,14 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextmanager
-def serve(fs: FileServer | None = None) -> Iterator[FileServer]:
-    """Run `fs` on 127.0.0.1 (a free port) in a thread until the block ends."""
+def serve(fs: FileServer | None = None, tls: ssl.SSLContext | None = None) -> Iterator[FileServer]:
+    """Run `fs` on 127.0.0.1 (a free port) in a thread until the block ends; over TLS with
+    `tls` (see `self_signed`)."""
     fs = fs or FileServer()
     httpd = _Server(("127.0.0.1", 0), _Handler)
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+        fs.scheme = "https"
     httpd.files = fs
     fs.port = httpd.server_address[1]
     thread = threading.Thread(
@@ -184,3 +200,18 @@ def serve(fs: FileServer | None = None) -> Iterator[FileServer]:
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
+
+
+def self_signed(directory: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server context with a fresh self-signed certificate for 127.0.0.1, and the certificate
+    (for the client session's `verify`)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context, cert

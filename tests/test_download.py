@@ -8,6 +8,7 @@ import hashlib
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from pxeprov.errors import (
 from pxeprov.images import download
 from pxeprov.images.download import fetch, parse_checksums
 
-from .httpserver import Fault, FileServer, serve
+from .httpserver import Fault, FileServer, self_signed, serve
 
 MiB = 1 << 20
 ISO = "/live/clonezilla-live-3.1.2-22-amd64.iso"
@@ -250,6 +251,64 @@ def test_read_timeout_mid_body_is_resumed(
     )
     assert got.path.read_bytes() == DATA
     assert server.gets(ISO)[-1].range is not None
+
+
+def test_server_that_cuts_every_body_and_ignores_range_ends(
+    server: FileServer, session: requests.Session, tmp_path: Path
+) -> None:
+    """Each try starts again from byte 0 and is cut at the same place: only the first try
+    brought bytes the download did not hold already, so the retries run out (exit 8)."""
+    server.ignore_range = True
+    server.faults[ISO] = Fault(after=MiB, times=1000)
+    with pytest.raises(DownloadError, match="broke off after 1048576 of") as info:
+        fetch(server.url(ISO), tmp_path, sha256=DIGEST, session=session, retries=3, backoff=0.01)
+    assert info.value.exit_code == 8
+    # the first try counts as the first failure once it broke off; 3 more gained nothing
+    assert len(server.gets(ISO)) == 1 + 3
+    assert files_under(tmp_path) == [part_of(tmp_path)]  # kept for a later, better server
+
+
+def test_trickling_body_ends(server: FileServer, session: requests.Session, tmp_path: Path) -> None:
+    """A byte every 20 ms is not a download: each try ends after the stall time."""
+    server.faults[ISO] = Fault(after=1000, times=1000, trickle=0.02)
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match=r"\(stalled\) \(after 3 tries\)"):
+        fetch(server.url(ISO), tmp_path, sha256=DIGEST, session=session, retries=2,
+              backoff=0.01, stall_timeout=1.0)  # fmt: skip
+    assert time.monotonic() - start < 3 * 1.0 + 5
+    assert len(server.gets(ISO)) == 3
+
+
+def test_stopped_body_ends_at_the_stall_time(
+    server: FileServer, session: requests.Session, tmp_path: Path
+) -> None:
+    server.faults[ISO] = Fault(after=1000, times=1000, stall=60.0)
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match="stalled"):
+        fetch(server.url(ISO), tmp_path, sha256=DIGEST, session=session, retries=1,
+              backoff=0.01, stall_timeout=1.0)  # fmt: skip
+    assert time.monotonic() - start < 2 * 1.0 + 5  # not the 30 s read timeout, nor 60 s
+
+
+def test_https_to_http_redirect_is_refused(server: FileServer, tmp_path: Path) -> None:
+    context, cert = self_signed(tmp_path)
+    with serve(FileServer(redirects={"/cz.iso": server.url(ISO)}), tls=context) as tls:
+        session = requests.Session()
+        session.trust_env = False
+        session.verify = str(cert)
+        with pytest.raises(DownloadError, match="refused") as info:
+            fetch(tls.url("/cz.iso"), tmp_path / "cache", sha256=DIGEST, session=session)
+        session.close()
+    assert info.value.message.startswith(f"{tls.url('/cz.iso')} redirects to http://127.0.0.1")
+    assert server.gets(ISO) == []  # nothing was asked for over plain HTTP
+    tls_redirect = FileServer(files={ISO: DATA}, redirects={"/cz.iso": ISO})
+    with serve(tls_redirect, tls=context) as tls:  # https -> https is followed
+        session = requests.Session()
+        session.trust_env = False
+        session.verify = str(cert)
+        got = fetch(tls.url("/cz.iso"), tmp_path / "cache", sha256=DIGEST, session=session)
+        session.close()
+    assert got.path.read_bytes() == DATA
 
 
 def test_slow_server_times_out(

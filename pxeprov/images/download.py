@@ -51,6 +51,9 @@ Progress = Callable[[int, int | None], None]  # (bytes done so far, total bytes 
 # (runs like bench/download_bench.py's).
 CHUNK_SIZE = 256 << 10
 MAX_DELAY = 30.0  # cap of the exponential backoff between tries, seconds
+STALL_TIMEOUT = 60.0  # seconds in which a body must grow by STALL_BYTES, or the try ends
+STALL_BYTES = CHUNK_SIZE  # what "growing" means: a trickle of bytes is a stall, not progress
+MAX_REDIRECTS = 10
 PROGRESS_INTERVAL = 0.1  # seconds between two progress calls (plus one at the end)
 # Looked for in the image's directory, in this order. Clonezilla publishes CHECKSUMS.TXT, which
 # holds MD5, SHA-1, SHA-256 and SHA-512 lines; only the 64-hex line naming our file counts.
@@ -85,6 +88,7 @@ def fetch(
     timeout: float = 30.0,
     retries: int = 5,
     backoff: float = 0.5,
+    stall_timeout: float = STALL_TIMEOUT,
 ) -> Downloaded:
     """Download `url` into `cache_dir` (or find it there) and verify it.
 
@@ -93,13 +97,17 @@ def fetch(
     (from either place) and cache_dir/<hash>/ holds a file that still has it, that file is
     returned without downloading the image; its name may differ from `filename` when it came
     from another URL. `retries` is the number of tries after the first that a failing transfer
-    gets; the count starts again whenever a try brought new bytes, so a flaky connection that
-    makes progress does not end a long download. The session (if given) is not closed.
+    gets; the count starts again whenever a try brought bytes beyond the most the download ever
+    held, so a flaky connection that makes progress does not end a long download, while a
+    server that cuts every body and ignores Range (each try starting again from byte 0) does.
+    A body that grows by less than STALL_BYTES in `stall_timeout` seconds (stopped, or
+    trickling) ends its try, which counts as a failure. A redirect from https:// to http:// is
+    refused. The session (if given) is not closed.
     """
     filename = url_filename(url)
     expected = normalise_sha256(sha256) if sha256 is not None else None
     own_session = session is None
-    client = _Client(session or requests.Session(), timeout, retries, backoff)
+    client = _Client(session or requests.Session(), timeout, retries, backoff, stall_timeout)
     try:
         if expected is not None:
             source = "--sha256"
@@ -198,6 +206,7 @@ class _Client:
     timeout: float
     retries: int
     backoff: float
+    stall_timeout: float = STALL_TIMEOUT
 
     def run(self, attempt: Callable[[], T]) -> T:
         """Call `attempt` until it returns, sleeping backoff * 2**n (capped) between tries."""
@@ -215,8 +224,26 @@ class _Client:
                 time.sleep(max(delay, min(exc.retry_after, MAX_DELAY)))
 
     def open(self, method: str, url: str, headers: dict[str, str]) -> requests.Response:
-        """Send one request (following redirects) and return the streaming response, unless it
-        failed: _Retryable for what may pass, DownloadError or InputError for the rest."""
+        """Send one request, following redirects (never from https:// to http://), and return
+        the streaming response, unless it failed: _Retryable for what may pass, DownloadError or
+        InputError for the rest."""
+        current = url
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = self._request(method, current, headers)
+            location = resp.headers.get("Location") if resp.is_redirect else None
+            if location is None:
+                return resp
+            resp.close()
+            target = urljoin(current, location)
+            if urlsplit(current).scheme == "https" and urlsplit(target).scheme != "https":
+                raise DownloadError(
+                    f"{current} redirects to {target}: refused, a download asked for over "
+                    "https:// is never fetched unencrypted"
+                )
+            current = target
+        raise DownloadError(f"too many redirects for {url}")
+
+    def _request(self, method: str, url: str, headers: dict[str, str]) -> requests.Response:
         try:
             resp = self.session.request(
                 method,
@@ -224,7 +251,7 @@ class _Client:
                 headers={"Accept-Encoding": "identity", **headers},
                 stream=True,
                 timeout=(self.timeout, self.timeout),
-                allow_redirects=True,
+                allow_redirects=False,
             )
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema) as exc:
             raise InputError(f"cannot download {url}: {_reason(exc)}") from None
@@ -236,8 +263,6 @@ class _Client:
             raise _Retryable(
                 f"{_where(exc, url)} sent no answer within {self.timeout:g} s"
             ) from None
-        except requests.TooManyRedirects:
-            raise DownloadError(f"too many redirects for {url}") from None
         except requests.ConnectionError as exc:
             raise _Retryable(f"cannot reach {_where(exc, url)}: {_reason(exc)}") from None
         except requests.RequestException as exc:
@@ -282,27 +307,31 @@ def _transfer(client: _Client, url: str, pf: _PartFile, report: _Reporter) -> No
         else:
             raise DownloadError(_status_line(resp, url))
         pf.validator = _validator(resp)
-        before = pf.size
+        before = pf.most
         read_into = _body_reader(resp)
-        while True:
-            try:
-                n = pf.receive(read_into)
-            except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
-                got = f"{pf.size} of {total}" if total is not None else f"{pf.size}"
-                reason = _reason(exc)
-                if isinstance(exc, urllib3.exceptions.ReadTimeoutError | TimeoutError):
-                    reason = f"nothing received for {client.timeout:g} s"
-                raise _Retryable(
-                    f"download of {url} broke off after {got} bytes: {reason}",
-                    progressed=pf.size > before,
-                ) from None
-            if not n:
-                break
-            report.update(pf.size, total)
+        with _Watchdog(pf, resp, client.stall_timeout) as watchdog:
+            while True:
+                try:
+                    n = pf.receive(read_into)
+                except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
+                    got = f"{pf.size} of {total}" if total is not None else f"{pf.size}"
+                    reason = _reason(exc)
+                    if isinstance(exc, urllib3.exceptions.ReadTimeoutError | TimeoutError):
+                        reason = f"nothing received for {client.timeout:g} s"
+                    if watchdog.fired:
+                        reason = watchdog.reason
+                    raise _Retryable(
+                        f"download of {url} broke off after {got} bytes: {reason}",
+                        progressed=pf.most > before and not watchdog.fired,
+                    ) from None
+                if not n:
+                    break
+                report.update(pf.size, total)
         if total is not None and pf.size != total:
+            reason = f": {watchdog.reason}" if watchdog.fired else ""
             raise _Retryable(
-                f"download of {url} broke off after {pf.size} of {total} bytes",
-                progressed=pf.size > before,
+                f"download of {url} broke off after {pf.size} of {total} bytes{reason}",
+                progressed=pf.most > before and not watchdog.fired,
             )
         report.finish(pf.size, total)
 
@@ -445,6 +474,52 @@ def _reason(exc: BaseException) -> str:
 # --- Files ------------------------------------------------------------------------------------
 
 
+class _Watchdog:
+    """Ends a try whose body grows by less than STALL_BYTES in `stall` seconds (stopped, or a
+    trickle that would never end): it shuts the connection's socket down, which makes the
+    blocked read return, and says why. A read fills a whole buffer before it returns, so the
+    transfer's own loop cannot look at the clock while a trickle fills it."""
+
+    def __init__(self, pf: _PartFile, resp: requests.Response, stall: float) -> None:
+        self.pf = pf
+        self.stall = stall
+        self.fired = False
+        self.reason = ""
+        self._sock = _socket_of(resp)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="stall-watchdog", daemon=True)
+
+    def __enter__(self) -> _Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+
+    def _watch(self) -> None:
+        mark_size, mark_time = self.pf.size, time.monotonic()
+        while not self._done.wait(min(1.0, self.stall / 4)):
+            now = time.monotonic()
+            if self.pf.size - mark_size >= STALL_BYTES or self.pf.size < mark_size:
+                mark_size, mark_time = self.pf.size, now
+            elif now - mark_time >= self.stall:
+                self.fired = True
+                self.reason = f"less than {STALL_BYTES} bytes arrived in {self.stall:g} s (stalled)"
+                if self._sock is not None:
+                    with contextlib.suppress(OSError):
+                        self._sock.shutdown(socket.SHUT_RDWR)
+                return
+
+
+def _socket_of(resp: requests.Response) -> socket.socket | None:
+    """The connection's socket underneath urllib3 (private: None when it is not found, and the
+    read timeout is then the only bound)."""
+    connection = getattr(resp.raw, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
 class _Reporter:
     """Calls `progress` at most every PROGRESS_INTERVAL seconds, and once at the end."""
 
@@ -530,6 +605,7 @@ class _PartFile:
         self.fd = fd
         self.pipe = pipe
         self.size = 0
+        self.most = 0  # the most bytes this download ever held: progress is measured against it
         self.validator: str | None = None  # of the response the bytes came from, for If-Range
 
     @classmethod
@@ -584,6 +660,7 @@ class _PartFile:
             return 0
         self.pipe.hash(buf, n)
         self.size += n
+        self.most = max(self.most, self.size)
         return n
 
     def _append(self, buf: bytearray, n: int) -> None:
