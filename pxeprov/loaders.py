@@ -10,6 +10,8 @@ Boot chains (verified in the lab, see DESIGN.md):
 
 from __future__ import annotations
 
+import lzma
+import struct
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -21,7 +23,8 @@ UEFI_LOADERS = ("auto", "grub", "ipxe")  # what --uefi-loader accepts
 # /etc/dnsmasq.d; dnsmasq-base alone has only the binary).
 PACKAGES: tuple[str, ...] = ("dnsmasq", "pxelinux", "syslinux-common", "ipxe")
 HTTP_PACKAGES: tuple[str, ...] = ("nginx",)
-GRUB_PACKAGES: tuple[str, ...] = ("shim-signed", "grub-efi-amd64-signed")
+# grub-common brings grub-script-check, which validates grub.cfg before it goes live.
+GRUB_PACKAGES: tuple[str, ...] = ("shim-signed", "grub-efi-amd64-signed", "grub-common")
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,44 @@ def grub_supports_proxy(path: Path) -> bool | None:
     except OSError:
         return None
     return _PROXY_SUPPORT in data
+
+
+# iPXE's URI openers are a table of scheme names; a build with HTTPS has the NUL-terminated
+# string "https" among them. Debian 12's ipxe (1.0.0+git-20190125) has none: no TLS at all;
+# Debian 13's has. PXE images (.kpxe, .pxe) hold iPXE LZMA-compressed (iPXE's util/zbin.c:
+# raw LZMA1, lc=2 lp=0 pb=0, behind a 32-bit length), so those are unpacked to look.
+_HTTPS_SCHEME = b"\0https\0"
+_IPXE_LZMA = [{"id": lzma.FILTER_LZMA1, "lc": 2, "lp": 0, "pb": 0, "dict_size": 1 << 23}]
+_MAX_LOADER = 16 << 20
+
+
+def ipxe_supports_https(path: Path) -> bool | None:
+    """Whether the iPXE binary at `path` can fetch https:// URLs; None when there is none."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(_MAX_LOADER)
+    except OSError:
+        return None
+    if _HTTPS_SCHEME in data:
+        return True
+    return any(_HTTPS_SCHEME in payload for payload in _ipxe_payloads(data))
+
+
+def _ipxe_payloads(data: bytes) -> list[bytes]:
+    """The LZMA-packed parts of an iPXE PXE image: a little-endian length, then that many bytes
+    of compressed data that end the file (up to some padding)."""
+    found = []
+    end = len(data)
+    for offset in range(0, max(0, end - 4)):
+        (length,) = struct.unpack_from("<I", data, offset)
+        if length < 1024 or not end - 64 <= offset + 4 + length <= end:
+            continue
+        decoder = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_IPXE_LZMA)
+        try:
+            found.append(decoder.decompress(data[offset + 4 : offset + 4 + length], 1 << 23))
+        except lzma.LZMAError:
+            continue
+    return found
 
 
 # What each firmware is offered, for init's output and the dnsmasq template.

@@ -4,6 +4,7 @@ installed (the recipe of shared/lab/secureboot/fetch-packages.sh).
 - Debian 13 (trixie)'s signed ``shim-signed`` and ``grub-efi-amd64-signed``: GRUB 2.12 is the
   first signed GRUB that takes its TFTP server from a proxyDHCP offer; bookworm's 2.06 cannot
   boot through a proxy at all (NOTES.txt), so the host's own packages would prove nothing.
+- trixie's ``ipxe``: built with HTTPS, unlike bookworm's (pxeprov detects which, test_https).
 - bookworm's ``isc-dhcp-server``: dhcpd plays a "Windows-like" ordinary DHCP server (siaddr
   0.0.0.0, no boot file), which dnsmasq cannot imitate (it always sets siaddr to itself).
 
@@ -22,13 +23,13 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 CACHE = Path("/var/cache/pxeprov-tests/secureboot")
 
 SIGNED_SUITE = "trixie"
-SIGNED_PACKAGES = ("shim-signed", "grub-efi-amd64-signed")
+SIGNED_PACKAGES = ("shim-signed", "grub-efi-amd64-signed", "ipxe")
 # The dhcpd verified in the lab (4.4.3-P1-2); bookworm's build runs on this host's libc.
 DHCPD_SUITE = "bookworm"
 DHCPD_PACKAGE = "isc-dhcp-server"
@@ -37,6 +38,8 @@ DHCPD_PACKAGE = "isc-dhcp-server"
 SHIM = Path("usr/lib/shim/shimx64.efi.signed")
 GRUB = Path("usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed")
 DHCPD = Path("usr/sbin/dhcpd")
+IPXE_EFI = Path("usr/lib/ipxe/snponly.efi")
+IPXE_KPXE = Path("usr/lib/ipxe/undionly.kpxe")
 
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
@@ -60,6 +63,8 @@ class SecureBootFiles:
     grub: Path  # trixie's grubnetx64.efi.signed (Debian-signed GRUB 2.12)
     dhcpd: Path  # bookworm's ISC dhcpd binary
     manifest: str  # what was downloaded, for reports
+    ipxe_efi: Path = Path()  # trixie's snponly.efi and undionly.kpxe (built with HTTPS)
+    ipxe_kpxe: Path = Path()
 
 
 def _run(argv: Sequence[str], timeout: float, cwd: Path | None = None) -> str:
@@ -178,11 +183,14 @@ def _files(cache: Path) -> SecureBootFiles | None:
         grub=cache / SIGNED_SUITE / GRUB,
         dhcpd=cache / "dhcpd" / DHCPD,
         manifest="",
+        ipxe_efi=cache / SIGNED_SUITE / IPXE_EFI,
+        ipxe_kpxe=cache / SIGNED_SUITE / IPXE_KPXE,
     )
     manifest = cache / MANIFEST
-    if not (manifest.is_file() and all(p.is_file() for p in (files.shim, files.grub, files.dhcpd))):
+    paths = (files.shim, files.grub, files.dhcpd, files.ipxe_efi, files.ipxe_kpxe)
+    if not (manifest.is_file() and all(p.is_file() for p in paths)):
         return None
-    return SecureBootFiles(files.shim, files.grub, files.dhcpd, manifest.read_text())
+    return replace(files, manifest=manifest.read_text())
 
 
 def _remove_leftovers(cache: Path) -> None:
