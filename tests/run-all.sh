@@ -21,10 +21,11 @@ if [ ! -e "$policy" ]; then
     ours=1
     trap 'rm -f "$policy"' EXIT
 fi
+# grub-common: grub-script-check validates grub.cfg; strace: the kill-at-every-write tests.
 apt-get install -y -q --no-install-recommends \
-    dnsmasq-base pxelinux syslinux-common ipxe \
+    dnsmasq-base pxelinux syslinux-common ipxe grub-common \
     qemu-system-x86 ovmf debian-installer-12-netboot-amd64 \
-    nginx-light xorriso curl tftp-hpa iproute2 python3 python3-venv
+    nginx-light xorriso curl tftp-hpa iproute2 strace openssl python3 python3-venv
 if [ -n "$ours" ]; then
     rm -f "$policy"
     trap - EXIT

@@ -34,7 +34,7 @@ from .pxeserver import (
 )
 from .pxeserver import check_boot as check_served
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 RENDERED = (
     "pxelinux.0",

@@ -57,7 +57,7 @@ from .pxeserver import (
     site_for_test,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 KERNEL = f"images/{ISO_NAME}/vmlinuz"
 INITRD = f"images/{ISO_NAME}/initrd.img"

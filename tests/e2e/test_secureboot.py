@@ -47,7 +47,7 @@ from .pxeserver import (
 )
 from .sbfiles import SecureBootFiles
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 # Where Debian's shim-signed and grub-efi-amd64-signed install them (here: trixie's, unpacked).
 SHIM = Path("/usr/lib/shim/shimx64.efi.signed")
