@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
+from pxeprov.boot.chains import PXELINUX_FILES, SHIM_GRUB_FILES, SNPONLY_FILES, UNDIONLY_FILES
 from pxeprov.cli import app
-from pxeprov.loaders import BIOS_FILES, BIOS_IPXE_FILES, GRUB_FILES, IPXE_FILES
 
 # The host's packages provide the boot loaders the test roots get copies of.
-LOADER_FILES = BIOS_FILES + BIOS_IPXE_FILES + IPXE_FILES  # installed on CI
+LOADER_FILES = PXELINUX_FILES + UNDIONLY_FILES + SNPONLY_FILES  # installed on CI
 _MISSING = [str(f.sources[0]) for f in LOADER_FILES if not Path(str(f.sources[0])).is_file()]
 
 
@@ -35,7 +35,7 @@ def loader_root(tmp_path: Path) -> Path:
 def add_signed_uefi_loaders(root: Path, proxy_support: bool = True) -> None:
     """Stand-ins for shim and Debian's signed netboot GRUB (the real ones boot in tests/e2e):
     only what pxeprov looks at, the proxyDHCP support of GRUB >= 2.12, is in them."""
-    shim, grub = (root / str(f.sources[0]).lstrip("/") for f in GRUB_FILES)
+    shim, grub = (root / str(f.sources[0]).lstrip("/") for f in SHIM_GRUB_FILES)
     for path in (shim, grub):
         path.parent.mkdir(parents=True, exist_ok=True)
     shim.write_bytes(b"MZ stand-in for shimx64.efi.signed")

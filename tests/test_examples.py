@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pxeprov import render, state
-from pxeprov.loaders import UefiChain
+from pxeprov.boot import UefiChain
 from pxeprov.render import Kind
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -1,4 +1,4 @@
-"""An https:// base URL only where the iPXE binaries served can fetch it (loaders.py).
+"""An https:// base URL only where the iPXE binaries served can fetch it (pxeprov/boot/binaries.py).
 
 Debian 12's ipxe package is built without TLS: every iPXE client would be pointed at URLs it
 cannot open. pxeprov looks for iPXE's "https" URI scheme in the binaries it serves (in the
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pxeprov.loaders import ipxe_supports_https
+from pxeprov.boot import ipxe_supports_https
 
 from .conftest import NET, Cli, snapshot
 

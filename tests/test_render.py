@@ -10,8 +10,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from pxeprov import render
+from pxeprov.boot import UefiChain
 from pxeprov.errors import InputError
-from pxeprov.loaders import UefiChain
 from pxeprov.render import Kind, set_dnsmasq_except
 from pxeprov.state import Image, Network, State
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pxeprov.loaders import ipxe_supports_https
+from pxeprov.boot import ipxe_supports_https
 
 from .sbfiles import SecureBootFiles
 

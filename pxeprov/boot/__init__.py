@@ -1,0 +1,130 @@
+"""Boot chains: the table (chains.py), what the loader binaries can do (binaries.py), and which
+rows a server serves (here)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pxeprov.boot.binaries import grub_supports_proxy, ipxe_supports_https
+from pxeprov.boot.chains import (
+    CHAINS,
+    HTTP_PACKAGES,
+    IPXE_SCRIPT,
+    MENUS,
+    SERVICE_PACKAGES,
+    SIGNED_GRUB,
+    Chain,
+    Loader,
+    LoaderFile,
+    Transport,
+)
+from pxeprov.errors import InputError, MissingFileError
+from pxeprov.paths import Root
+from pxeprov.state import State
+
+__all__ = [
+    "CHAINS",
+    "IPXE_SCRIPT",
+    "MENUS",
+    "SIGNED_GRUB",
+    "Chain",
+    "Loader",
+    "LoaderFile",
+    "UefiChain",
+    "check_https",
+    "grub_supports_proxy",
+    "ipxe_supports_https",
+    "loader_files",
+    "menus",
+    "packages",
+    "resolve_uefi",
+    "served",
+    "transport",
+]
+
+UefiChain = Literal["ipxe", "grub"]  # the UEFI loader `--uefi-loader` resolves to
+
+
+def transport(state: State) -> Transport:
+    return "http" if state.payload_base is not None else "tftp"
+
+
+def served(state: State, uefi: UefiChain) -> tuple[Chain, ...]:
+    """The rows this server serves: one per firmware and architecture, in the table's order.
+    BIOS clients have one row per transport; UEFI clients the loader resolved for them."""
+    wanted = transport(state)
+    return tuple(
+        c for c in CHAINS if c.transport == wanted and (c.firmware == "bios" or c.loader == uefi)
+    )
+
+
+def loader_files(chains: tuple[Chain, ...]) -> tuple[LoaderFile, ...]:
+    return tuple(dict.fromkeys(f for c in chains for f in c.files))
+
+
+def menus(chains: tuple[Chain, ...]) -> list[Loader]:
+    """The menu formats the chains read, in MENUS' order."""
+    used = {c.loader for c in chains}
+    return [fmt for fmt in MENUS if fmt in used]
+
+
+def packages(state: State) -> tuple[str, ...]:
+    """What `init` installs: every chain the server may serve (BIOS on both transports, so that
+    --http/--no-http needs no new package; the iPXE UEFI chain, which `auto` falls back to; the
+    GRUB chain when asked for), the service, and nginx for HTTP."""
+    names = list(SERVICE_PACKAGES)
+    for c in CHAINS:
+        if c.firmware == "bios" or c.loader == "ipxe" or state.uefi_loader == c.loader:
+            names += c.packages
+    if state.http:
+        names += HTTP_PACKAGES
+    return tuple(dict.fromkeys(names))
+
+
+def resolve_uefi(state: State, root: Root, *, preview: bool = False) -> tuple[UefiChain, list[str]]:
+    """The UEFI chain to serve, and a warning when Secure Boot clients will not boot."""
+    if state.uefi_loader == "ipxe":
+        return "ipxe", []
+    proxy = grub_supports_proxy(root.path(SIGNED_GRUB))
+    if state.uefi_loader == "grub":
+        if proxy is False:
+            raise MissingFileError(
+                f"the signed GRUB {SIGNED_GRUB} has no proxyDHCP support (GRUB older "
+                "than 2.12 asks the ordinary DHCP server for its files, so it cannot boot here)",
+                "install grub-efi-amd64-signed >= 2.12 (Debian 13, Ubuntu 24.04), or use "
+                "--uefi-loader ipxe",
+            )
+        if proxy is None and not preview:
+            raise MissingFileError(
+                f"boot-loader file {SIGNED_GRUB} is missing",
+                "install the packages shim-signed and grub-efi-amd64-signed",
+            )
+        return "grub", []
+    if proxy:
+        return "grub", []
+    why = "is not installed" if proxy is None else "is older than 2.12 (no proxyDHCP support)"
+    return "ipxe", [
+        "UEFI clients get iPXE (snponly.efi), which is not signed: clients with Secure Boot on "
+        f"will refuse it. Debian's signed GRUB ({SIGNED_GRUB}) {why}; with "
+        "grub-efi-amd64-signed >= 2.12 and shim-signed (Debian 13, Ubuntu 24.04), "
+        "`pxeprov init --uefi-loader grub` serves a signed chain."
+    ]
+
+
+def check_https(state: State, root: Root, uefi: UefiChain) -> None:
+    """An https:// base URL only where every iPXE binary served can fetch it: Debian 12's iPXE
+    has no TLS at all, and would be pointed at URLs it cannot open."""
+    if not state.payload_base or not state.payload_base.startswith("https://"):
+        return
+    for chain in served(state, uefi):
+        if not chain.ipxe:
+            continue
+        for f in chain.files:
+            source = next((root.path(s) for s in f.sources if root.path(s).is_file()), None)
+            if source is not None and ipxe_supports_https(source) is False:
+                raise InputError(
+                    f"the HTTP base URL {state.payload_base} is https://, but the iPXE this "
+                    f"server serves ({f.name}, from {source}) cannot fetch https:// URLs: it was "
+                    "built without TLS (as Debian 12's ipxe package is)",
+                    "give an http:// URL, or install an ipxe package built with HTTPS",
+                )

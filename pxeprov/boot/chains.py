@@ -1,0 +1,202 @@
+"""The boot chains: one row for each way a client boots, keyed by firmware, CPU architecture,
+transport of the payloads and loader. Everything that depends on which loaders a server offers
+reads this table: the dnsmasq config's `pxe-service` lines, the menus rendered, the files
+copied, the packages installed, `--uefi-loader auto`, and what `init` and `list` say.
+
+Verified in the lab (DESIGN.md, tests/e2e):
+  BIOS, TFTP:   pxelinux.0 -> ldlinux.c32 -> pxelinux.cfg/default -> menu.c32 (+ libutil)
+  BIOS, HTTP:   undionly.kpxe (iPXE) -> boot.ipxe; lpxelinux.0 can fetch over HTTP too, but its
+                HTTP/1.0 client measured 6.7 MB/s against iPXE's 50 (bench/boot_bench.py)
+  UEFI, ipxe:   snponly.efi (iPXE, unsigned) -> boot.ipxe
+  UEFI, grub:   shimx64.efi (signed by Microsoft) -> grubx64.efi (Debian's signed netboot GRUB,
+                >= 2.12 for proxyDHCP) -> grub/grub.cfg: boots under Secure Boot
+
+A new chain (arm64 next: DHCP architecture 11, dnsmasq's ARM64_EFI) is a row here plus its
+loader files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Literal
+
+Firmware = Literal["bios", "uefi"]
+Arch = Literal["x86-64", "arm64"]
+Transport = Literal["tftp", "http"]
+Loader = Literal["pxelinux", "ipxe", "grub"]  # also the format of the menu the chain reads
+
+IPXE_SCRIPT = "boot.ipxe"
+MENUS: dict[Loader, tuple[str, str]] = {  # menu format -> (path under the TFTP root, template)
+    "pxelinux": ("pxelinux.cfg/default", "pxelinux.cfg/default.j2"),
+    "grub": ("grub/grub.cfg", "grub/grub.cfg.j2"),
+    "ipxe": (IPXE_SCRIPT, "boot.ipxe.j2"),
+}
+SIGNED_GRUB = PurePosixPath("/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed")
+# Installed with every server: dnsmasq brings the service and /etc/dnsmasq.d (dnsmasq-base
+# alone has only the binary); nginx when payloads go over HTTP.
+SERVICE_PACKAGES: tuple[str, ...] = ("dnsmasq",)
+HTTP_PACKAGES: tuple[str, ...] = ("nginx",)
+
+
+@dataclass(frozen=True)
+class LoaderFile:
+    name: str  # path under the TFTP root
+    sources: tuple[PurePosixPath, ...]  # where packages install it; the first that exists wins
+    package: str
+
+
+@dataclass(frozen=True)
+class Chain:
+    firmware: Firmware
+    arch: Arch
+    transport: Transport  # how the payloads (kernel, initrd, ...) are fetched
+    loader: Loader  # also the menu format
+    client: str  # how init and list name the clients: "BIOS", "UEFI x86-64"
+    csa: tuple[str, ...]  # dnsmasq's names of the DHCP client architectures it answers
+    dhcp_arch: tuple[int, ...]  # the same as DHCP option 93 values
+    offer: str  # the boot file the proxy offers (PXE adds ".0" to a BIOS one without it)
+    files: tuple[LoaderFile, ...]  # copied under the TFTP root
+    signed: bool  # boots with Secure Boot on
+    service_label: str  # the PXE service's text after the title: "BIOS", "UEFI"
+    summary: str  # what init and list say after "client ->"
+    comment: tuple[str, ...]  # the dnsmasq config's comment above its pxe-service lines
+    extra_packages: tuple[str, ...] = ()  # besides the files' packages (validators)
+
+    @property
+    def key(self) -> str:
+        return f"{self.firmware}-{self.arch}-{self.transport}-{self.loader}"
+
+    @property
+    def ipxe(self) -> bool:
+        """iPXE asks the proxy again (user class iPXE) and is then offered the menu script."""
+        return self.loader == "ipxe"
+
+    @property
+    def menu(self) -> tuple[str, str]:
+        return MENUS[self.loader]
+
+    @property
+    def packages(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([*(f.package for f in self.files), *self.extra_packages]))
+
+
+def _one(name: str, source: str, package: str) -> LoaderFile:
+    return LoaderFile(name, (PurePosixPath(source),), package)
+
+
+_BIOS_MODULES = "/usr/lib/syslinux/modules/bios"
+PXELINUX_FILES = (
+    _one("pxelinux.0", "/usr/lib/PXELINUX/pxelinux.0", "pxelinux"),
+    # ldlinux.c32 must come from the same syslinux build as pxelinux.0: both are copied each run.
+    _one("ldlinux.c32", f"{_BIOS_MODULES}/ldlinux.c32", "syslinux-common"),
+    _one("menu.c32", f"{_BIOS_MODULES}/menu.c32", "syslinux-common"),
+    _one("libutil.c32", f"{_BIOS_MODULES}/libutil.c32", "syslinux-common"),
+    _one("libmenu.c32", f"{_BIOS_MODULES}/libmenu.c32", "syslinux-common"),
+)
+UNDIONLY_FILES = (_one("undionly.kpxe", "/usr/lib/ipxe/undionly.kpxe", "ipxe"),)
+SNPONLY_FILES = (_one("snponly.efi", "/usr/lib/ipxe/snponly.efi", "ipxe"),)
+SHIM_GRUB_FILES = (
+    # Debian names it shimx64.efi.signed; Ubuntu ships .latest (and a .previous fallback).
+    LoaderFile(
+        "shimx64.efi",
+        (
+            PurePosixPath("/usr/lib/shim/shimx64.efi.signed"),
+            PurePosixPath("/usr/lib/shim/shimx64.efi.signed.latest"),
+        ),
+        "shim-signed",
+    ),
+    # shim loads "grubx64.efi" from its own directory; GRUB's built-in prefix is /grub.
+    LoaderFile("grubx64.efi", (SIGNED_GRUB,), "grub-efi-amd64-signed"),
+)
+
+
+def _bios(
+    transport: Transport, loader: Loader, offer: str, files: tuple[LoaderFile, ...], summary: str,
+    comment: str,
+) -> Chain:  # fmt: skip
+    return Chain(
+        firmware="bios",
+        arch="x86-64",
+        transport=transport,
+        loader=loader,
+        client="BIOS",
+        csa=("x86PC",),
+        dhcp_arch=(0,),
+        offer=offer,
+        files=files,
+        signed=False,
+        service_label="BIOS",
+        summary=summary,
+        comment=(comment,),
+    )
+
+
+_FIRMWARE_7_OR_9 = (
+    "architecture 7 or 9, and dnsmasq >= 2.76 swapped the names of the two, so both are served."
+)
+
+
+def _uefi(transport: Transport, loader: Loader) -> Chain:
+    ipxe = loader == "ipxe"
+    return Chain(
+        firmware="uefi",
+        arch="x86-64",
+        transport=transport,
+        loader=loader,
+        client="UEFI x86-64",
+        # Firmware reports architecture 7 or 9, and dnsmasq >= 2.76 swapped their names.
+        csa=("X86-64_EFI", "BC_EFI"),
+        dhcp_arch=(7, 9),
+        offer="snponly.efi" if ipxe else "shimx64.efi",
+        files=SNPONLY_FILES if ipxe else SHIM_GRUB_FILES,
+        signed=not ipxe,
+        service_label="UEFI",
+        summary=(
+            "snponly.efi (iPXE, not signed: no Secure Boot; menu boot.ipxe)"
+            if ipxe
+            else "shimx64.efi -> grubx64.efi (signed: Secure Boot works; menu grub/grub.cfg)"
+        ),
+        comment=(
+            (
+                "UEFI x86-64 clients: iPXE's snponly.efi, then the boot.ipxe menu. Firmware "
+                "reports",
+                _FIRMWARE_7_OR_9,
+            )
+            if ipxe
+            else (
+                "UEFI x86-64 clients: shim (signed by Microsoft) loads Debian's signed GRUB, which "
+                "reads",
+                "grub/grub.cfg from this server: this chain boots with Secure Boot on. Firmware "
+                "reports",
+                _FIRMWARE_7_OR_9,
+            )
+        ),
+        # grub-common brings grub-script-check, which validates grub.cfg before it goes live.
+        extra_packages=() if ipxe else ("grub-common",),
+    )
+
+
+# The table. GRUB loads kernels over TFTP on both transports for now (its http module: later).
+CHAINS: tuple[Chain, ...] = (
+    _bios(
+        "tftp",
+        "pxelinux",
+        "pxelinux",
+        PXELINUX_FILES,
+        "pxelinux.0 (menu pxelinux.cfg/default)",
+        'BIOS clients: pxelinux (PXE adds the ".0").',
+    ),
+    _bios(
+        "http",
+        "ipxe",
+        "undionly.kpxe",
+        UNDIONLY_FILES,
+        "undionly.kpxe (iPXE, menu boot.ipxe)",
+        "BIOS clients: iPXE (undionly.kpxe), then the boot.ipxe menu; kernels come over HTTP.",
+    ),
+    _uefi("tftp", "ipxe"),
+    _uefi("http", "ipxe"),
+    _uefi("tftp", "grub"),
+    _uefi("http", "grub"),
+)
