@@ -101,6 +101,8 @@ class Image:
     size: int = 0  # bytes under the TFTP root
     version: str = ""  # e.g. from Clonezilla-Live-Version
     unsigned_kernel: bool = False  # the kernel has no Authenticode signature (no Secure Boot)
+    # More files the image serves (relative to the TFTP root); one ending in "/" is a tree.
+    files: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # The keys' own names, so that a bad state file says which key is wrong.
@@ -122,6 +124,8 @@ class Image:
             raise InputError(f"size {self.size} must not be negative")
         if not _VERSION_RE.fullmatch(self.version):
             raise InputError(f"version {self.version[:70]!r} must match [A-Za-z0-9._+~:-]*")
+        for path in self.files:
+            check_path(path.removesuffix("/"), "files")
 
 
 @dataclass(frozen=True)
@@ -264,7 +268,12 @@ def _image(entry: Any, where: str, index: int) -> Image:
         raise InputError(f"{where}: an image has no {missing[0]}")
     kwargs: dict[str, Any] = {}
     for f in fields(Image):
-        if f.name in entry:
+        if f.name == "files" and "files" in entry:
+            files = _typed(entry, "files", list, where)
+            if not all(isinstance(p, str) for p in files):
+                raise InputError(f"{where}: images[{index}].files must be a list of paths")
+            kwargs["files"] = tuple(files)
+        elif f.name in entry:
             kind = {"bool": bool, "int": int}.get(str(f.type), str)
             kwargs[f.name] = _typed(entry, f.name, kind, where)
     kwargs.setdefault("label", kwargs["name"])
@@ -295,8 +304,17 @@ def dumps(state: State) -> str:
         "base_url": state.http_base_url,
     }
     if state.images:
-        data["images"] = [asdict(image) for image in state.images]
+        data["images"] = [_image_table(image) for image in state.images]
     return HEADER + "\n" + tomli_w.dumps(data)
+
+
+def _image_table(image: Image) -> dict[str, Any]:
+    table = asdict(image)
+    if not image.files:
+        del table["files"]  # most images have none: the state file stays as it was
+    else:
+        table["files"] = list(image.files)
+    return table
 
 
 # ---------------------------------------------------------------- address parsing
