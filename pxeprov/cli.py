@@ -6,21 +6,24 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
 
-from pxeprov import __version__, commands
+from pxeprov import __version__, pipeline
 from pxeprov.apply import Outcome
+from pxeprov.commands import images, listing
+from pxeprov.commands.init import InitOptions, InitResult
+from pxeprov.commands.init import init as init_command
 from pxeprov.errors import ConflictError, PxeprovError
+from pxeprov.images import kinds
 from pxeprov.network import NetworkRequest
 from pxeprov.paths import Root
-from pxeprov.plan import Op, Plan, diff_text, is_text
-
-Progress = Callable[[str, int, int | None], None]
+from pxeprov.plan import DirOp, Op, Plan, diff_text, is_text
+from pxeprov.progress import Progress
 
 app = typer.Typer(
     add_completion=False,
@@ -83,9 +86,9 @@ def _errors(ctx: typer.Context) -> Iterator[None]:
         _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)", 1)
 
 
-def _machine(ctx: typer.Context) -> commands.Machine:
+def _machine(ctx: typer.Context) -> pipeline.Machine:
     settings: Settings = ctx.obj
-    return commands.Machine(root=settings.root)
+    return pipeline.Machine(root=settings.root)
 
 
 # ---------------------------------------------------------------- output
@@ -101,6 +104,11 @@ def _print_plan(plan: Plan, install_note: str, restart: bool, is_system: bool) -
             label = "CONFLICT (needs --force)"
         note = f"  ({a.note})" if a.note and a.changes else ""
         typer.echo(f"  {label:<22} {a.path}{note}")
+    for d in plan.dirs:
+        what = (
+            f"{len(d.files)} files, {_human(d.size)}" if d.op is DirOp.INSTALL else "and its files"
+        )
+        typer.echo(f"  {'would ' + d.op.value:<22} {d.path}/ ({what})")
     if restart:
         verb = "would restart" if is_system else "skipped"
         suffix = "" if is_system else " (--root is not /)"
@@ -122,7 +130,7 @@ def _print_files(plan: Plan, diff: bool) -> None:
             typer.echo(f"(binary, {len(a.new)} bytes; {a.note})")
 
 
-def _print_summary(result: commands.InitResult) -> None:
+def _print_summary(result: InitResult) -> None:
     net = result.state.network
     assert net is not None and result.outcome is not None
     typer.echo(
@@ -135,20 +143,8 @@ def _print_summary(result: commands.InitResult) -> None:
         "Changes applied." if result.outcome.changed else "Nothing changed: already up to date."
     )
     base = result.state.payload_base
-    if base is None:
-        typer.echo("Boot loaders: BIOS -> pxelinux.0 (menu pxelinux.cfg/default)")
-    else:
-        typer.echo("Boot loaders: BIOS -> undionly.kpxe (iPXE, menu boot.ipxe)")
-    if result.uefi_chain == "grub":
-        typer.echo(
-            "              UEFI x86-64 -> shimx64.efi -> grubx64.efi (signed: Secure Boot works; "
-            "menu grub/grub.cfg)"
-        )
-    else:
-        typer.echo(
-            "              UEFI x86-64 -> snponly.efi (iPXE, not signed: no Secure Boot; "
-            "menu boot.ipxe)"
-        )
+    for i, chain in enumerate(result.chains):
+        typer.echo(f"{'Boot loaders:' if i == 0 else '':<13} {chain.client} -> {chain.summary}")
     if base is not None:
         typer.echo(f"Payloads (kernels, initrds, squashfs) over HTTP from {base}/")
     typer.echo("")
@@ -213,7 +209,7 @@ def init(
     ] = False,
 ) -> None:
     """Set up (or update) the proxyDHCP + TFTP server. Re-running changes nothing."""
-    options = commands.InitOptions(
+    options = InitOptions(
         network=NetworkRequest(interface, address, subnet),
         tftp_root=tftp_root,
         menu_timeout=menu_timeout,
@@ -228,9 +224,9 @@ def init(
     )
     with _errors(ctx):
         machine = _machine(ctx)
-        if dry_run:
-            result = commands.preview(machine, options)
-            _warn(result.warnings)
+        result = init_command(machine, options, dry_run=dry_run)
+        _warn(result.warnings)
+        if result.outcome is None:
             _print_plan(
                 result.plan,
                 result.install_note,
@@ -239,8 +235,6 @@ def init(
             )
             _print_files(result.plan, diff=True)
             return
-        result = commands.init(machine, options)
-        _warn(result.warnings)
         _print_summary(result)
 
 
@@ -252,7 +246,7 @@ def render(
     """Print the plan and every file pxeprov would write, from the current state."""
     with _errors(ctx):
         machine = _machine(ctx)
-        result = commands.preview(machine, commands.InitOptions())
+        result = init_command(machine, InitOptions(), dry_run=True)
         _warn(result.warnings)
         _print_plan(
             result.plan, result.install_note, result.plan.restart_dnsmasq, machine.root.is_system
@@ -265,22 +259,22 @@ def list_(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """What the boot menus offer."""
+    """What the boot menus offer, and which boot loader each kind of client gets."""
     with _errors(ctx):
-        state = commands.load_state(_machine(ctx).root)
-        entries = commands.menu_entries(state)
+        found = listing.listing(_machine(ctx))
         if as_json:
-            data = {"title": state.title, "menu_timeout": state.menu_timeout, "entries": entries}
-            typer.echo(json.dumps(data, indent=2))
+            typer.echo(json.dumps(found.as_json(), indent=2))
             return
-        typer.echo(f"{state.title} (timeout {state.menu_timeout} s; * = default)")
-        for e in entries:
-            mark = "*" if e["default"] else " "
-            size = _human(e["size"]) if e.get("size") else "-"
-            typer.echo(f" {mark} {e['name']:<24} {e['kind']:<12} {size:>10}  {e['label']}")
-            if e.get("source"):
-                checksum = e["sha256"] or "not checked"
-                typer.echo(f"   {'':<24} from {e['source']} (SHA-256 {checksum})")
+        typer.echo(f"{found.title} (timeout {found.menu_timeout} s; * = default)")
+        for e in found.entries:
+            mark = "*" if e.default else " "
+            size = _human(e.size) if e.size else "-"
+            typer.echo(f" {mark} {e.name:<24} {e.kind:<12} {size:>10}  {e.label}")
+            if e.source:
+                checksum = e.sha256 or "not checked"
+                typer.echo(f"   {'':<24} from {e.source} (SHA-256 {checksum})")
+        for i, c in enumerate(found.chains):
+            typer.echo(f"{'Boot loaders:' if i == 0 else '':<13} {c.client} -> {c.summary}")
 
 
 # ---------------------------------------------------------------- images
@@ -349,7 +343,7 @@ def add_image(
     label: Annotated[str | None, typer.Option(help="Menu label.")] = None,
     kind: Annotated[
         str | None,
-        typer.Option(help="clonezilla, gparted, debian-live or custom (default: recognized)."),
+        typer.Option(help=f"{', '.join(kinds.names())} (default: recognized from the ISO)."),
     ] = None,
     sha256: Annotated[str | None, typer.Option(help="Expected SHA-256 of the ISO.")] = None,
     append: Annotated[str, typer.Option(help="Extra kernel arguments.")] = "",
@@ -378,10 +372,8 @@ def add_image(
         bool, typer.Option(help="Show what would be copied; write nothing.")
     ] = False,
 ) -> None:
-    """Add a live ISO (Clonezilla, GParted, Debian live, or custom) to the boot menus."""
-    from pxeprov.images import manage
-
-    options = manage.AddImageOptions(
+    """Add an ISO (a kind pxeprov recognizes, or custom) to the boot menus."""
+    options = images.AddImageOptions(
         source=source, name=name, label=label, kind=kind, sha256=sha256, append=append,
         default=default, kernel=kernel, initrd=initrd, rootfs=rootfs, locale=locale,
         keyboard=keyboard, replace=replace, force=force, stall_timeout=stall_timeout,
@@ -389,7 +381,7 @@ def add_image(
     with _errors(ctx):
         machine = _machine(ctx)
         with _progress_bar() as progress:
-            result = manage.add_image(machine, options, dry_run=dry_run, progress=progress)
+            result = images.add_image(machine, options, dry_run=dry_run, progress=progress)
         for note in result.notes:
             typer.echo(note)
         image = result.image
@@ -417,10 +409,8 @@ def remove_image(
     dry_run: Annotated[bool, typer.Option(help="Show what would change; write nothing.")] = False,
 ) -> None:
     """Remove an image: its menu entries and its files."""
-    from pxeprov.images import manage
-
     with _errors(ctx):
-        result = manage.remove_image(_machine(ctx), name, dry_run=dry_run, force=force)
+        result = images.remove_image(_machine(ctx), name, dry_run=dry_run, force=force)
         folder = f"images/{result.image.name}/"
         if dry_run:
             typer.echo(

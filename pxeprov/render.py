@@ -14,11 +14,11 @@ from typing import Any
 
 import jinja2
 
-from pxeprov import __version__, loaders, syntax
+from pxeprov import __version__, boot, syntax
 from pxeprov import state as state_mod
+from pxeprov.boot import UefiChain
 from pxeprov.errors import InputError
 from pxeprov.images import kinds
-from pxeprov.loaders import UefiChain
 from pxeprov.paths import (
     DNSMASQ_DEFAULTS,
     DNSMASQ_DROP_IN,
@@ -112,14 +112,11 @@ class MenuEntry:
     unsigned_kernel: bool  # known not to be signed: Secure Boot clients refuse it
 
 
-def fetch_url(state: State, image: Image) -> str | None:
-    """Where live-boot fetches the squashfs: the server's address, never a host name."""
-    if not image.rootfs or state.network is None:
-        return None
-    base = state.payload_base
-    if base is not None:
-        return f"{base}/{image.rootfs}"
-    return f"tftp://{state.network.address}/{image.rootfs}"
+def served(state: State) -> kinds.Served:
+    """Where clients find images' files: the server's address, never a host name (proxyDHCP
+    clients get no DNS server)."""
+    assert state.network is not None
+    return kinds.Served(f"tftp://{state.network.address}", state.payload_base)
 
 
 def _src(state: State, path: str) -> str:
@@ -128,7 +125,7 @@ def _src(state: State, path: str) -> str:
 
 
 def menu_entry(state: State, image: Image) -> MenuEntry:
-    base = kinds.kernel_args(image.kind, fetch_url(state, image), image.locale, image.keyboard)
+    base = kinds.get(image.kind).kernel_args(image, served(state))
     args = " ".join(part for part in (base, image.append.strip()) if part)
     syntax.check_args(args, f"kernel arguments of image {image.name!r}")
     return MenuEntry(
@@ -149,8 +146,8 @@ def context(state: State, chain: UefiChain = "ipxe") -> dict[str, Any]:
     if state.network is None:
         raise InputError("the state has no network yet", "run `pxeprov init`")
     return {
-        "uefi_chain": chain,
-        "shim_bootfile": loaders.SHIM_BOOTFILE,
+        "chains": boot.served(state, chain),
+        "ipxe_script": boot.IPXE_SCRIPT,
         "version": __version__,
         "state_file": str(STATE_FILE),
         "network": state.network,
@@ -159,12 +156,7 @@ def context(state: State, chain: UefiChain = "ipxe") -> dict[str, Any]:
         "menu_timeout": state.menu_timeout,
         "images": [menu_entry(state, image) for image in state.images],
         "default_image": state.default_image,
-        "bios_basename": loaders.BIOS_BOOTFILE.removesuffix(".0"),
-        "bios_ipxe": state.payload_base is not None,
-        "bios_ipxe_bootfile": loaders.BIOS_IPXE_BOOTFILE,
         "http_port": state.http_port,
-        "uefi_bootfile": loaders.IPXE_BOOTFILE,
-        "ipxe_script": loaders.IPXE_SCRIPT,
     }
 
 
@@ -198,21 +190,17 @@ def render(
     state: State, template_override_dir: Path | None = None, chain: UefiChain = "ipxe"
 ) -> list[ManagedFile]:
     """Every file pxeprov manages for `state`, dnsmasq's config last. `chain`: the UEFI boot
-    chain `pxeprov init` resolved (see commands.resolve_uefi)."""
+    chain `pxeprov init` resolved (boot.resolve_uefi); the boot chain table says the rest."""
     env = environment(template_override_dir)
     ctx = context(state, chain)
     tftp = state.tftp_root
-    http = state.payload_base is not None
+    chains = boot.served(state, chain)
     files: list[ManagedFile] = [
         ManagedFile(tftp / f.name, Kind.COPY, sources=f.sources, package=f.package)
-        for f in loaders.files_for(chain, http)
+        for f in boot.loader_files(chains)
     ]
-    menus = [] if http else [(loaders.PXELINUX_MENU, "pxelinux.cfg/default.j2", "pxelinux")]
-    if chain == "grub":
-        menus.append((loaders.GRUB_MENU, "grub/grub.cfg.j2", "grub"))
-    if chain == "ipxe" or http:  # iPXE's menu, for UEFI and/or (with HTTP) BIOS clients
-        menus.append((loaders.IPXE_SCRIPT, "boot.ipxe.j2", "ipxe"))
-    for name, template, fmt in menus:
+    for fmt in boot.menus(chains):
+        name, template = boot.MENUS[fmt]
         text = render_template(env, template, ctx)
         files.append(ManagedFile(tftp / name, Kind.GENERATED, content=text.encode(), syntax=fmt))
     files.append(

@@ -11,9 +11,9 @@ import pytest
 
 from pxeprov import render
 from pxeprov.apply import apply
-from pxeprov.commands import VALIDATORS
 from pxeprov.errors import CommandError
 from pxeprov.paths import Root
+from pxeprov.pipeline import VALIDATORS
 from pxeprov.plan import Op, make_plan
 from pxeprov.state import Network, State
 from pxeprov.system import Packages, Service

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from pxeprov import commands
+from pxeprov.commands.init import InitOptions, init
 from pxeprov.errors import LockedError
 from pxeprov.fsutil import locked
 from pxeprov.network import NetworkRequest
 from pxeprov.paths import LOCK_FILE, Root
+from pxeprov.pipeline import Machine
 from pxeprov.system import Packages
 
 from .conftest import NET, Cli, override_template, snapshot
@@ -154,9 +155,9 @@ def test_dry_run_on_a_fresh_system_would_install(monkeypatch: pytest.MonkeyPatch
         def install(self, names: Sequence[str]) -> None:
             raise AssertionError("a dry run must not install")
 
-    machine = commands.Machine(root=Root.of("/"), packages=NothingInstalled())
-    options = commands.InitOptions(network=NetworkRequest("lo", "127.0.0.1", "127.0.0.0/8"))
-    result = commands.preview(machine, options)
+    machine = Machine(root=Root.of("/"), packages=NothingInstalled())
+    options = InitOptions(network=NetworkRequest("lo", "127.0.0.1", "127.0.0.0/8"))
+    result = init(machine, options, dry_run=True)
     assert result.install_note == "install: dnsmasq pxelinux syslinux-common ipxe"
     assert result.outcome is None
     assert any(a.path.name == "pxeprov.conf" for a in result.plan.files)
@@ -333,12 +334,12 @@ def test_main_config_mode_keeps_the_original(loader_root: Path, cli: Cli) -> Non
 
 
 def test_concurrent_runs_are_serialized(loader_root: Path) -> None:
-    machine = commands.Machine(root=Root.of(loader_root), lock_timeout=0.3)
-    options = commands.InitOptions(network=NetworkRequest("lo", "127.0.0.1", "127.0.0.0/8"))
+    machine = Machine(root=Root.of(loader_root), lock_timeout=0.3)
+    options = InitOptions(network=NetworkRequest("lo", "127.0.0.1", "127.0.0.0/8"))
     with locked(Root.of(loader_root).path(LOCK_FILE), 1), pytest.raises(LockedError):
-        commands.init(machine, options)
+        init(machine, options)
     assert not (loader_root / DROP_IN).exists()
-    assert commands.init(machine, options).outcome is not None
+    assert init(machine, options).outcome is not None
 
 
 def test_debug_shows_the_traceback(tmp_path: Path, cli: Cli) -> None:

@@ -22,9 +22,9 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from pxeprov import menucheck, render, syntax
-from pxeprov.commands import VALIDATORS, check_kinds
+from pxeprov.boot import UefiChain
 from pxeprov.errors import InputError
-from pxeprov.loaders import UefiChain
+from pxeprov.pipeline import VALIDATORS, check_kinds
 from pxeprov.render import Kind
 from pxeprov.state import Image, Network, State, loads
 
