@@ -15,7 +15,6 @@ journal the next run completes (journal.py):
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import tempfile
@@ -169,7 +168,7 @@ def _check_space(directory: Path, size: int) -> None:
     try:
         free = shutil.disk_usage(directory).free
     except OSError as exc:
-        raise FilesystemError(f"cannot use {directory}: {exc.strerror}") from None
+        raise fsutil.os_error("use", directory, exc) from None
     if size > free:
         raise FilesystemError(
             f"not enough space in {directory}: the image needs {size} bytes, {free} are free"
@@ -181,8 +180,7 @@ def _fresh_dir(path: Path) -> None:
         path.mkdir(mode=0o755)
         path.chmod(0o755)  # the umask must not take world access away: dnsmasq serves it
     except OSError as exc:
-        hint = "disk full" if exc.errno == errno.ENOSPC else None
-        raise FilesystemError(f"cannot create {path}: {exc.strerror}", hint) from None
+        raise fsutil.os_error("create", path, exc) from None
 
 
 def _sync_tree(path: Path) -> None:
@@ -198,8 +196,7 @@ def _sync_tree(path: Path) -> None:
                     os.close(fd)
             fsutil.fsync_dir(Path(dirpath))
     except OSError as exc:
-        hint = "disk full" if exc.errno == errno.ENOSPC else None
-        raise FilesystemError(f"cannot write {path}: {exc.strerror}", hint) from None
+        raise fsutil.os_error("write", path, exc) from None
 
 
 # ---------------------------------------------------------------- the journal of a plan

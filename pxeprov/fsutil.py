@@ -31,7 +31,7 @@ def read_bytes(path: Path, limit: int = MAX_READ) -> bytes | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise FilesystemError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise os_error("read", path, exc) from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -47,14 +47,18 @@ def read_bytes(path: Path, limit: int = MAX_READ) -> bytes | None:
                 raise InputError(f"{path} is larger than {limit} bytes, too large for what it is")
         return b"".join(chunks)
     except OSError as exc:
-        raise FilesystemError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise os_error("read", path, exc) from None
     finally:
         os.close(fd)
 
 
-def _fail(action: str, path: Path, exc: OSError) -> FilesystemError:
-    hint = "disk full" if exc.errno == errno.ENOSPC else None
-    return FilesystemError(f"cannot {action} {path}: {exc.strerror or exc}", hint)
+def os_error(action: str, path: Path, exc: OSError, full: str = "disk full") -> FilesystemError:
+    """The one mapping of an OSError to what the user reads: `cannot <action> <path>: <why>`,
+    with `full` as the hint when the filesystem is full."""
+    why = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        return FilesystemError(f"cannot {action} {path}: disk full ({why})", full)
+    return FilesystemError(f"cannot {action} {path}: {why}")
 
 
 def make_dirs(path: Path, mode: int = 0o755) -> None:
@@ -70,7 +74,7 @@ def make_dirs(path: Path, mode: int = 0o755) -> None:
             directory.mkdir(exist_ok=True)
             directory.chmod(mode)
     except OSError as exc:
-        raise _fail("create directory", path, exc) from None
+        raise os_error("create directory", path, exc) from None
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -92,7 +96,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise _fail("write", path, exc) from None
+        raise os_error("write", path, exc) from None
     fsync_dir(path.parent)
 
 
@@ -100,7 +104,7 @@ def remove(path: Path) -> None:
     try:
         path.unlink(missing_ok=True)
     except OSError as exc:
-        raise _fail("remove", path, exc) from None
+        raise os_error("remove", path, exc) from None
     fsync_dir(path.parent)
 
 
@@ -113,6 +117,21 @@ def fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def flock(fd: int, timeout: float, busy: LockedError) -> None:
+    """Take an exclusive flock on `fd`, waiting at most `timeout` seconds; `busy` when another
+    process keeps it. Closing the descriptor releases it. The one lock of pxeprov: the run's
+    lock file and a download's .part file both use it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise busy from None
+            time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def locked(path: Path, timeout: float) -> Iterator[None]:
     """Hold an exclusive flock on `path`, waiting at most `timeout` seconds for it."""
@@ -120,20 +139,13 @@ def locked(path: Path, timeout: float) -> Iterator[None]:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
-        raise _fail("open lock file", path, exc) from None
+        raise os_error("open lock file", path, exc) from None
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LockedError(
-                        f"another pxeprov run holds {path}",
-                        f"waited {timeout:.0f} s; try again when it has finished",
-                    ) from None
-                time.sleep(0.1)
+        busy = LockedError(
+            f"another pxeprov run holds {path}",
+            f"waited {timeout:.0f} s; try again when it has finished",
+        )
+        flock(fd, timeout, busy)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock

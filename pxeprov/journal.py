@@ -147,7 +147,7 @@ def cleanup(directories: Iterable[Path]) -> list[str]:
         except (FileNotFoundError, NotADirectoryError):
             continue
         except OSError as exc:
-            raise FilesystemError(f"cannot read {directory}: {exc.strerror}") from None
+            raise fsutil.os_error("read", directory, exc) from None
         for path in names:
             if path.is_file() and not path.is_symlink():
                 fsutil.remove(path)
@@ -178,7 +178,7 @@ def _rename(src: Path, dst: Path) -> None:
     try:
         src.rename(dst)
     except OSError as exc:
-        raise FilesystemError(f"cannot move {src} to {dst}: {exc.strerror}") from None
+        raise fsutil.os_error(f"move {src} to", dst, exc) from None
     fsutil.fsync_dir(dst.parent)
 
 
@@ -189,7 +189,7 @@ def _delete(path: Path) -> None:
         try:
             shutil.rmtree(path)
         except OSError as exc:
-            raise FilesystemError(f"cannot remove {path}: {exc.strerror}") from None
+            raise fsutil.os_error("remove", path, exc) from None
 
 
 def _swap_in(root: Root, _j: Journal, step: dict[str, Any], _r: Restart | None) -> None:

@@ -66,7 +66,7 @@ def test_download_verified_by_sha256sums(
         server.url(ISO),
         tmp_path,
         session=session,
-        progress=lambda done, total: calls.append((done, total)),
+        progress=lambda _what, done, total: calls.append((done, total)),
     )
     assert got.path == tmp_path / DIGEST / NAME
     assert got.path.read_bytes() == DATA

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import functools
 import hashlib
 import http
@@ -35,6 +34,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 import requests
 import urllib3
 
+from pxeprov import fsutil
 from pxeprov.errors import (
     ChecksumError,
     DownloadError,
@@ -42,8 +42,7 @@ from pxeprov.errors import (
     InputError,
     LockedError,
 )
-
-Progress = Callable[[int, int | None], None]  # (bytes done so far, total bytes or None)
+from pxeprov.progress import Progress
 
 # Read, write and hash in 256 KiB pieces: never the whole file in memory. Smaller than 1 MiB,
 # likely so that a piece is still in the CPU cache when the hashing thread reads it: on a 2-CPU
@@ -118,7 +117,7 @@ def fetch(
             if hit is not None:
                 size = hit.stat().st_size
                 if progress is not None:
-                    progress(size, size)
+                    progress(f"download {filename}", size, size)
                 return Downloaded(hit, filename, expected, size, source, from_cache=True)
         part = (
             cache_dir
@@ -126,7 +125,7 @@ def fetch(
             / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{filename}.part"
         )
         _make_dirs(part.parent)
-        reporter = _Reporter(progress)
+        reporter = _Reporter(progress, f"download {filename}")
         with _PartFile.open(part) as pf:
             client.run(lambda: _transfer(client, url, pf, reporter))
             actual, size = pf.sha256(), pf.size
@@ -523,8 +522,9 @@ def _socket_of(resp: requests.Response) -> socket.socket | None:
 class _Reporter:
     """Calls `progress` at most every PROGRESS_INTERVAL seconds, and once at the end."""
 
-    def __init__(self, progress: Progress | None) -> None:
+    def __init__(self, progress: Progress | None, what: str) -> None:
         self.progress = progress
+        self.what = what
         self.last = float("-inf")
 
     def update(self, done: int, total: int | None) -> None:
@@ -532,11 +532,11 @@ class _Reporter:
             now = time.monotonic()
             if now - self.last >= PROGRESS_INTERVAL:
                 self.last = now
-                self.progress(done, total)
+                self.progress(self.what, done, total)
 
     def finish(self, done: int, total: int | None) -> None:
         if self.progress is not None:
-            self.progress(done, total)
+            self.progress(self.what, done, total)
 
 
 class _Sha256Pipe:
@@ -616,10 +616,8 @@ class _PartFile:
         except OSError as exc:
             raise _fs_error("open", path, exc) from None
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise LockedError(f"another pxeprov process is downloading into {path}") from None
+            busy = LockedError(f"another pxeprov process is downloading into {path}")
+            fsutil.flock(fd, 0, busy)
             pf = cls(path, fd, _Sha256Pipe())
             try:
                 pf._hash_existing()
@@ -736,8 +734,4 @@ def _make_dirs(path: Path) -> None:
 
 
 def _fs_error(action: str, path: Path, exc: OSError) -> FilesystemError:
-    if exc.errno == errno.ENOSPC:
-        return FilesystemError(
-            f"cannot {action} {path}: disk full", "free some space or use another cache directory"
-        )
-    return FilesystemError(f"cannot {action} {path}: {exc.strerror or exc}")
+    return fsutil.os_error(action, path, exc, "free some space or use another cache directory")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import stat
 from collections.abc import Callable
@@ -22,10 +23,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, TypeVar
 
-from pxeprov.errors import FilesystemError, ImageError
+from pxeprov.errors import ImageError
+from pxeprov.fsutil import os_error
 from pxeprov.images.isofs import Entry, IsoFormatError, Volume
+from pxeprov.progress import Counter
 
-Progress = Callable[[int], None]  # bytes copied since the last call
 CHUNK = 64 << 20  # bytes per copy_file_range call: progress granularity, not a buffer
 READ_CHUNK = 1 << 20  # the plain-read fallback's buffer
 SMALL = 4096  # version and info files: more than this is not one
@@ -169,52 +171,35 @@ class Iso:
         data = b"".join(self._pread(o, n) for o, n in self.file(path).extents)
         return data.decode("utf-8", "replace")
 
-    def copy(self, path: str, dest: Path, progress: Progress | None = None) -> int:
+    def copy(self, path: str, dest: Path, counter: Counter | None = None) -> int:
         """Copy one file to `dest` (created, 0644) from its extents; the number of bytes.
 
-        Not fsynced: the caller syncs all files of an image at once (see `sync_files`), which
-        lets the kernel write them back while the next file is copied."""
+        Not fsynced: the caller syncs all files of an image at once, which lets the kernel
+        write them back while the next file is copied."""
         entry = self.file(path)
+        step = None if counter is None else functools.partial(counter.add, f"copy {dest.name}")
         try:
             with dest.open("xb") as dst:
                 os.fchmod(dst.fileno(), 0o644)
-                if not _copy_extents(self._f.fileno(), dst.fileno(), entry.extents, progress):
+                if not _copy_extents(self._f.fileno(), dst.fileno(), entry.extents, step):
                     dst.seek(0)
                     dst.truncate()
-                    _copy_with_reads(self._f.fileno(), dst.fileno(), entry.extents, progress)
+                    _copy_with_reads(self._f.fileno(), dst.fileno(), entry.extents, step)
         except OSError as exc:
             if exc.errno != errno.EEXIST:
                 dest.unlink(missing_ok=True)  # no half file
-            hint = "disk full" if exc.errno == errno.ENOSPC else None
-            raise FilesystemError(f"cannot copy {path} to {dest}: {exc.strerror}", hint) from None
+            raise os_error("copy", dest, exc) from None
         except BaseException:
             dest.unlink(missing_ok=True)
             raise
         return entry.size
 
 
-def sync_files(paths: list[Path]) -> None:
-    """fdatasync each file, then their directories: durable before they are renamed into use."""
-    try:
-        for path in paths:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
-        for directory in {p.parent for p in paths}:
-            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    except OSError as exc:
-        hint = "disk full" if exc.errno == errno.ENOSPC else None
-        raise FilesystemError(f"cannot write {path}: {exc.strerror}", hint) from None
+Step = Callable[[int], None]  # bytes copied since the last call
 
 
 def _copy_extents(
-    src: int, dst: int, runs: tuple[tuple[int, int], ...], progress: Progress | None
+    src: int, dst: int, runs: tuple[tuple[int, int], ...], progress: Step | None
 ) -> bool:
     """copy_file_range, else sendfile, run by run. False: neither works here (fall back)."""
     copy: Callable[[int, int, int, int], int]
@@ -239,7 +224,7 @@ def _copy_extents(
 
 
 def _copy_with_reads(
-    src: int, dst: int, runs: tuple[tuple[int, int], ...], progress: Progress | None
+    src: int, dst: int, runs: tuple[tuple[int, int], ...], progress: Step | None
 ) -> None:
     for offset, length in runs:
         done = 0
