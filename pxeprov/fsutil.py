@@ -11,6 +11,7 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from pxeprov.errors import FilesystemError, InputError, LockedError
 
@@ -59,6 +60,23 @@ def os_error(action: str, path: Path, exc: OSError, full: str = "disk full") -> 
     if exc.errno == errno.ENOSPC:
         return FilesystemError(f"cannot {action} {path}: disk full ({why})", full)
     return FilesystemError(f"cannot {action} {path}: {why}")
+
+
+@contextlib.contextmanager
+def new_file(path: Path) -> Iterator[BinaryIO]:
+    """A new file (created exclusively, world-readable whatever the umask) for a copy: when the
+    block fails or is interrupted, the half file goes again."""
+    try:
+        with path.open("xb") as f:
+            os.fchmod(f.fileno(), 0o644)
+            yield f
+    except OSError as exc:
+        if exc.errno != errno.EEXIST:
+            path.unlink(missing_ok=True)
+        raise os_error("copy", path, exc) from None
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def make_dirs(path: Path, mode: int = 0o755) -> None:

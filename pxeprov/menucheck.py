@@ -42,16 +42,19 @@ def _control(line: str) -> bool:
 @dataclass
 class IpxeEntry:
     kernel: str = ""
-    initrd_name: str = ""  # the kernel line's initrd=
-    args: list[str] = field(default_factory=list)  # words after initrd=
-    initrd: str = ""
+    initrd_names: list[str] = field(default_factory=list)  # the kernel line's initrd=
+    args: list[str] = field(default_factory=list)  # words after the initrd= ones
+    initrds: list[str] = field(default_factory=list)
     boots: bool = False
+    sanboot: str = ""  # a URL booted as a disk
 
 
 @dataclass
 class IpxeMenu:
     title: str = ""
     items: list[tuple[str, str]] = field(default_factory=list)  # (label, text)
+    # items shown on one platform only: label -> "pcbios" or "efi"
+    item_platforms: dict[str, str] = field(default_factory=dict)
     default: str = ""
     timeout_ms: int | None = None
     labels: list[str] = field(default_factory=list)
@@ -113,6 +116,8 @@ def _allowed_expansion(commands: list[tuple[list[str], str]]) -> bool:
     words = commands[0][0]
     if words == ["goto", "${target}"]:
         return True
+    if words[:2] == ["iseq", "${platform}"]:  # the platform switch: only its first command
+        return all("${" not in w for cmd, _ in commands[1:] for w in cmd)
     return (
         bool(words)
         and words[0] == "echo"
@@ -129,14 +134,18 @@ def _ipxe_line(
     first, connector = commands[0]
     if not first:
         raise bad("empty command")
+    if first[0] == "iseq":
+        _platform_switch(commands, section, menu, bad)
+        return
     name, args = first[0], first[1:]
-    # The only two-command lines pxeprov writes: `choose ... || goto L`, `boot || goto L`.
+    # The only two-command lines pxeprov writes: `choose ... || goto L`, `boot || goto L`,
+    # `sanboot ... || goto L`, and the platform switches (_platform_switch).
     if len(commands) > 1:
         second = commands[1][0]
         if (
             len(commands) != 2
             or connector != "||"
-            or name not in ("choose", "boot")
+            or name not in ("choose", "boot", "sanboot")
             or len(second) != 2
             or second[0] != "goto"
             or not _LABEL_RE.fullmatch(second[1])
@@ -162,20 +171,57 @@ def _ipxe_line(
         or (name == "sleep" and len(args) == 1 and _INT_RE.fullmatch(args[0]))
     ):
         pass
-    elif name == "kernel" and section is not None and len(args) >= 2:
+    elif name == "kernel" and section is not None and args:
         entry = menu.entries.setdefault(section, IpxeEntry())
-        if entry.kernel or not args[1].startswith("initrd="):
-            raise bad("kernel line not of the form `kernel URL initrd=NAME ARGS`")
-        entry.kernel, entry.initrd_name, entry.args = args[0], args[1][len("initrd=") :], args[2:]
+        if entry.kernel or entry.sanboot:
+            raise bad("second kernel line in one entry")
+        names = []
+        rest = args[1:]
+        while rest and rest[0].startswith("initrd="):
+            names.append(rest.pop(0)[len("initrd=") :])
+        entry.kernel, entry.initrd_names, entry.args = args[0], names, rest
     elif name == "initrd" and section is not None and len(args) == 1:
-        entry = menu.entries.setdefault(section, IpxeEntry())
-        if entry.initrd:
-            raise bad("second initrd line in one entry")
-        entry.initrd = args[0]
+        menu.entries.setdefault(section, IpxeEntry()).initrds.append(args[0])
     elif name == "boot" and section is not None and not args:
         menu.entries.setdefault(section, IpxeEntry()).boots = True
+    elif name == "sanboot" and section is not None and args[:1] == ["--no-describe"]:
+        entry = menu.entries.setdefault(section, IpxeEntry())
+        if len(args) != 2 or entry.kernel or len(commands) != 2:
+            raise bad("sanboot line not of the form `sanboot --no-describe URL || goto L`")
+        entry.sanboot = args[1]
     else:
         raise bad(f"{' '.join(first)!r} is not a command of pxeprov's menu")
+
+
+def _platform_switch(
+    commands: list[tuple[list[str], str]], section: str | None, menu: IpxeMenu, bad: Bad
+) -> None:
+    """`iseq ${platform} efi && goto A || goto B` (an entry that boots differently on BIOS
+    and UEFI), and `iseq ${platform} OTHER || item LABEL TEXT` (an item on one platform)."""
+    first, connector = commands[0]
+    if len(first) != 3 or first[1] != "${platform}" or first[2] not in ("efi", "pcbios"):
+        raise bad("iseq line not of the form `iseq ${platform} efi|pcbios ...`")
+    rest = [words for words, _ in commands[1:]]
+    connectors = [connector, *(c for _, c in commands[1:-1])]
+    if (
+        connectors == ["&&", "||"]
+        and first[2] == "efi"
+        and all(len(w) == 2 and w[0] == "goto" and _LABEL_RE.fullmatch(w[1]) for w in rest)
+    ):
+        menu.gotos += [rest[0][1], rest[1][1]]
+    elif (
+        connectors == ["||"]
+        and section == "menu"
+        and len(rest) == 1
+        and len(rest[0]) >= 2
+        and rest[0][0] == "item"
+        and _LABEL_RE.fullmatch(rest[0][1])
+    ):
+        label = rest[0][1]
+        menu.items.append((label, " ".join(rest[0][2:])))
+        menu.item_platforms[label] = "pcbios" if first[2] == "efi" else "efi"
+    else:
+        raise bad("iseq line not one of the menu's platform switches")
 
 
 def _choose(args: list[str], menu: IpxeMenu, bad: Bad) -> None:
@@ -198,10 +244,12 @@ def _ipxe_consistent(menu: IpxeMenu) -> None:
         if label and label not in menu.labels:
             raise MenuError(f"iPXE script: label {label!r} is used but never defined")
     for label, entry in menu.entries.items():
-        if not (entry.kernel and entry.initrd and entry.boots):
-            raise MenuError(f"iPXE script: entry {label!r} lacks a kernel, initrd or boot line")
-        if entry.initrd.rsplit("/", 1)[-1] != entry.initrd_name:
-            raise MenuError(f"iPXE script: entry {label!r} names another initrd than it loads")
+        if entry.sanboot:
+            continue
+        if not (entry.kernel and entry.boots):
+            raise MenuError(f"iPXE script: entry {label!r} lacks a kernel or boot line")
+        if [i.rsplit("/", 1)[-1] for i in entry.initrds] != entry.initrd_names:
+            raise MenuError(f"iPXE script: entry {label!r} names other initrds than it loads")
 
 
 def check_ipxe(path: Path) -> None:

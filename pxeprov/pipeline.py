@@ -36,7 +36,7 @@ from pxeprov.plan import DirAction, Plan, load_manifest, make_plan, with_dirs
 from pxeprov.state import State
 
 LOCK_TIMEOUT = 60.0
-IMAGES_DIR = "images"  # under the TFTP root: one directory per image
+IMAGES_DIR = kinds.IMAGES_DIR  # under the TFTP root: one directory per image
 
 
 def _dnsmasq_check(conf: Path) -> None:

@@ -97,19 +97,35 @@ def render_template(env: jinja2.Environment, name: str, context: dict[str, Any])
 
 
 @dataclass(frozen=True)
+class LoaderBoot:
+    """How one loader boots an entry, as its menu writes it."""
+
+    kernel: str  # pxelinux and iPXE: the path, or its HTTP URL; GRUB: the path
+    initrds: tuple[str, ...]  # the same
+    initrd_names: tuple[str, ...]  # the initrds' file names (iPXE's kernel line: initrd=NAME)
+    args: str  # the kind's kernel arguments, then the admin's --append
+    sanboot: str  # iPXE: a URL to boot as a disk instead
+
+
+@dataclass(frozen=True)
 class MenuEntry:
-    """One image as the menus show it: the same entry, arguments and default in every menu."""
+    """One image as the menus show it: the same entry, label and default in every menu, and
+    how each loader boots it (None: that loader cannot)."""
 
     name: str
     label: str
-    kernel: str  # relative to the TFTP root (GRUB reads it from there)
-    initrd: str
-    kernel_src: str  # what pxelinux and iPXE load: the same path, or its HTTP URL
-    initrd_src: str
-    initrd_name: str  # the initrd's file name (iPXE's kernel line names it: initrd=NAME)
-    args: str  # the kind's kernel arguments, then the admin's --append
     default: bool
-    unsigned_kernel: bool  # known not to be signed: Secure Boot clients refuse it
+    secure_boot_note: str  # shown after the label in GRUB's menu (Secure Boot clients)
+    pxelinux: LoaderBoot | None
+    ipxe_bios: LoaderBoot | None
+    ipxe_uefi: LoaderBoot | None
+    grub: LoaderBoot | None
+
+    @property
+    def args(self) -> str:
+        """The arguments of the first loader that boots it (what `list` shows)."""
+        boots = (self.pxelinux, self.ipxe_bios, self.ipxe_uefi, self.grub)
+        return next((b.args for b in boots if b is not None), "")
 
 
 def served(state: State) -> kinds.Served:
@@ -124,27 +140,59 @@ def _src(state: State, path: str) -> str:
     return path if base is None else f"{base}/{path}"
 
 
-def menu_entry(state: State, image: Image) -> MenuEntry:
-    base = kinds.get(image.kind).kernel_args(image, served(state))
-    args = " ".join(part for part in (base, image.append.strip()) if part)
+def _loader_boot(
+    state: State, image: Image, spec: kinds.BootSpec | None, over_http: bool
+) -> LoaderBoot | None:
+    if spec is None:
+        return None
+    if spec.sanboot:
+        return LoaderBoot("", (), (), "", spec.sanboot)
+    args = " ".join(part for part in (spec.args, image.append.strip()) if part)
     syntax.check_args(args, f"kernel arguments of image {image.name!r}")
+    place = (lambda p: _src(state, p)) if over_http else (lambda p: p)
+    return LoaderBoot(
+        place(spec.kernel),
+        tuple(place(i) for i in spec.initrds),
+        tuple(i.rsplit("/", 1)[-1] for i in spec.initrds),
+        args,
+        "",
+    )
+
+
+def menu_entry(state: State, image: Image) -> MenuEntry:
+    kind = kinds.get(image.kind)
+    specs = kind.boots(image, served(state))
+    if image.unsigned_kernel:
+        note = " [not signed: no Secure Boot]"
+    elif kind.foreign_signature:
+        note = f" [signed by {kind.foreign_signature}: no Secure Boot with Debian's shim]"
+    else:
+        note = ""
     return MenuEntry(
         image.name,
         image.label,
-        image.kernel,
-        image.initrd,
-        _src(state, image.kernel),
-        _src(state, image.initrd),
-        image.initrd.rsplit("/", 1)[-1],
-        args,
         image.default,
-        image.unsigned_kernel,
+        note,
+        # pxelinux and iPXE load payloads over HTTP when there is HTTP; GRUB over TFTP
+        _loader_boot(state, image, specs.get("pxelinux"), True),
+        _loader_boot(state, image, specs.get("ipxe-bios"), True),
+        _loader_boot(state, image, specs.get("ipxe-uefi"), True),
+        _loader_boot(state, image, specs.get("grub"), False),
     )
+
+
+def _default(entries: list[MenuEntry], loader: str) -> str:
+    """The label a loader's menu starts on: the default image, when that loader boots it."""
+    for entry in entries:
+        if entry.default and getattr(entry, loader.replace("-", "_")) is not None:
+            return entry.name
+    return ""
 
 
 def context(state: State, chain: UefiChain = "ipxe") -> dict[str, Any]:
     if state.network is None:
         raise InputError("the state has no network yet", "run `pxeprov init`")
+    entries = [menu_entry(state, image) for image in state.images]
     return {
         "chains": boot.served(state, chain),
         "ipxe_script": boot.IPXE_SCRIPT,
@@ -154,8 +202,12 @@ def context(state: State, chain: UefiChain = "ipxe") -> dict[str, Any]:
         "tftp_root": str(state.tftp_root),
         "title": state.title,
         "menu_timeout": state.menu_timeout,
-        "images": [menu_entry(state, image) for image in state.images],
-        "default_image": state.default_image,
+        "images": entries,
+        "defaults": {
+            "pxelinux": _default(entries, "pxelinux"),
+            "ipxe": _default(entries, "ipxe-bios") or _default(entries, "ipxe-uefi"),
+            "grub": _default(entries, "grub"),
+        },
         "http_port": state.http_port,
     }
 
@@ -195,9 +247,10 @@ def render(
     ctx = context(state, chain)
     tftp = state.tftp_root
     chains = boot.served(state, chain)
+    kind_loaders = [f for i in state.images for f in kinds.get(i.kind).loader_files]
     files: list[ManagedFile] = [
         ManagedFile(tftp / f.name, Kind.COPY, sources=f.sources, package=f.package)
-        for f in boot.loader_files(chains)
+        for f in dict.fromkeys([*boot.loader_files(chains), *kind_loaders])
     ]
     for fmt in boot.menus(chains):
         name, template = boot.MENUS[fmt]

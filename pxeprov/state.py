@@ -21,6 +21,7 @@ from pxeprov.syntax import (
     check_interface,
     check_name,
     check_path,
+    check_served_path,
     check_text,
     check_tftp_root,
     check_url,
@@ -38,6 +39,7 @@ _KEYBOARD_RE = re.compile(r"[a-z]{2,8}(,[a-z]{2,8})*")
 _KIND_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 _VERSION_RE = re.compile(r"[A-Za-z0-9._+~:-]{0,64}")
 _SHA256_RE = re.compile(r"([0-9a-f]{64})?")
+_VARIANT_RE = re.compile(r"[a-z0-9._-]{0,32}")
 MAX_STATE_BYTES = 1 << 20  # a state file is a few kB; more is not one
 
 HEADER = (
@@ -90,7 +92,7 @@ class Image:
     label: str
     kind: str
     kernel: str  # paths relative to the TFTP root
-    initrd: str
+    initrd: str  # "" when the kind boots without one
     rootfs: str = ""  # the squashfs live-boot fetches, if the kind has one
     append: str = ""  # the admin's own kernel arguments, after the kind's
     default: bool = False
@@ -103,6 +105,7 @@ class Image:
     unsigned_kernel: bool = False  # the kernel has no Authenticode signature (no Secure Boot)
     # More files the image serves (relative to the TFTP root); one ending in "/" is a tree.
     files: tuple[str, ...] = ()
+    variant: str = ""  # what the kind says of this image (server/desktop, dvd/netinst, ...)
 
     def __post_init__(self) -> None:
         # The keys' own names, so that a bad state file says which key is wrong.
@@ -111,7 +114,8 @@ class Image:
         if not _KIND_RE.fullmatch(self.kind):
             raise InputError(f"kind {self.kind!r} must match [a-z0-9][a-z0-9-]*")
         check_path(self.kernel, "kernel")
-        check_path(self.initrd, "initrd")
+        if self.initrd:  # some kinds (memtest86+) boot without one
+            check_path(self.initrd, "initrd")
         if self.rootfs:
             check_path(self.rootfs, "rootfs")
         check_args(self.append, "append")
@@ -125,7 +129,9 @@ class Image:
         if not _VERSION_RE.fullmatch(self.version):
             raise InputError(f"version {self.version[:70]!r} must match [A-Za-z0-9._+~:-]*")
         for path in self.files:
-            check_path(path.removesuffix("/"), "files")
+            check_served_path(path, "files")
+        if not _VARIANT_RE.fullmatch(self.variant):
+            raise InputError(f"variant {self.variant[:40]!r} must match [a-z0-9._-]*")
 
 
 @dataclass(frozen=True)
@@ -263,7 +269,7 @@ def _image(entry: Any, where: str, index: int) -> Image:
     unknown = sorted(set(entry) - _IMAGE_KEYS)
     if unknown:
         raise InputError(f"{where}: unknown key images.{unknown[0]}")
-    missing = sorted({"name", "kernel", "initrd"} - set(entry))
+    missing = sorted({"name", "kernel"} - set(entry))
     if missing:
         raise InputError(f"{where}: an image has no {missing[0]}")
     kwargs: dict[str, Any] = {}
@@ -310,10 +316,13 @@ def dumps(state: State) -> str:
 
 def _image_table(image: Image) -> dict[str, Any]:
     table = asdict(image)
+    # Most images have none of these: the state file stays as it was.
     if not image.files:
-        del table["files"]  # most images have none: the state file stays as it was
+        del table["files"]
     else:
         table["files"] = list(image.files)
+    if not image.variant:
+        del table["variant"]
     return table
 
 

@@ -172,6 +172,22 @@ def check_path(value: str, what: str = "path") -> str:
     return value
 
 
+# Dot files an installer tree must serve (Anaconda reads .treeinfo before anything else).
+SERVED_DOTFILES = (".treeinfo", ".discinfo")
+
+
+def check_served_path(value: str, what: str = "path") -> str:
+    """A path relative to the TFTP root of a file or tree an image serves: as `check_path`, but
+    the last name may also be one of SERVED_DOTFILES; a tree ends in "/"."""
+    head, _, last = value.removesuffix("/").rpartition("/")
+    if last in SERVED_DOTFILES and not value.endswith("/"):
+        if head:
+            check_path(head, what)
+        return value
+    check_path(value.removesuffix("/"), what)
+    return value
+
+
 def check_tftp_root(value: str, what: str = "TFTP root") -> PurePosixPath:
     path = PurePosixPath(value)
     parts = value.split("/")[1:]
@@ -217,8 +233,11 @@ def label_from_iso(text: str, limit: int = 64) -> str:
     first line, the allowed characters only (others become spaces), spaces collapsed, cut.
     "" when nothing is left."""
     line = text.strip().splitlines()[0] if text.strip() else ""
-    kept = "".join(c if c in _LABEL_CHARS else " " for c in line)
-    return " ".join(kept.split())[:limit].strip()
+    kept = " ".join("".join(c if c in _LABEL_CHARS else " " for c in line).split())
+    if len(kept) > limit:  # cut at a word's end
+        cut = kept[: limit + 1].rsplit(" ", 1)[0]
+        kept = cut if cut else kept[:limit]
+    return kept.strip()
 
 
 def version_from_iso(text: str, limit: int = 64) -> str:

@@ -13,9 +13,10 @@ from typer.testing import CliRunner, Result
 
 from pxeprov.boot.chains import PXELINUX_FILES, SHIM_GRUB_FILES, SNPONLY_FILES, UNDIONLY_FILES
 from pxeprov.cli import app
+from pxeprov.images.kinds.iso import MEMDISK
 
 # The host's packages provide the boot loaders the test roots get copies of.
-LOADER_FILES = PXELINUX_FILES + UNDIONLY_FILES + SNPONLY_FILES  # installed on CI
+LOADER_FILES = PXELINUX_FILES + UNDIONLY_FILES + SNPONLY_FILES + (MEMDISK,)  # installed on CI
 _MISSING = [str(f.sources[0]) for f in LOADER_FILES if not Path(str(f.sources[0])).is_file()]
 
 

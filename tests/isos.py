@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 from pathlib import Path
 
@@ -80,3 +81,17 @@ def debian_live_files() -> Files:
         "live/filesystem.squashfs": 7000,
         "isolinux/isolinux.cfg": b"x\n",
     }
+
+
+def signed_pe(size: int = 4096) -> bytes:
+    """A stand-in for a Secure Boot signed kernel: a PE32+ header whose certificate table (the
+    data directory entry pxeprov's pe.is_signed looks at) is not empty."""
+    head = bytearray(size)
+    head[0:2] = b"MZ"
+    struct.pack_into("<I", head, 0x3C, 0x80)
+    head[0x80:0x84] = b"PE\0\0"
+    optional = 0x80 + 24
+    struct.pack_into("<H", head, optional, 0x20B)  # PE32+
+    struct.pack_into("<I", head, optional + 108, 16)  # NumberOfRvaAndSizes
+    struct.pack_into("<II", head, optional + 112 + 8 * 4, 0x1000, 0x200)  # certificate table
+    return bytes(head)

@@ -239,7 +239,8 @@ def _bad_sources(tmp: Path, cz_iso: Path) -> dict[str, tuple[str, str]]:
         "truncated": (str(truncated), "is truncated"),
         "header only": (str(header_only), "ISO"),
         "missing": (str(tmp / "nope.iso"), "does not exist"),
-        "directory": (str(tmp / "adir.iso"), "is a directory"),
+        # a directory is a source (an installed package's files), here one with nothing in it
+        "directory": (str(tmp / "adir.iso"), "layout is not one pxeprov knows"),
         "unknown layout": (str(unknown), "layout is not one pxeprov knows"),
     }
 

@@ -24,7 +24,7 @@ def test_the_rendered_examples_read_back() -> None:
     ipxe = parse_ipxe(IPXE)
     assert ipxe.items[0] == ("local", "Boot from local disk")
     assert ipxe.default in ipxe.labels and ipxe.timeout_ms is not None
-    assert all(e.kernel and e.initrd and e.boots for e in ipxe.entries.values())
+    assert all(e.kernel and e.initrds and e.boots for e in ipxe.entries.values())
     pxe = parse_pxelinux(PXELINUX)
     assert pxe.labels[0].localboot and pxe.ui == "menu.c32"
     assert sum(label.default for label in pxe.labels) == 1
@@ -49,7 +49,7 @@ def _entry_line(text: str, start: str) -> int:
         (lambda t: t.replace("goto menu", "goto nowhere"), "never defined"),
         (lambda t: t.replace(":local", ":menu"), "repeated label"),
         (lambda t: t.replace("Boot from local disk", "Boot\rfrom"), "control character"),
-        (lambda t: t.replace("initrd=initrd.img", "initrd=other.img", 1), "another initrd"),
+        (lambda t: t.replace("initrd=initrd.img", "initrd=other.img", 1), "other initrds"),
     ],
 )
 def test_ipxe_scripts_pxeprov_does_not_write_are_refused(change: object, words: str) -> None:
@@ -100,3 +100,55 @@ def test_admin_template_with_a_stray_command_never_goes_live(loader_root: Path, 
     assert r.exit_code == 5, r.stderr
     assert "rejected by pxeprov's iPXE check" in r.stderr and "not a command" in r.stderr
     assert snapshot(loader_root) == before
+
+
+SWITCHED = """#!ipxe
+:menu
+menu Lab
+item local Boot from local disk
+iseq ${platform} efi || item img-mt Memtest86+
+item img-fd FreeDOS
+choose --default local target || goto local
+goto ${target}
+
+:local
+exit 0
+
+:img-mt
+iseq ${platform} efi && goto img-mt-uefi || goto img-mt-bios
+:img-mt-bios
+kernel images/mt/vmlinuz console=ttyS0,115200
+boot || goto failed
+:img-mt-uefi
+echo This entry does not boot on UEFI clients.
+goto failed
+
+:img-fd
+sanboot --no-describe http://10.0.0.2/images/fd/image.iso || goto failed
+
+:failed
+goto menu
+"""
+
+
+def test_platform_switches_and_sanboot_read_back() -> None:
+    menu = parse_ipxe(SWITCHED)
+    assert menu.item_platforms == {"img-mt": "pcbios"}
+    assert menu.entries["img-mt-bios"].kernel == "images/mt/vmlinuz"
+    assert menu.entries["img-mt-bios"].initrds == []
+    assert menu.entries["img-fd"].sanboot == "http://10.0.0.2/images/fd/image.iso"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "words"),
+    [
+        ("iseq ${platform} efi || item", "iseq ${platform} efi && item", "platform switches"),
+        ("iseq ${platform} efi ||", "iseq ${net0/ip} efi ||", "expands a setting"),
+        ("|| goto img-mt-bios", "|| shell", "platform switches"),
+        ("sanboot --no-describe", "sanboot --drive 0x80", "not a command"),
+        ("image.iso || goto failed", "image.iso ; shell", "more than one command"),
+    ],
+)
+def test_switches_pxeprov_does_not_write_are_refused(old: str, new: str, words: str) -> None:
+    with pytest.raises(MenuError, match=words):
+        parse_ipxe(SWITCHED.replace(old, new, 1))

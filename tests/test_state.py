@@ -68,7 +68,6 @@ def test_empty_state_has_defaults() -> None:
         ("[[images]]\nname='x'\nkernel='/boot/vmlinuz'\ninitrd='i'", "relative path"),
         ("[[images]]\nname='x'\nkernel='k'\ninitrd='i'\ncolour=3", "images.colour"),
         ("[[images]]\nname='x'\nkernel='k'\ninitrd='i'\nsize='3'", "size must be a int"),
-        ("[[images]]\nname='x'\nkernel='k'", "no initrd"),
         (
             "[[images]]\nname='x'\nkernel='k'\ninitrd='i'\n[[images]]\nname='x'\nkernel='k'\n"
             "initrd='i'",

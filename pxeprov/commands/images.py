@@ -13,6 +13,7 @@ Order, so that a failure at any point leaves disk as it was:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from pxeprov.apply import Outcome
 from pxeprov.errors import ChecksumError, ImageError, InputError
 from pxeprov.images import kinds, pe
 from pxeprov.images.iso import Iso
+from pxeprov.images.source import Source, open_source
 from pxeprov.pipeline import Change, Machine
 from pxeprov.plan import DirAction, DirOp, Plan
 from pxeprov.progress import Counter, Progress
@@ -176,7 +178,7 @@ def _verify_local(path: Path, expected: str, progress: Progress | None) -> str:
     return got
 
 
-def _layout(iso: Iso, options: AddImageOptions) -> kinds.Layout:
+def _layout(iso: Source, options: AddImageOptions) -> kinds.Layout:
     if options.kind == "custom":
         assert options.kernel is not None and options.initrd is not None
         wanted = {"kernel": options.kernel, "initrd": options.initrd}
@@ -189,6 +191,11 @@ def _layout(iso: Iso, options: AddImageOptions) -> kinds.Layout:
                 raise ImageError(f"--{what} {path!r}: no such file in the ISO")
             found[what] = key
         return kinds.Layout("custom", found["kernel"], found["initrd"], found.get("rootfs"))
+    if options.kind is not None and not kinds.get(options.kind).detected:
+        named = kinds.get(options.kind).detect(iso)  # a kind only ever chosen by name
+        if named is None:
+            raise ImageError(f"{iso.path} cannot be used as {options.kind}")
+        return named
     layout = kinds.detect(iso)
     if options.kind is not None and options.kind != layout.kind:
         forced, seen = kinds.get(options.kind), kinds.get(layout.kind)
@@ -198,9 +205,11 @@ def _layout(iso: Iso, options: AddImageOptions) -> kinds.Layout:
     return layout
 
 
-def _to_copy(iso: Iso, layout: kinds.Layout) -> list[tuple[str, str]]:
+def _to_copy(iso: Source, layout: kinds.Layout) -> list[tuple[str, str]]:
     """(name under images/<name>/, path in the ISO) of every file to copy, trees walked."""
-    out = [(kinds.KERNEL, layout.kernel), (kinds.INITRD, layout.initrd)]
+    out = [(kinds.KERNEL, layout.kernel)] if layout.kernel else []
+    if layout.initrd:
+        out.append((kinds.INITRD, layout.initrd))
     if layout.rootfs:
         out.append((kinds.ROOTFS, layout.rootfs))
     for name, path in layout.extra:
@@ -210,7 +219,7 @@ def _to_copy(iso: Iso, layout: kinds.Layout) -> list[tuple[str, str]]:
     return out
 
 
-def _tree(iso: Iso, name: str, path: str) -> list[tuple[str, str]]:
+def _tree(iso: Source, name: str, path: str) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
 
     def walk(rel: str, src: str) -> Iterator[tuple[str, str]]:
@@ -218,11 +227,12 @@ def _tree(iso: Iso, name: str, path: str) -> list[tuple[str, str]]:
         if not listing and iso.lookup(src) is None:
             raise ImageError(f"{src}: no such directory in the ISO")
         for entry_name, entry in sorted(listing.items()):
-            syntax.check_path(entry_name, "a file name in the ISO")  # becomes a served path
+            spelled = entry.spelled  # a copy keeps the ISO's case: trees are read by name
+            syntax.check_path(spelled, "a file name in the ISO")  # becomes a served path
             if entry.is_dir:
-                yield from walk(f"{rel}{entry_name}/", f"{src}/{entry_name}")
+                yield from walk(f"{rel}{spelled}/", f"{src}/{entry_name}")
             else:
-                yield f"{rel}{entry_name}", f"{src}/{entry_name}"
+                yield f"{rel}{spelled}", f"{src}/{entry_name}"
 
     try:
         for item in walk(name, path.rstrip("/")):
@@ -234,10 +244,16 @@ def _tree(iso: Iso, name: str, path: str) -> list[tuple[str, str]]:
     return found
 
 
-def _populate(iso: Iso, copy: list[tuple[str, str]], progress: Progress | None) -> DirAction:
+def _populate(
+    iso: Source, copy: list[tuple[str, str]], whole: str | None, progress: Progress | None
+) -> DirAction:
     """The plan's action that fills images/<name>/ (its path is set by the caller): apply
-    calls it with an empty staging directory."""
+    calls it with an empty staging directory. `whole`: a copy of the whole ISO, by this name."""
     files = tuple((name, iso.file(path).size) for name, path in copy)
+    if whole is not None:
+        if not isinstance(iso, Iso):
+            raise ImageError(f"{iso.path}: this kind serves the whole image, which must be an ISO")
+        files += ((whole, iso.size),)
 
     def populate(staging: Path) -> list[tuple[str, int]]:
         counter = Counter(progress, sum(size for _, size in files))
@@ -246,6 +262,8 @@ def _populate(iso: Iso, copy: list[tuple[str, str]], progress: Progress | None) 
             target = staging / name
             target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             out.append((name, iso.copy(path, target, counter)))
+        if whole is not None and isinstance(iso, Iso):
+            out.append((whole, iso.copy_whole(staging / whole, counter)))
         return out
 
     return DirAction(DirOp.INSTALL, PurePosixPath("/"), files, populate)
@@ -254,18 +272,19 @@ def _populate(iso: Iso, copy: list[tuple[str, str]], progress: Progress | None) 
 def _new_image(
     options: AddImageOptions, name: str, layout: kinds.Layout, size: int, sha256: str
 ) -> Image:
-    folder = PurePosixPath(IMAGES, name)  # paths in the state are relative to the TFTP root
     kind = kinds.get(layout.kind)
-    label = options.label
-    if label is None:
+    label = options.label or layout.label
+    if not label:
         label = f"{kind.label} ({layout.version or name})" if kind.label else name
+    # paths in the state are relative to the TFTP root
+    kernel, initrd, rootfs, files = kind.paths(layout, f"{IMAGES}/{name}")
     return Image(
         name=name,
         label=label,
         kind=layout.kind,
-        kernel=str(folder / kinds.KERNEL),
-        initrd=str(folder / kinds.INITRD),
-        rootfs=str(folder / kinds.ROOTFS) if layout.rootfs else "",
+        kernel=kernel,
+        initrd=initrd,
+        rootfs=rootfs,
         append=options.append,
         default=options.default,
         locale=options.locale,
@@ -274,7 +293,8 @@ def _new_image(
         sha256=sha256,
         size=size,
         version=layout.version,
-        files=tuple(f"{folder}/{extra}" for extra, _ in layout.extra),
+        files=files,
+        variant=layout.variant,
     )
 
 
@@ -302,17 +322,26 @@ def add_image(
         return AddImageResult(placeholder, None, None, notes=[note])
     name = options.name or derive_name(source.filename)
     notes = list(source.notes)
-    with Iso(source.path) as iso:
+    iso = open_source(source.path)
+    with contextlib.closing(iso):
         layout = _layout(iso, options)
-        populate = _populate(iso, _to_copy(iso, layout), progress)
+        kind = kinds.get(layout.kind)
+        populate = _populate(iso, _to_copy(iso, layout), layout.whole, progress)
         image = _new_image(options, name, layout, populate.size, source.sha256)
-        if not pe.is_signed(iso.head(layout.kernel, pe.HEAD)):
+        uefi_kernel = layout.uefi_kernel or layout.kernel
+        if uefi_kernel and not pe.is_signed(iso.head(uefi_kernel, pe.HEAD)):
             image = replace(image, unsigned_kernel=True)
             notes.append(
-                f"warning: the kernel {layout.kernel} has no Secure Boot signature: UEFI "
-                "clients with Secure Boot on will refuse it (the GRUB menu marks the entry)"
+                f"warning: the kernel {uefi_kernel} has no Secure Boot signature: UEFI clients "
+                "with Secure Boot on will refuse it (the GRUB menu marks the entry)"
             )
-        kind = kinds.get(layout.kind)
+        elif kind.foreign_signature:
+            notes.append(
+                f"warning: {kind.label} kernels are signed by {kind.foreign_signature}, not "
+                "Debian: UEFI clients with Secure Boot on refuse them through Debian's shim (the "
+                "GRUB menu marks the entry)"
+            )
+        notes += kind.review(layout, populate.size)
 
         def build(state: State) -> Change:
             _require_network(state)

@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import BinaryIO, TypeVar
 
 from pxeprov.errors import ImageError
-from pxeprov.fsutil import os_error
+from pxeprov.fsutil import new_file
 from pxeprov.images.isofs import Entry, IsoFormatError, Volume
 from pxeprov.progress import Counter
 
@@ -171,28 +171,29 @@ class Iso:
         data = b"".join(self._pread(o, n) for o, n in self.file(path).extents)
         return data.decode("utf-8", "replace")
 
+    def copy_whole(self, dest: Path, counter: Counter | None = None) -> int:
+        """Copy the whole image to `dest` (casper's url=, iPXE's sanboot, memdisk)."""
+        self._copy_runs(((0, self._size),), dest, counter)
+        return self._size
+
     def copy(self, path: str, dest: Path, counter: Counter | None = None) -> int:
         """Copy one file to `dest` (created, 0644) from its extents; the number of bytes.
 
         Not fsynced: the caller syncs all files of an image at once, which lets the kernel
         write them back while the next file is copied."""
         entry = self.file(path)
-        step = None if counter is None else functools.partial(counter.add, f"copy {dest.name}")
-        try:
-            with dest.open("xb") as dst:
-                os.fchmod(dst.fileno(), 0o644)
-                if not _copy_extents(self._f.fileno(), dst.fileno(), entry.extents, step):
-                    dst.seek(0)
-                    dst.truncate()
-                    _copy_with_reads(self._f.fileno(), dst.fileno(), entry.extents, step)
-        except OSError as exc:
-            if exc.errno != errno.EEXIST:
-                dest.unlink(missing_ok=True)  # no half file
-            raise os_error("copy", dest, exc) from None
-        except BaseException:
-            dest.unlink(missing_ok=True)
-            raise
+        self._copy_runs(entry.extents, dest, counter)
         return entry.size
+
+    def _copy_runs(
+        self, runs: tuple[tuple[int, int], ...], dest: Path, counter: Counter | None
+    ) -> None:
+        step = None if counter is None else functools.partial(counter.add, f"copy {dest.name}")
+        with new_file(dest) as dst:
+            if not _copy_extents(self._f.fileno(), dst.fileno(), runs, step):
+                dst.seek(0)
+                dst.truncate()
+                _copy_with_reads(self._f.fileno(), dst.fileno(), runs, step)
 
 
 Step = Callable[[int], None]  # bytes copied since the last call

@@ -48,6 +48,11 @@ class Entry:
     symlink: bool = False  # Rock Ridge SL: a symbolic link, not the file it names
     compressed: bool = False  # Rock Ridge ZF: zisofs data, not the file's bytes
     mode: int | None = None  # Rock Ridge PX file mode
+    original: str = ""  # the name as the image spells it (case kept), for copies of trees
+
+    @property
+    def spelled(self) -> str:
+        return self.original or self.name
 
 
 @dataclass
@@ -207,7 +212,7 @@ class Volume:
     # ------------------------------------------------------------------ names
 
     def _name(self, record: _Record) -> tuple[str | None, dict[bytes, bytes]]:
-        """(lower-case name or None when it must be skipped, Rock Ridge entries by signature)."""
+        """(the name, or None when it must be skipped; Rock Ridge entries by signature)."""
         rr: dict[bytes, bytes] = {}
         name: str | None
         if self.namespace == "rock-ridge":
@@ -231,7 +236,7 @@ class Volume:
             name = _plain(record.ident)
         if name is None or not _usable(name):
             return None, rr
-        return name.lower(), rr
+        return name, rr
 
     # ------------------------------------------------------------------ directories
 
@@ -248,7 +253,8 @@ class Volume:
         for rec in records:
             if rec.ident in (b"\x00", b"\x01"):
                 continue
-            name, rr = self._name(rec)
+            spelled, rr = self._name(rec)
+            name = spelled.lower() if spelled is not None else None
             if pending is not None and (name is None or name != pending[0]):
                 pending = None  # a multi-extent file whose last record is missing: dropped
             if name is None:
@@ -260,8 +266,9 @@ class Volume:
             if b"CL" in rr and len(rr[b"CL"]) >= 4:
                 is_dir, extent = True, _u32(rr[b"CL"], 0)
             run = (extent * SECTOR, rec.length)
+            assert spelled is not None
             if is_dir:
-                out[name] = Entry(name, True, (run,), rec.length)
+                out[name] = Entry(name, True, (run,), rec.length, original=spelled)
                 continue
             runs = [*(pending[1] if pending else []), run]
             if rec.flags & _FLAG_MULTI:
@@ -279,6 +286,7 @@ class Volume:
                 symlink=b"SL" in rr,
                 compressed=b"ZF" in rr,
                 mode=mode,
+                original=spelled,
             )
         self._dirs[record.extent] = out
         return out

@@ -4,19 +4,35 @@ Adding a kind is one module that calls `register()`, imported here (or, from ano
 named by an entry point of the group `pxeprov.kinds`).
 """
 
-from pxeprov.images.kinds import clonezilla, custom, debian_live, gparted
+from pxeprov.images.kinds import (
+    archiso,
+    clonezilla,
+    custom,
+    debian_installer,
+    debian_live,
+    fedora,
+    fedora_installer,
+    gparted,
+    iso,
+    memtest,
+    ubuntu,
+)
 from pxeprov.images.kinds.registry import (
     ENTRY_POINTS,
+    IMAGES_DIR,
     INITRD,
     KERNEL,
+    LOADERS,
     ROOTFS,
     VERSION_LIMIT,
+    BootSpec,
     ImageKind,
     IsoView,
     Layout,
     Served,
     all_kinds,
     detect,
+    folder,
     get,
     markdown_table,
     names,
@@ -24,21 +40,28 @@ from pxeprov.images.kinds.registry import (
     unregister,
 )
 
-BUILT_IN = (clonezilla, custom, debian_live, gparted)
+BUILT_IN = (
+    archiso, clonezilla, custom, debian_installer, debian_live, fedora, fedora_installer,
+    gparted, iso, memtest, ubuntu,
+)  # fmt: skip
 
 __all__ = [
     "BUILT_IN",
     "ENTRY_POINTS",
+    "IMAGES_DIR",
     "INITRD",
     "KERNEL",
+    "LOADERS",
     "ROOTFS",
     "VERSION_LIMIT",
+    "BootSpec",
     "ImageKind",
     "IsoView",
     "Layout",
     "Served",
     "all_kinds",
     "detect",
+    "folder",
     "get",
     "markdown_table",
     "names",

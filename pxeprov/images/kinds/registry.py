@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import ClassVar, Protocol
 
+from pxeprov.boot.chains import LoaderFile
 from pxeprov.errors import ImageError, InputError
 from pxeprov.images.isofs import Entry
 from pxeprov.state import Image
@@ -29,6 +30,12 @@ KERNEL = "vmlinuz"
 INITRD = "initrd.img"
 ROOTFS = "filesystem.squashfs"
 ENTRY_POINTS = "pxeprov.kinds"
+IMAGES_DIR = "images"  # under the TFTP root: one directory per image
+
+
+def folder(image: Image) -> str:
+    """The image's directory, relative to the TFTP root."""
+    return f"{IMAGES_DIR}/{image.name}"
 
 
 class IsoView(Protocol):
@@ -41,19 +48,42 @@ class IsoView(Protocol):
 
     def read_small(self, path: str, limit: int = ...) -> str | None: ...
 
+    def head(self, path: str, size: int) -> bytes: ...
+
 
 @dataclass(frozen=True)
 class Layout:
     """What to copy out of an ISO (paths inside it: lower case, absolute) and what it is."""
 
     kind: str
-    kernel: str
-    initrd: str
+    kernel: str  # copied as KERNEL
+    initrd: str | None  # copied as INITRD (None: the kind boots without one)
     rootfs: str | None = None  # copied as ROOTFS
     version: str = ""  # derived through the allow-list: safe to show and store
     # More files and directory trees: (name under images/<name>/, path in the ISO); a tree's
     # name ends in "/" and its files keep their own names, which must pass the path allow-list.
     extra: tuple[tuple[str, str], ...] = ()
+    whole: str | None = None  # a copy of the whole ISO under this name (casper's url=, sanboot)
+    label: str = ""  # derived from the ISO's own metadata (allow-list); "" = the kind's default
+    uefi_kernel: str | None = None  # the file UEFI clients boot, when not the kernel (its PE
+    #                                 signature says whether Secure Boot clients take it)
+    variant: str = ""  # what the kind remembers of this image (Image.variant)
+
+
+# Where a menu entry can be booted: pxelinux (BIOS), iPXE on either firmware, GRUB (UEFI).
+LOADERS = ("pxelinux", "ipxe-bios", "ipxe-uefi", "grub")
+
+
+@dataclass(frozen=True)
+class BootSpec:
+    """How one loader boots an entry: a kernel (a path relative to the TFTP root) with its
+    initrds and arguments (the user's --append comes after them), or, for iPXE, a disk image
+    (an ISO) to boot from a URL (`sanboot`)."""
+
+    kernel: str = ""
+    initrds: tuple[str, ...] = ()
+    args: str = ""
+    sanboot: str = ""
 
 
 @dataclass(frozen=True)
@@ -82,6 +112,13 @@ class ImageKind(ABC):
     # particular one or back (a Debian live ISO booted with Clonezilla's arguments).
     family: ClassVar[str] = ""
     generic: ClassVar[bool] = False
+    # Whose Secure Boot signature its kernels carry, when known: Debian's shim (the GRUB chain)
+    # trusts only Debian's. None: pxeprov reads the kernel's own PE signature.
+    foreign_signature: ClassVar[str | None] = None
+    transport: ClassVar[str] = "TFTP or HTTP"  # for the README's table
+    # Boot loaders its entries need besides the chains' (served from the TFTP root)
+    loader_files: ClassVar[tuple[LoaderFile, ...]] = ()
+    firmware: ClassVar[str] = "BIOS, UEFI"  # for the README's table
 
     @abstractmethod
     def detect(self, iso: IsoView) -> Layout | None:
@@ -90,6 +127,27 @@ class ImageKind(ABC):
     @abstractmethod
     def kernel_args(self, image: Image, served: Served) -> str:
         """The arguments the kind needs besides kernel and initrd (before the user's --append)."""
+
+    def paths(self, layout: Layout, folder: str) -> tuple[str, str, str, tuple[str, ...]]:
+        """The image's kernel, initrd, rootfs and other files as the state records them
+        (relative to the TFTP root; `folder` is images/<name>): the layout's fixed names."""
+        kernel = f"{folder}/{KERNEL}"
+        initrd = f"{folder}/{INITRD}" if layout.initrd else ""
+        rootfs = f"{folder}/{ROOTFS}" if layout.rootfs else ""
+        extra = [n for n, _ in layout.extra] + ([layout.whole] if layout.whole else [])
+        return kernel, initrd, rootfs, tuple(f"{folder}/{e}" for e in extra)
+
+    def review(self, layout: Layout, size: int) -> list[str]:
+        """Refuse an image of this kind (ImageError), or say what add-image tells the user about
+        it (notes, warnings)."""
+        return []
+
+    def boots(self, image: Image, served: Served) -> dict[str, BootSpec]:
+        """How each loader (LOADERS) boots the image; a loader left out cannot. By default
+        every loader boots the kernel with the initrd and the kind's arguments."""
+        initrds = (image.initrd,) if image.initrd else ()
+        spec = BootSpec(image.kernel, initrds, self.kernel_args(image, served))
+        return dict.fromkeys(LOADERS, spec)
 
 
 _REGISTRY: dict[str, ImageKind] = {}
@@ -148,7 +206,7 @@ def detect(iso: IsoView) -> Layout:
     shown = ", ".join(shown_names[:12]) + (" ..." if len(shown_names) > 12 else "")
     known = ", ".join(k.name for k in all_kinds() if k.detected)
     raise ImageError(
-        f"the ISO's layout is not one pxeprov knows ({known}); its top directory holds "
+        f"the image's layout is not one pxeprov knows ({known}); its top directory holds "
         f"{shown or 'nothing'}",
         "for another layout use --kind custom --kernel PATH --initrd PATH [--rootfs PATH]",
     )
@@ -157,10 +215,12 @@ def detect(iso: IsoView) -> Layout:
 def markdown_table() -> str:
     """The README's table of kinds (tests/test_kinds.py keeps the README current)."""
     lines = [
-        "| kind | recognized by | kernel arguments (before your `--append`) | needs HTTP |",
-        "|---|---|---|---|",
+        "| kind | recognized by | kernel arguments (before your `--append`) | served over | "
+        "firmware |",
+        "|---|---|---|---|---|",
     ]
     for k in all_kinds():
-        http = "yes" if k.needs_http else "no"
-        lines.append(f"| `{k.name}` | {k.recognized_by} | {k.arguments} | {http} |")
+        lines.append(
+            f"| `{k.name}` | {k.recognized_by} | {k.arguments} | {k.transport} | {k.firmware} |"
+        )
     return "\n".join(lines) + "\n"

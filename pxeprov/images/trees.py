@@ -1,0 +1,270 @@
+"""Sources that are not ISO images: a directory (an installed package's files, such as
+debian-installer-12-netboot-amd64's or memtest86+'s) and a tarball (Debian's netboot.tar.gz).
+
+They answer what kinds ask of an ISO (`listdir`, `lookup`, `read_small`, `file`, `head`, `copy`),
+with the same rules: names are matched in lower case, a name holding a control character (or, in
+a tarball, an absolute or `..` path) is never looked at, and a file to copy must be a regular file
+(a symbolic link is refused, so nothing outside the source is reached through one).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import stat
+import tarfile
+from pathlib import Path
+from types import TracebackType
+
+from pxeprov.errors import ImageError
+from pxeprov.fsutil import new_file, os_error
+from pxeprov.images.isofs import Entry
+from pxeprov.progress import Counter
+
+SMALL = 64 << 10
+MAX_MEMBERS = 50_000  # entries of a tarball read
+CHUNK = 1 << 20
+_COMPRESSED = (b"\x1f\x8b", b"\xfd7zXZ\x00", b"BZh")
+
+
+def _usable(name: str) -> bool:
+    return (
+        bool(name)
+        and name not in (".", "..")
+        and not any(ord(c) < 0x20 or ord(c) == 0x7F for c in name)
+    )
+
+
+def _parts(path: str) -> list[str]:
+    return [p for p in path.lower().split("/") if p]
+
+
+def is_tarball(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            head = f.read(512)
+    except OSError:
+        return False
+    return head.startswith(_COMPRESSED) or head[257:262] == b"ustar"
+
+
+class _Base:
+    path: Path
+
+    def __enter__(self) -> _Base:
+        return self
+
+    def __exit__(
+        self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def volume_id(self) -> str:
+        return ""
+
+    def listdir(self, path: str) -> dict[str, Entry]:
+        raise NotImplementedError
+
+    def lookup(self, path: str) -> Entry | None:
+        *head, name = _parts(path) or [""]
+        return self.listdir("/".join(head)).get(name) if name else None
+
+    def file(self, path: str, *, allow_empty: bool = False) -> Entry:
+        entry = self.lookup(path)
+        if entry is None:
+            raise ImageError(f"{path}: no such file in {self.path}")
+        if entry.is_dir:
+            raise ImageError(f"{path} in {self.path} is a directory, not a file")
+        if entry.symlink:
+            raise ImageError(f"{path} in {self.path} is a symbolic link, not a file")
+        if entry.size == 0 and not allow_empty:
+            raise ImageError(f"{path} in {self.path} is empty")
+        return entry
+
+
+class DirTree(_Base):
+    """A directory on this machine."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._names: dict[str, dict[str, str]] = {}  # dir (lower) -> {lower name: real name}
+
+    def _real(self, path: str) -> Path | None:
+        real = self.path
+        for part in _parts(path):
+            listing = self._listing(real)
+            if part not in listing:
+                return None
+            real = real / listing[part]
+        return real
+
+    def _listing(self, directory: Path) -> dict[str, str]:
+        key = str(directory)
+        if key not in self._names:
+            try:
+                names = [p.name for p in directory.iterdir()]
+            except (FileNotFoundError, NotADirectoryError):
+                names = []
+            except OSError as exc:
+                raise os_error("read", directory, exc) from None
+            self._names[key] = {n.lower(): n for n in sorted(names) if _usable(n)}
+        return self._names[key]
+
+    def listdir(self, path: str) -> dict[str, Entry]:
+        real = self._real(path)
+        if real is None or real.is_symlink() or not real.is_dir():
+            return {}
+        out = {}
+        for lower, name in self._listing(real).items():
+            st = (real / name).lstat()
+            out[lower] = Entry(
+                lower,
+                stat.S_ISDIR(st.st_mode),
+                (),
+                st.st_size,
+                symlink=stat.S_ISLNK(st.st_mode),
+                mode=st.st_mode,
+                original=name,
+            )
+        return out
+
+    def file(self, path: str, *, allow_empty: bool = False) -> Entry:
+        entry = super().file(path, allow_empty=allow_empty)
+        if entry.mode is not None and not stat.S_ISREG(entry.mode):
+            raise ImageError(f"{path} in {self.path} is not a regular file")
+        return entry
+
+    def _open(self, path: str) -> int:
+        self.file(path)
+        real = self._real(path)
+        assert real is not None
+        try:
+            return os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise os_error("read", real, exc) from None
+
+    def read_small(self, path: str, limit: int = SMALL) -> str | None:
+        entry = self.lookup(path)
+        if entry is None or entry.is_dir or entry.symlink or not 0 < entry.size <= limit:
+            return None
+        fd = self._open(path)
+        try:
+            return os.read(fd, limit).decode("utf-8", "replace")
+        finally:
+            os.close(fd)
+
+    def head(self, path: str, size: int) -> bytes:
+        fd = self._open(path)
+        try:
+            return os.read(fd, size)
+        finally:
+            os.close(fd)
+
+    def copy(self, path: str, dest: Path, counter: Counter | None = None) -> int:
+        size = self.file(path).size
+        step = None if counter is None else functools.partial(counter.add, f"copy {dest.name}")
+        src = self._open(path)
+        try:
+            with new_file(dest) as dst:
+                done = 0
+                while done < size:
+                    n = os.copy_file_range(src, dst.fileno(), min(CHUNK * 64, size - done))
+                    if n == 0:
+                        raise ImageError(f"{path} in {self.path} became shorter while copied")
+                    done += n
+                    if step:
+                        step(n)
+        finally:
+            os.close(src)
+        return size
+
+
+class TarSource(_Base):
+    """A tarball (gzip, xz or bzip2 compressed, or not), read without extracting it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._tar = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by close()
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise ImageError(f"{path} is not a readable tarball ({exc})") from None
+        self._members: dict[str, tarfile.TarInfo] = {}
+        self._dirs: dict[str, dict[str, Entry]] = {"": {}}
+        try:
+            for count, member in enumerate(self._tar):
+                if count >= MAX_MEMBERS:
+                    raise ImageError(f"{path} holds more than {MAX_MEMBERS} entries")
+                self._index(member)
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            self.close()
+            raise ImageError(f"{path} is a damaged tarball ({exc})") from None
+
+    def _index(self, member: tarfile.TarInfo) -> None:
+        raw = member.name.removeprefix("./")
+        if raw.startswith("/") or not all(_usable(p) for p in raw.split("/") if p):
+            return  # an absolute or `..` name, or one with a control character
+        spelled = [p for p in raw.split("/") if p]
+        parts = [p.lower() for p in spelled]
+        if not parts:
+            return
+        for depth in range(len(parts)):  # the directories above it exist
+            parent = "/".join(parts[:depth])
+            name = parts[depth]
+            here = "/".join(parts[: depth + 1])
+            is_last = depth == len(parts) - 1
+            listing = self._dirs.setdefault(parent, {})
+            if is_last and not member.isdir():
+                listing[name] = Entry(
+                    name, False, (), member.size, symlink=not member.isreg(),
+                    original=spelled[depth],
+                )  # fmt: skip
+                self._members[here] = member
+            else:
+                listing.setdefault(name, Entry(name, True, (), 0, original=spelled[depth]))
+                self._dirs.setdefault(here, {})
+
+    def close(self) -> None:
+        tar = getattr(self, "_tar", None)
+        if tar is not None:
+            tar.close()
+
+    def listdir(self, path: str) -> dict[str, Entry]:
+        return dict(self._dirs.get("/".join(_parts(path)), {}))
+
+    def _read(self, path: str, size: int | None) -> bytes:
+        member = self._members["/".join(_parts(path))]
+        f = self._tar.extractfile(member)
+        if f is None:
+            raise ImageError(f"{path} in {self.path} is not a regular file")
+        with f:
+            return f.read(size) if size is not None else f.read()
+
+    def read_small(self, path: str, limit: int = SMALL) -> str | None:
+        entry = self.lookup(path)
+        if entry is None or entry.is_dir or entry.symlink or not 0 < entry.size <= limit:
+            return None
+        return self._read(path, limit).decode("utf-8", "replace")
+
+    def head(self, path: str, size: int) -> bytes:
+        self.file(path)
+        return self._read(path, size)
+
+    def copy(self, path: str, dest: Path, counter: Counter | None = None) -> int:
+        entry = self.file(path)
+        member = self._members["/".join(_parts(path))]
+        src = self._tar.extractfile(member)
+        if src is None:
+            raise ImageError(f"{path} in {self.path} is not a regular file")
+        try:
+            with src, new_file(dest) as dst:
+                while chunk := src.read(CHUNK):
+                    dst.write(chunk)
+                    if counter is not None:
+                        counter.add(f"copy {dest.name}", len(chunk))
+        except (tarfile.TarError, EOFError) as exc:
+            raise ImageError(f"{self.path} is a damaged tarball ({exc})") from None
+        return entry.size
