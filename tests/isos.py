@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import subprocess
 from pathlib import Path
 
-Files = dict[str, bytes | int]  # path in the ISO -> content, or a size for random content
+# path in the ISO -> content, a size for random content, or a file to copy in
+Files = dict[str, bytes | int | Path]
 
 
 def make_iso(
@@ -32,7 +34,9 @@ def make_iso(
     for name, content in files.items():
         target = src / name.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, int):
+        if isinstance(content, Path):
+            shutil.copyfile(content, target)
+        elif isinstance(content, int):
             with target.open("wb") as f:
                 left = content
                 while left:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from .liveimage import LiveImage, LiveImageError
+from .liveimage import live_image as build_live_image
 from .netlab import NetLab, missing_preconditions, traversable_tempdir
 from .sbfiles import CACHE, PackageError, SecureBootFiles, secureboot_files
 
@@ -65,3 +67,13 @@ def sb_files() -> SecureBootFiles:
     except PackageError as exc:
         # Fail, never skip (see `lab`).
         pytest.fail(f"Secure Boot packages not available in {CACHE}:\n{exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def live_image() -> LiveImage:
+    """The suite's live system (build-live-image.sh), built with mmdebstrap on the first run
+    and cached in /var/cache/pxeprov-tests/live for the next ones."""
+    try:
+        return build_live_image()
+    except LiveImageError as exc:
+        pytest.fail(f"the live image could not be built:\n{exc}", pytrace=False)

@@ -694,11 +694,12 @@ class NetLab:
     ) -> BootEvidence:
         """PXE-boot one VM on tap0 until the kernel prints (plus a grace period) or ``limit``.
 
-        ``stop_on``: a regex; once it matches the serial console the VM runs ``stop_grace``
-        seconds more and is stopped, so a boot expected to fail ends as soon as the failure is
-        on record instead of at ``limit``. ``memory_mb``: see ``qemu_argv``. ``marks``: name ->
-        (log file, regex); the evidence's ``marks`` say when (seconds after QEMU start, to the
-        polling interval) each regex first matched what this boot appended to its log file.
+        ``stop_on``: a regex (the kernel then no longer ends the boot); once it matches the serial
+        console the VM runs ``stop_grace`` seconds more and is stopped, so a boot expected to
+        fail ends as soon as the failure is on record instead of at ``limit``. ``memory_mb``: see
+        ``qemu_argv``. ``marks``: name -> (log file, regex); the evidence's ``marks`` say when
+        (seconds after QEMU start, to the polling interval) each regex first matched what this
+        boot appended to its log file.
         """
         if self.ns_a not in self._namespaces:
             raise LabError("lab is not up")
@@ -741,7 +742,8 @@ class NetLab:
                 for name, (log, offset, rx) in watched.items():
                     if name not in seen and rx.search(read_from(log, offset)):
                         seen[name] = now
-                if kernel_after is not None and now - kernel_after >= KERNEL_GRACE:
+                at_kernel = kernel_after is not None and now - kernel_after >= KERNEL_GRACE
+                if stop_re is None and at_kernel:
                     ended_by = "kernel"
                     break
                 if stop_re is not None and stop_after is None and stop_re.search(console):

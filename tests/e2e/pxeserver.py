@@ -13,13 +13,16 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
 
+from pxeprov import state as state_mod
+
 from ..isos import clonezilla_files, make_iso
-from .netlab import A_ADDR, B_ADDR, LEASE_RANGE, VETH_B, BootEvidence, NetLab
+from .netlab import A_ADDR, B_ADDR, LEASE_RANGE, VETH_B, BootEvidence, Dnsmasq, NetLab, Nginx
 
 REPO = Path(__file__).resolve().parents[2]
 DI = Path("/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64")
@@ -181,3 +184,75 @@ def check_boot(
         if not re.search(rf"Command line:.*{re.escape(arg)}", ev.serial):
             problems.append(f"serial: kernel command line lacks {arg!r}")
     assert not problems, "\n".join(["boot failed:", *problems, "", ev.summary()])
+
+
+_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]")
+
+
+def console(serial: str) -> str:
+    """The serial console with terminal control sequences removed."""
+    return _ESCAPES.sub("", serial)
+
+
+def make_default(lab: NetLab, root: Path, name: str) -> None:
+    """The image becomes the menus' default: the state file edited, `pxeprov init` run."""
+    path = root / "etc/pxeprov/pxeprov.toml"
+    current = state_mod.loads(path.read_text())
+    images = tuple(replace(i, default=i.name == name) for i in current.images)
+    path.write_text(state_mod.dumps(current.with_changes(images=images)))
+    pxeprov(lab, root, "init", "--no-install-packages")
+
+
+@dataclass
+class Served:
+    """A rendered root as the lab serves it: its dnsmasq config (and nginx site, when it has
+    one) run in namespace B by `OneAtATime`."""
+
+    name: str  # names the servers' logs and test configs
+    root: Path
+    tftp_root: Path
+    proxy: Dnsmasq | None = None
+    nginx: Nginx | None = None
+
+    @classmethod
+    def of(cls, name: str, root: Path) -> Served:
+        return cls(name, root, root / TFTP_ROOT.lstrip("/"))
+
+    @property
+    def running(self) -> Dnsmasq:
+        assert self.proxy is not None, f"{self.name} is not being served"
+        return self.proxy
+
+
+class OneAtATime:
+    """Serves one root at a time: two proxies on one segment would answer the same clients,
+    and roots' nginx sites want the same address and port."""
+
+    def __init__(self, lab: NetLab) -> None:
+        self.lab = lab
+        self.current: Served | None = None
+
+    def serve(self, served: Served) -> Served:
+        if self.current is served and served.running.proc.poll() is None:
+            return served
+        self.stop()
+        work = self.lab.workdir
+        conf = conf_for_test(served.root / "etc/dnsmasq.d/pxeprov.conf", served.tftp_root,
+                             work / f"{served.name}.conf")  # fmt: skip
+        served.proxy = self.lab.start_dnsmasq(served.name, self.lab.ns_b, conf)
+        self.current = served
+        site = served.root / "etc/nginx/conf.d/pxeprov.conf"
+        if site.is_file():
+            test_site = site_for_test(site, served.tftp_root, work / f"{served.name}-site.conf")
+            served.nginx = self.lab.start_nginx(served.name, self.lab.ns_b, test_site)
+        return served
+
+    def stop(self) -> None:
+        current, self.current = self.current, None
+        if current is None:
+            return
+        if current.proxy is not None:
+            self.lab.stop_dnsmasq(current.proxy)
+        if current.nginx is not None:
+            self.lab.stop_nginx(current.nginx)
+        current.proxy = current.nginx = None
