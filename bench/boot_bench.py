@@ -145,8 +145,7 @@ def render(lab: NetLab, work: Path, transport: Transport, initrd: Path) -> Root:
     with (root / "etc/pxeprov/pxeprov.toml").open("a") as state:
         state.write(STATE_IMAGE)
     init = ["init", "--no-install-packages", "--menu-timeout", "1"]
-    if transport == "http":
-        init += ["--http", "--http-port", str(HTTP_PORT)]
+    init += ["--http", "--http-port", str(HTTP_PORT)] if transport == "http" else ["--no-http"]
     pxeprov(lab, root, *init)
     # Each menu must load the payload the way this case is meant to measure.
     base = f"{HTTP_BASE}/" if transport == "http" else ""

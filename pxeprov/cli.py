@@ -147,6 +147,11 @@ def _print_summary(result: InitResult) -> None:
         typer.echo(f"{'Boot loaders:' if i == 0 else '':<13} {chain.client} -> {chain.summary}")
     if base is not None:
         typer.echo(f"Payloads (kernels, initrds, squashfs) over HTTP from {base}/")
+    else:
+        typer.echo(
+            "Payloads (kernels, initrds, squashfs) over TFTP "
+            "(`pxeprov init --http`: over HTTP, several times faster)"
+        )
     typer.echo("")
     typer.echo(result.guidance, nl=False)
 
@@ -192,10 +197,20 @@ def init(
         bool | None,
         typer.Option(
             "--http/--no-http",
-            help="Also serve the TFTP root with nginx; boot payloads over HTTP [default: no].",
+            help="Serve the TFTP root with nginx too and boot payloads over HTTP [default: yes "
+            "on a new server when nginx can be installed; an existing server keeps its choice].",
         ),
     ] = None,
-    http_port: Annotated[int | None, typer.Option(help="nginx's port [default: 80].")] = None,
+    http_port: Annotated[
+        int | None,
+        typer.Option(help="Port of pxeprov's site [default: 80, or the fallback port if taken]."),
+    ] = None,
+    http_fallback_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Port used when another web server already serves port 80 [default: 8069]."
+        ),
+    ] = None,
     http_base_url: Annotated[
         str | None,
         typer.Option(help="Fetch payloads from this web server or CDN instead ('' = none)."),
@@ -218,6 +233,7 @@ def init(
         uefi_loader=uefi_loader,
         http=http,
         http_port=http_port,
+        http_fallback_port=http_fallback_port,
         http_base_url=http_base_url,
         install_packages=install_packages,
         force=force,

@@ -102,6 +102,9 @@ def check_kinds(state: State, where: str) -> None:
 # ---------------------------------------------------------------- change -> plan -> apply
 
 
+AfterInstall = Callable[[tuple[str, ...]], list[str]]  # what was installed -> notes
+
+
 @dataclass(frozen=True)
 class Change:
     """What a command asks for: the state to reach, image directories to install or delete,
@@ -111,6 +114,11 @@ class Change:
     dirs: tuple[DirAction, ...] = ()
     install: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    # Packages the change can do without: a failed install is a warning, and the change is
+    # asked for again (its Build sees them in machine.packages.failed).
+    optional: tuple[str, ...] = ()
+    # Called with what was installed (before the change is asked for again): notes for the user.
+    after_install: AfterInstall | None = None
 
 
 Build = Callable[[State], Change]  # the state as loaded (under the lock) -> the change
@@ -136,12 +144,12 @@ def plan_change(
     """The plan that brings the root to the change. `preview`: files still to come with a
     package are shown as pending instead of missing."""
     root = machine.root
-    chain, _warnings = boot.resolve_uefi(
-        change.state, root, preview=preview or bool(change.install)
-    )
+    pending = change.install + change.optional
+    chain, _warnings = boot.resolve_uefi(change.state, root, preview=preview or bool(pending))
     boot.check_https(change.state, root, chain)
-    files = render.render(change.state, override_dir(root), chain)
-    plan = make_plan(files, root, change.install, preview=preview)
+    grub_http, _ = boot.grub_over_http(change.state, root, chain, preview=preview or bool(pending))
+    files = render.render(change.state, override_dir(root), chain, grub_http=grub_http)
+    plan = make_plan(files, root, pending, preview=preview)
     return with_dirs(plan, change.dirs), chain
 
 
@@ -154,10 +162,20 @@ def run(machine: Machine, build: Build, *, dry_run: bool = False, force: bool = 
     with session(machine) as notes:
         change = build(load_state(machine.root))
         plan, chain = plan_change(machine, change)
-        installed = change.install
-        if installed:
+        installed: tuple[str, ...] = ()
+        if change.install or change.optional:
             check_conflicts(plan, force)  # reported before anything is installed
-            machine.packages.install(installed)
+            if change.install:
+                machine.packages.install(change.install)
+                installed = change.install
+            if change.optional:
+                failure = machine.packages.try_install(change.optional)
+                if failure is None:
+                    installed += change.optional
+                else:
+                    notes.append(f"could not install {' '.join(change.optional)}: {failure}")
+            if change.after_install is not None:
+                notes += change.after_install(installed)
             change = build(load_state(machine.root))
             plan, chain = plan_change(machine, change)
         outcome = apply_plan(machine, plan, force=force)
@@ -172,7 +190,9 @@ def apply_plan(machine: Machine, plan: Plan, *, force: bool = False) -> Outcome:
 
 
 def uefi_warnings(machine: Machine, state: State, *, preview: bool) -> list[str]:
-    return boot.resolve_uefi(state, machine.root, preview=preview)[1]
+    """What UEFI clients will not get: Secure Boot (iPXE), or their payloads over HTTP."""
+    chain, warnings = boot.resolve_uefi(state, machine.root, preview=preview)
+    return warnings + boot.grub_over_http(state, machine.root, chain, preview=preview)[1]
 
 
 # ---------------------------------------------------------------- the lock and recovery

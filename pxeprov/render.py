@@ -140,8 +140,23 @@ def _src(state: State, path: str) -> str:
     return path if base is None else f"{base}/{path}"
 
 
+def _grub_src(state: State, path: str, over_http: bool) -> str:
+    """A file as GRUB names it: `/path` on the TFTP server it came from, or on the web server
+    as `(http,host:port)/path`."""
+    base = state.payload_base
+    if not over_http or base is None:
+        return f"/{path}"
+    device, below = boot.grub_device(base)
+    return f"{device}{below}/{path}"
+
+
 def _loader_boot(
-    state: State, image: Image, spec: kinds.BootSpec | None, over_http: bool
+    state: State,
+    image: Image,
+    spec: kinds.BootSpec | None,
+    over_http: bool,
+    *,
+    grub: bool = False,
 ) -> LoaderBoot | None:
     if spec is None:
         return None
@@ -149,7 +164,12 @@ def _loader_boot(
         return LoaderBoot("", (), (), "", spec.sanboot)
     args = " ".join(part for part in (spec.args, image.append.strip()) if part)
     syntax.check_args(args, f"kernel arguments of image {image.name!r}")
-    place = (lambda p: _src(state, p)) if over_http else (lambda p: p)
+
+    def place(path: str) -> str:
+        if grub:
+            return _grub_src(state, path, over_http)
+        return _src(state, path) if over_http else path
+
     return LoaderBoot(
         place(spec.kernel),
         tuple(place(i) for i in spec.initrds),
@@ -159,7 +179,8 @@ def _loader_boot(
     )
 
 
-def menu_entry(state: State, image: Image) -> MenuEntry:
+def menu_entry(state: State, image: Image, *, grub_http: bool = False) -> MenuEntry:
+    """`grub_http`: GRUB loads payloads over HTTP (boot.grub_over_http)."""
     kind = kinds.get(image.kind)
     specs = kind.boots(image, served(state))
     if image.unsigned_kernel:
@@ -173,11 +194,11 @@ def menu_entry(state: State, image: Image) -> MenuEntry:
         image.label,
         image.default,
         note,
-        # pxelinux and iPXE load payloads over HTTP when there is HTTP; GRUB over TFTP
+        # iPXE loads payloads over HTTP when there is HTTP, GRUB when it can
         _loader_boot(state, image, specs.get("pxelinux"), True),
         _loader_boot(state, image, specs.get("ipxe-bios"), True),
         _loader_boot(state, image, specs.get("ipxe-uefi"), True),
-        _loader_boot(state, image, specs.get("grub"), False),
+        _loader_boot(state, image, specs.get("grub"), grub_http, grub=True),
     )
 
 
@@ -189,10 +210,10 @@ def _default(entries: list[MenuEntry], loader: str) -> str:
     return ""
 
 
-def context(state: State, chain: UefiChain = "ipxe") -> dict[str, Any]:
+def context(state: State, chain: UefiChain = "ipxe", *, grub_http: bool = False) -> dict[str, Any]:
     if state.network is None:
         raise InputError("the state has no network yet", "run `pxeprov init`")
-    entries = [menu_entry(state, image) for image in state.images]
+    entries = [menu_entry(state, image, grub_http=grub_http) for image in state.images]
     return {
         "chains": boot.served(state, chain),
         "ipxe_script": boot.IPXE_SCRIPT,
@@ -239,12 +260,17 @@ def set_dnsmasq_except(current: bytes | None) -> bytes:
 
 
 def render(
-    state: State, template_override_dir: Path | None = None, chain: UefiChain = "ipxe"
+    state: State,
+    template_override_dir: Path | None = None,
+    chain: UefiChain = "ipxe",
+    *,
+    grub_http: bool = False,
 ) -> list[ManagedFile]:
     """Every file pxeprov manages for `state`, dnsmasq's config last. `chain`: the UEFI boot
-    chain `pxeprov init` resolved (boot.resolve_uefi); the boot chain table says the rest."""
+    chain `pxeprov init` resolved (boot.resolve_uefi); `grub_http`: whether its GRUB loads
+    payloads over HTTP (boot.grub_over_http); the boot chain table says the rest."""
     env = environment(template_override_dir)
-    ctx = context(state, chain)
+    ctx = context(state, chain, grub_http=grub_http)
     tftp = state.tftp_root
     chains = boot.served(state, chain)
     kind_loaders = [f for i in state.images for f in kinds.get(i.kind).loader_files]

@@ -32,6 +32,8 @@ UefiLoader = Literal["auto", "grub", "ipxe"]
 UEFI_LOADERS: tuple[UefiLoader, ...] = ("auto", "grub", "ipxe")
 DNSMASQ_MODES: tuple[DnsmasqMode, ...] = ("drop-in", "main")
 MAX_MENU_TIMEOUT = 3600
+DEFAULT_HTTP_PORT = 80
+DEFAULT_HTTP_FALLBACK_PORT = 8069
 DEFAULT_LOCALE = "en_US.UTF-8"
 DEFAULT_KEYBOARD = "us"
 _LOCALE_RE = re.compile(r"[A-Za-z]{2,3}(_[A-Za-z]{2})?(\.[A-Za-z0-9-]+)?(@[a-z]+)?")
@@ -46,6 +48,12 @@ HEADER = (
     "# pxeprov state: every file pxeprov manages is rendered from this file.\n"
     "# Edit it and run `pxeprov init` (or use pxeprov's commands) to apply a change.\n"
 )
+
+
+def check_port(value: int, what: str) -> int:
+    if not 1 <= value <= 65535:
+        raise InputError(f"{what} {value} must be between 1 and 65535")
+    return value
 
 
 def check_timeout(value: int, what: str = "menu timeout") -> int:
@@ -143,7 +151,9 @@ class State:
     title: str = "pxeprov network boot"
     menu_timeout: int = 10
     http: bool = False  # serve the TFTP root with nginx too, and boot payloads over HTTP
-    http_port: int = 80
+    http_port: int = DEFAULT_HTTP_PORT
+    # The port `init` gives pxeprov's site when another web server already serves port 80.
+    http_fallback_port: int = DEFAULT_HTTP_FALLBACK_PORT
     http_base_url: str = ""  # payloads from another web server (a CDN) instead
     images: tuple[Image, ...] = field(default_factory=tuple)
 
@@ -155,8 +165,8 @@ class State:
             raise InputError(f"uefi_loader must be one of {', '.join(UEFI_LOADERS)}")
         check_text(self.title, "menu.title")
         check_timeout(self.menu_timeout, "menu.timeout")
-        if not 1 <= self.http_port <= 65535:
-            raise InputError(f"http.port {self.http_port} must be between 1 and 65535")
+        check_port(self.http_port, "http.port")
+        check_port(self.http_fallback_port, "http.fallback_port")
         if self.http_base_url:
             check_url(self.http_base_url, "http.base_url")
         names = [image.name for image in self.images]
@@ -246,11 +256,13 @@ def _from_dict(data: dict[str, Any], where: str) -> State:
         kwargs["title"] = _typed(menu, "title", str, where)
     if "timeout" in menu:
         kwargs["menu_timeout"] = _typed(menu, "timeout", int, where)
-    http = _table(data, "http", {"enabled", "port", "base_url"}, where)
+    http = _table(data, "http", {"enabled", "port", "fallback_port", "base_url"}, where)
     if "enabled" in http:
         kwargs["http"] = _typed(http, "enabled", bool, where)
     if "port" in http:
         kwargs["http_port"] = _typed(http, "port", int, where)
+    if "fallback_port" in http:
+        kwargs["http_fallback_port"] = _typed(http, "fallback_port", int, where)
     if "base_url" in http:
         kwargs["http_base_url"] = _typed(http, "base_url", str, where)
     images = data.get("images", [])
@@ -307,6 +319,7 @@ def dumps(state: State) -> str:
     data["http"] = {
         "enabled": state.http,
         "port": state.http_port,
+        "fallback_port": state.http_fallback_port,
         "base_url": state.http_base_url,
     }
     if state.images:

@@ -77,7 +77,9 @@ NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _COMPONENT_RE = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")
 _IFACE_RE = re.compile(r"[A-Za-z0-9_.+-]{1,15}")
 _BARE_RE = re.compile(r"[A-Za-z0-9._+/-]+")  # dnsmasq and nginx words written without quotes
-_GRUB_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./:=,+@%-")
+# Parentheses are ordinary characters in GRUB's lexer (grub-core/script/yylex.l): devices such
+# as (http,10.0.0.2:8069) stay readable.
+_GRUB_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./:=,+@%-()")
 _URL_RE = re.compile(r"https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~/%+-]*)?")
 _IPXE_TERMINATORS = (";", "&&", "||")
 

@@ -88,6 +88,8 @@ class Packages:
     def __init__(self, policy_rc_d: Path = _POLICY_RC_D, runner: Runner | None = None) -> None:
         self._policy_rc_d = policy_rc_d
         self._run: Runner = runner or run
+        self._updated = False
+        self.failed: set[str] = set()  # what try_install could not install in this run
 
     def missing(self, names: Sequence[str]) -> list[str]:
         if not have("dpkg-query"):
@@ -105,9 +107,21 @@ class Packages:
         holds port 53 and then fails the install; nginx: a default site on every address);
         pxeprov starts them once its own config is in place."""
         env = {"DEBIAN_FRONTEND": "noninteractive"}
-        self._run(["apt-get", "update"], env=env)
+        if not self._updated:
+            self._run(["apt-get", "update"], env=env)
+            self._updated = True
         with self._no_dnsmasq_start():
             self._run(["apt-get", "install", "-y", "--no-install-recommends", *names], env=env)
+
+    def try_install(self, names: Sequence[str]) -> str | None:
+        """Install packages the server can do without: a failure is returned in words (and
+        remembered in `failed`), not raised."""
+        try:
+            self.install(names)
+        except CommandError as exc:
+            self.failed.update(names)
+            return exc.message
+        return None
 
     @contextlib.contextmanager
     def _no_dnsmasq_start(self) -> Iterator[None]:

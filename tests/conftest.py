@@ -33,15 +33,24 @@ def loader_root(tmp_path: Path) -> Path:
     return root
 
 
-def add_signed_uefi_loaders(root: Path, proxy_support: bool = True) -> None:
+# What pxeprov looks for in Debian's signed GRUB (grubnetx64.efi.signed of 2.12): its http
+# module's request strings, with a port in the Host header (boot/binaries.py).
+GRUB_HTTP = b"\0GET \0 HTTP/1.1\r\nHost: \0:%d\0\r\nUser-Agent: GRUB 2.12\r\n\0"
+GRUB_HTTP_PORT_80_ONLY = b"\0GET \0 HTTP/1.1\r\nHost: \0\r\nUser-Agent: GRUB\r\n\0"
+
+
+def add_signed_uefi_loaders(
+    root: Path, proxy_support: bool = True, http: bytes = GRUB_HTTP
+) -> None:
     """Stand-ins for shim and Debian's signed netboot GRUB (the real ones boot in tests/e2e):
-    only what pxeprov looks at, the proxyDHCP support of GRUB >= 2.12, is in them."""
+    only what pxeprov looks at, the proxyDHCP support of GRUB >= 2.12 and its http module, is
+    in them."""
     shim, grub = (root / str(f.sources[0]).lstrip("/") for f in SHIM_GRUB_FILES)
     for path in (shim, grub):
         path.parent.mkdir(parents=True, exist_ok=True)
     shim.write_bytes(b"MZ stand-in for shimx64.efi.signed")
     marker = b"setting values from proxy offer" if proxy_support else b"GRUB 2.06"
-    grub.write_bytes(b"MZ stand-in for grubnetx64.efi.signed " + marker)
+    grub.write_bytes(b"MZ stand-in for grubnetx64.efi.signed " + marker + http)
 
 
 Cli = Callable[..., Result]

@@ -21,6 +21,8 @@ from pxeprov.system import Packages
 from .conftest import NET, Cli, override_template, snapshot
 
 TFTP = "var/lib/tftpboot"
+# Most tests here read pxelinux's menu, so they serve over TFTP (--no-http); a new server's
+# default, HTTP, is tested in test_http.py.
 SERVED = [
     "pxelinux.0",
     "ldlinux.c32",
@@ -35,7 +37,7 @@ DROP_IN = "etc/dnsmasq.d/pxeprov.conf"
 
 
 def test_init_creates_a_working_server_tree(loader_root: Path, cli: Cli) -> None:
-    r = cli(loader_root, "init", *NET, "--menu-timeout", "4", "--title", "Lab boot")
+    r = cli(loader_root, "init", *NET, "--no-http", "--menu-timeout", "4", "--title", "Lab boot")
     assert r.exit_code == 0, r.stderr
     for name in SERVED:
         p = loader_root / TFTP / name
@@ -78,7 +80,7 @@ def test_rerun_changes_nothing_and_says_so(loader_root: Path, cli: Cli) -> None:
 
 
 def test_changed_option_updates_only_what_it_touches(loader_root: Path, cli: Cli) -> None:
-    assert cli(loader_root, "init", *NET).exit_code == 0
+    assert cli(loader_root, "init", *NET, "--no-http").exit_code == 0
     conf_before = (loader_root / DROP_IN).read_bytes()
     r = cli(loader_root, "init", "--menu-timeout", "2")
     assert r.exit_code == 0, r.stderr
@@ -92,7 +94,7 @@ def test_changed_option_updates_only_what_it_touches(loader_root: Path, cli: Cli
 
 def test_dry_run_writes_nothing(loader_root: Path, cli: Cli) -> None:
     before = snapshot(loader_root)
-    r = cli(loader_root, "init", *NET, "--dry-run")
+    r = cli(loader_root, "init", *NET, "--no-http", "--dry-run")
     assert r.exit_code == 0, r.stderr
     assert snapshot(loader_root) == before  # not even the lock file
     assert "Plan (nothing is written):" in r.stdout
@@ -103,7 +105,7 @@ def test_dry_run_writes_nothing(loader_root: Path, cli: Cli) -> None:
 
 
 def test_dry_run_after_init_shows_only_the_change(loader_root: Path, cli: Cli) -> None:
-    assert cli(loader_root, "init", *NET).exit_code == 0
+    assert cli(loader_root, "init", *NET, "--no-http").exit_code == 0
     before = snapshot(loader_root)
     r = cli(loader_root, "init", "--title", "New title", "--dry-run")
     assert r.exit_code == 0, r.stderr
@@ -114,7 +116,7 @@ def test_dry_run_after_init_shows_only_the_change(loader_root: Path, cli: Cli) -
 
 
 def test_render_prints_every_file_and_diff(loader_root: Path, cli: Cli) -> None:
-    assert cli(loader_root, "init", *NET).exit_code == 0
+    assert cli(loader_root, "init", *NET, "--no-http").exit_code == 0
     r = cli(loader_root, "render")
     assert r.exit_code == 0, r.stderr
     for name in ["/etc/dnsmasq.d/pxeprov.conf", "/var/lib/tftpboot/boot.ipxe"]:
@@ -130,7 +132,7 @@ def test_render_prints_every_file_and_diff(loader_root: Path, cli: Cli) -> None:
 
 def test_dry_run_works_before_the_packages_are_installed(tmp_path: Path, cli: Cli) -> None:
     """No boot loaders under this root yet: the dry run shows the plan, the real run refuses."""
-    r = cli(tmp_path, "init", *NET, "--dry-run")
+    r = cli(tmp_path, "init", *NET, "--no-http", "--dry-run")
     assert r.exit_code == 0, r.stderr
     assert (
         "would create after install /var/lib/tftpboot/pxelinux.0  "
@@ -138,7 +140,7 @@ def test_dry_run_works_before_the_packages_are_installed(tmp_path: Path, cli: Cl
     ) in r.stdout
     assert "+port=0" in r.stdout
     assert list(tmp_path.iterdir()) == []
-    r = cli(tmp_path, "init", *NET)
+    r = cli(tmp_path, "init", *NET, "--no-http")
     _assert_clean_error(
         r, 4, "/usr/lib/PXELINUX/pxelinux.0 is missing (install the package pxelinux"
     )
@@ -158,7 +160,8 @@ def test_dry_run_on_a_fresh_system_would_install(monkeypatch: pytest.MonkeyPatch
     machine = Machine(root=Root.of("/"), packages=NothingInstalled())
     options = InitOptions(network=NetworkRequest("lo", "127.0.0.1", "127.0.0.0/8"))
     result = init(machine, options, dry_run=True)
-    assert result.install_note == "install: dnsmasq pxelinux syslinux-common ipxe"
+    # a new server serves payloads over HTTP: nginx comes too
+    assert result.install_note == "install: dnsmasq pxelinux syslinux-common ipxe nginx"
     assert result.outcome is None
     assert any(a.path.name == "pxeprov.conf" for a in result.plan.files)
 
@@ -170,7 +173,7 @@ def test_list(loader_root: Path, cli: Cli) -> None:
         '[[images]]\nname = "cz"\nlabel = "Clonezilla"\nkind = "clonezilla"\n'
         'kernel = "images/cz/vmlinuz"\ninitrd = "images/cz/initrd.img"\ndefault = true\n'
     )
-    assert cli(loader_root, "init", *NET).exit_code == 0
+    assert cli(loader_root, "init", *NET, "--no-http").exit_code == 0
     r = cli(loader_root, "list")
     assert r.exit_code == 0
     lines = r.stdout.splitlines()
@@ -255,7 +258,7 @@ def test_unwritable_root(loader_root: Path, cli: Cli) -> None:
 
 
 def test_hand_edited_file_is_kept_until_force(loader_root: Path, cli: Cli) -> None:
-    assert cli(loader_root, "init", *NET).exit_code == 0
+    assert cli(loader_root, "init", *NET, "--no-http").exit_code == 0
     menu = loader_root / TFTP / "pxelinux.cfg/default"
     edited = menu.read_text().replace("PROMPT 0", "PROMPT 1")
     menu.write_text(edited)
@@ -280,7 +283,7 @@ def test_existing_unmanaged_menu_is_not_overwritten(loader_root: Path, cli: Cli)
     menu = loader_root / TFTP / "pxelinux.cfg/default"
     menu.parent.mkdir(parents=True)
     menu.write_text("DEFAULT linux\nLABEL linux\n  KERNEL vmlinuz\n")
-    r = cli(loader_root, "init", *NET)
+    r = cli(loader_root, "init", *NET, "--no-http")
     _assert_clean_error(r, 3, "exists and was not written by pxeprov")
     assert menu.read_text() == "DEFAULT linux\nLABEL linux\n  KERNEL vmlinuz\n"
     assert not (loader_root / DROP_IN).exists()

@@ -31,8 +31,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def server(loader_root: Path, cli: Cli) -> Path:
-    """A root where `pxeprov init` has run (serving on lo, 127.0.0.1)."""
-    r = cli(loader_root, "init", *NET)
+    """A root where `pxeprov init --no-http` has run (serving on lo, 127.0.0.1, over TFTP: the
+    tests read pxelinux's menu)."""
+    r = cli(loader_root, "init", *NET, "--no-http")
     assert r.exit_code == 0, r.stderr
     return loader_root
 

@@ -118,7 +118,7 @@ def test_only_the_directories_asked_for_are_read(tmp_path: Path) -> None:
 def server(loader_root: Path, cli: Cli) -> Path:
     add_signed_uefi_loaders(loader_root)  # the GRUB chain too: grub.cfg is rendered and checked
     r = cli(loader_root, "init", "--interface", "lo", "--address", "127.0.0.1",
-            "--subnet", "127.0.0.0/8", "--uefi-loader", "grub")  # fmt: skip
+            "--subnet", "127.0.0.0/8", "--uefi-loader", "grub", "--no-http")  # fmt: skip
     assert r.exit_code == 0, r.stderr
     return loader_root
 

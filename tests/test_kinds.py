@@ -72,7 +72,7 @@ def test_a_kind_registered_elsewhere_is_one_like_the_others(
     toolbox: Toolbox, loader_root: Path, cli: Cli, tmp_path: Path
 ) -> None:
     assert "toolbox" in kinds.names()
-    assert cli(loader_root, "init", *NET).exit_code == 0
+    assert cli(loader_root, "init", *NET, "--no-http").exit_code == 0
     r = cli(loader_root, "add-image", str(toolbox_iso(tmp_path)), "--name", "tb")
     assert r.exit_code == 0, r.stderr
     folder = loader_root / TFTP / "images/tb"
@@ -93,7 +93,7 @@ def test_a_kind_registered_elsewhere_is_one_like_the_others(
 def test_a_kind_that_needs_http_says_so(loader_root: Path, cli: Cli, tmp_path: Path) -> None:
     kinds.register(NeedsHttp())
     try:
-        assert cli(loader_root, "init", *NET).exit_code == 0
+        assert cli(loader_root, "init", *NET, "--no-http").exit_code == 0
         before = snapshot(loader_root)
         r = cli(loader_root, "add-image", str(toolbox_iso(tmp_path)), "--name", "tb")
         assert r.exit_code == 2 and "run `pxeprov init --http` first" in r.stderr

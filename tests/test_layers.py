@@ -17,7 +17,13 @@ FLOORS: list[tuple[str, ...]] = [
     ("pxeprov.errors",),
     ("pxeprov.paths", "pxeprov.syntax", "pxeprov.progress"),
     ("pxeprov.fsutil", "pxeprov.system"),
-    ("pxeprov.state", "pxeprov.network", "pxeprov.menucheck", "pxeprov.journal"),
+    (
+        "pxeprov.state",
+        "pxeprov.network",
+        "pxeprov.httpport",
+        "pxeprov.menucheck",
+        "pxeprov.journal",
+    ),
     ("pxeprov.boot", "pxeprov.images"),  # the boot-chain table; pure image code
     ("pxeprov.render",),
     ("pxeprov.plan",),

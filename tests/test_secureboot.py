@@ -21,7 +21,7 @@ DROP_IN = "etc/dnsmasq.d/pxeprov.conf"
 
 def test_grub_chain(loader_root: Path, cli: Cli) -> None:
     add_signed_uefi_loaders(loader_root)
-    r = cli(loader_root, "init", *NET, "--uefi-loader", "grub")
+    r = cli(loader_root, "init", *NET, "--no-http", "--uefi-loader", "grub")
     assert r.exit_code == 0, r.stderr
     for name in ("shimx64.efi", "grubx64.efi", "grub/grub.cfg", "pxelinux.0"):
         assert (loader_root / TFTP / name).is_file(), name
@@ -41,7 +41,7 @@ def test_grub_chain(loader_root: Path, cli: Cli) -> None:
 
 
 def test_switching_chains_removes_the_other_chain(loader_root: Path, cli: Cli) -> None:
-    assert cli(loader_root, "init", *NET, "--uefi-loader", "ipxe").exit_code == 0
+    assert cli(loader_root, "init", *NET, "--no-http", "--uefi-loader", "ipxe").exit_code == 0
     assert (loader_root / TFTP / "boot.ipxe").is_file()
     add_signed_uefi_loaders(loader_root)
     r = cli(loader_root, "init", "--uefi-loader", "grub")

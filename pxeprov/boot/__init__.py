@@ -4,8 +4,9 @@ rows a server serves (here)."""
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pxeprov.boot.binaries import grub_supports_proxy, ipxe_supports_https
+from pxeprov.boot.binaries import grub_http, grub_supports_proxy, ipxe_supports_https
 from pxeprov.boot.chains import (
     CHAINS,
     HTTP_PACKAGES,
@@ -24,6 +25,7 @@ from pxeprov.state import State
 
 __all__ = [
     "CHAINS",
+    "HTTP_PACKAGES",
     "IPXE_SCRIPT",
     "MENUS",
     "SIGNED_GRUB",
@@ -32,6 +34,8 @@ __all__ = [
     "LoaderFile",
     "UefiChain",
     "check_https",
+    "grub_device",
+    "grub_over_http",
     "grub_supports_proxy",
     "ipxe_supports_https",
     "loader_files",
@@ -128,3 +132,36 @@ def check_https(state: State, root: Root, uefi: UefiChain) -> None:
                     "built without TLS (as Debian 12's ipxe package is)",
                     "give an http:// URL, or install an ipxe package built with HTTPS",
                 )
+
+
+def grub_device(base: str) -> tuple[str, str]:
+    """GRUB's name for an http:// base URL: the device `(http,host[:port])` and the path below
+    it (without a trailing slash)."""
+    parts = urlsplit(base)
+    return f"(http,{parts.netloc})", parts.path.rstrip("/")
+
+
+def grub_over_http(
+    state: State, root: Root, uefi: UefiChain, *, preview: bool = False
+) -> tuple[bool, list[str]]:
+    """Whether GRUB's menu loads kernels and initrds over HTTP (when there is HTTP and the
+    signed GRUB can), and why not when it cannot although there is HTTP."""
+    base = state.payload_base
+    if uefi != "grub" or base is None:
+        return False, []
+    tftp = "Secure Boot clients (GRUB) load kernels and initrds over TFTP"
+    if not base.startswith("http://"):
+        return False, [f"{tftp}: GRUB cannot fetch https:// URLs ({base})"]
+    found = grub_http(root.path(SIGNED_GRUB))
+    if found is None:  # comes with its package (Debian's signed netboot GRUB has http)
+        return preview, []
+    has_http, any_port = found
+    if not has_http:
+        return False, [f"{tftp}: the signed GRUB ({SIGNED_GRUB}) has no http module"]
+    port = urlsplit(base).port or 80
+    if port != 80 and not any_port:
+        return False, [
+            f"{tftp}: the signed GRUB ({SIGNED_GRUB}) fetches over HTTP from port 80 only, "
+            f"and payloads are on port {port}"
+        ]
+    return True, []

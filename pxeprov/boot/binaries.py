@@ -3,6 +3,9 @@
 - Debian's signed netboot GRUB takes its server from a proxyDHCP offer only from 2.12 on
   ("efinet: Add DHCP proxy support"); strings of that code are in the signed image. GRUB 2.06
   asks the ordinary DHCP server for its files instead and cannot boot through a proxy at all.
+- GRUB's http module sends requests it writes with the strings below (grub-core/net/http.c);
+  from 2.12 on it also puts a port other than 80 in the Host header (":%d"), where older ones
+  could not talk to any other port. Debian's signed netboot GRUB has the module built in.
 - iPXE's URI openers are a table of scheme names; a build with HTTPS has the NUL-terminated
   string "https" among them. Debian 12's ipxe (1.0.0+git-20190125) has none: no TLS at all;
   Debian 13's has. PXE images (.kpxe, .pxe) hold iPXE LZMA-compressed (iPXE's util/zbin.c: raw
@@ -17,6 +20,8 @@ from pathlib import Path
 
 _PROXY_SUPPORT = b"setting values from proxy offer"
 _HTTPS_SCHEME = b"\0https\0"
+_GRUB_HTTP = b"\0 HTTP/1.1\r\nHost: \0"
+_GRUB_HTTP_PORT = b"\0 HTTP/1.1\r\nHost: \0:%d\0"
 _IPXE_LZMA = [{"id": lzma.FILTER_LZMA1, "lc": 2, "lp": 0, "pb": 0, "dict_size": 1 << 23}]
 _MAX_LOADER = 16 << 20
 
@@ -33,6 +38,15 @@ def grub_supports_proxy(path: Path) -> bool | None:
     """True/False for the signed GRUB at `path`; None when there is none."""
     data = _read(path)
     return None if data is None else _PROXY_SUPPORT in data
+
+
+def grub_http(path: Path) -> tuple[bool, bool] | None:
+    """Whether the GRUB at `path` fetches over HTTP, and whether from any port (not only 80);
+    None when there is none."""
+    data = _read(path)
+    if data is None:
+        return None
+    return _GRUB_HTTP in data, _GRUB_HTTP_PORT in data
 
 
 def ipxe_supports_https(path: Path) -> bool | None:

@@ -177,7 +177,8 @@ def _uefi(transport: Transport, loader: Loader) -> Chain:
     )
 
 
-# The table. GRUB loads kernels over TFTP on both transports for now (its http module: later).
+# The table. With HTTP, GRUB loads kernels and initrds from nginx when the signed GRUB has its
+# http module (boot.grub_over_http), else over TFTP as without HTTP.
 CHAINS: tuple[Chain, ...] = (
     _bios(
         "tftp",

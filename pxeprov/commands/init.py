@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from pxeprov import boot, pipeline, render, syntax
+from pxeprov import boot, httpport, pipeline, render, syntax, system
 from pxeprov import state as state_mod
 from pxeprov.apply import Outcome
 from pxeprov.boot import UefiChain
 from pxeprov.errors import InputError
 from pxeprov.network import NetworkRequest, resolve
+from pxeprov.paths import Root
 from pxeprov.pipeline import Change, Machine
 from pxeprov.plan import Plan
 from pxeprov.state import State
@@ -28,6 +29,7 @@ class InitOptions:
     uefi_loader: str | None = None
     http: bool | None = None
     http_port: int | None = None
+    http_fallback_port: int | None = None
     http_base_url: str | None = None
     install_packages: bool = True
     force: bool = False
@@ -55,8 +57,10 @@ def check_options(options: InitOptions) -> None:
         state_mod.check_timeout(options.menu_timeout, "--menu-timeout")
     if options.title is not None:
         syntax.check_text(options.title, "--title")
-    if options.http_port is not None and not 1 <= options.http_port <= 65535:
-        raise InputError(f"--http-port {options.http_port} must be between 1 and 65535")
+    if options.http_port is not None:
+        state_mod.check_port(options.http_port, "--http-port")
+    if options.http_fallback_port is not None:
+        state_mod.check_port(options.http_fallback_port, "--http-fallback-port")
     if options.http_base_url:
         syntax.check_url(options.http_base_url, "--http-base-url")
 
@@ -76,23 +80,124 @@ def desired_state(
         changes["dnsmasq_config"] = state_mod.cast_mode(options.dnsmasq_config)
     if options.uefi_loader is not None:
         changes["uefi_loader"] = state_mod.cast_loader(options.uefi_loader)
-    for name in ("http", "http_port", "http_base_url"):
+    for name in ("http", "http_fallback_port", "http_base_url"):
         if getattr(options, name) is not None:
             changes[name] = getattr(options, name)
-    return previous.with_changes(**changes), warnings
+    state = previous.with_changes(**changes)
+    if options.http is None and previous.network is None:
+        # A new server serves payloads over HTTP when it can have nginx.
+        state, note = _default_http(machine, options, state)
+        warnings += note
+    if state.http:
+        port, note = _http_port(machine, options, previous, state)
+        state = state.with_changes(http_port=port)
+        warnings += note
+    elif options.http_port is not None:
+        state = state.with_changes(http_port=options.http_port)
+    return state, warnings
 
 
-def _packages(machine: Machine, options: InitOptions, state: State) -> tuple[list[str], str]:
-    """The packages to install, and what happens to packages, in words."""
+def _nginx_obtainable(machine: Machine, options: InitOptions) -> str:
+    """Why nginx cannot be had on this run ("" when it is installed or will be)."""
+    if system.have("nginx"):
+        return ""
+    if "nginx" in machine.packages.failed:
+        return "nginx could not be installed"
+    if not machine.root.is_system:
+        return "nginx is not installed (and --root is not /)"
+    if not options.install_packages:
+        return "nginx is not installed (and --no-install-packages)"
+    return ""
+
+
+def _default_http(machine: Machine, options: InitOptions, state: State) -> tuple[State, list[str]]:
+    if state.http_base_url:
+        return state, []  # payloads come from that web server: nginx would serve nothing
+    why = _nginx_obtainable(machine, options)
+    if not why:
+        return state.with_changes(http=True), []
+    return state.with_changes(http=False), [
+        f"payloads go over TFTP: {why}. HTTP is several times faster for large images: "
+        "install nginx, then run `pxeprov init --http`"
+    ]
+
+
+def _http_port(
+    machine: Machine, options: InitOptions, previous: State, state: State
+) -> tuple[int, list[str]]:
+    """The port of pxeprov's site: --http-port; else the one it already serves on; else 80,
+    or the fallback port when another web server serves port 80 already. pxeprov's site never
+    takes the place of another one (it listens on this server's address, which nginx prefers
+    to any wildcard `listen`)."""
+    assert state.network is not None
+    address = state.network.address
+
+    def taken(port: int) -> list[str]:
+        return httpport.holders(machine.root, address, port)
+
+    if options.http_port is not None:
+        held = taken(options.http_port)
+        if held:
+            raise InputError(
+                f"--http-port {options.http_port}: {held[0]}; pxeprov will not take its place",
+                "choose a free port, or --no-http for TFTP only",
+            )
+        return options.http_port, []
+    if previous.http and previous.network is not None:
+        held = taken(previous.http_port)
+        if not held:
+            return previous.http_port, []
+        return previous.http_port, [
+            f"port {previous.http_port} of pxeprov's site is also served by {held[0]}; "
+            "requests to this server's address reach pxeprov's site only "
+            "(`pxeprov init --http-port N` moves it)"
+        ]
+    port = previous.http_port
+    held = taken(port)
+    if not held:
+        return port, []
+    fallback = state.http_fallback_port
+    held_too = taken(fallback)
+    if held_too:
+        raise InputError(
+            f"port {port} is in use ({held[0]}) and so is the fallback port {fallback} "
+            f"({held_too[0]}); pxeprov will not take their place",
+            "choose a free port with --http-port N, or --no-http for TFTP only",
+        )
+    return fallback, [
+        f"port {port} is in use ({held[0]}): pxeprov's site serves on port {fallback} instead "
+        "and leaves that one alone (--http-port N to choose)"
+    ]
+
+
+def _packages(
+    machine: Machine, options: InitOptions, state: State, optional: tuple[str, ...]
+) -> tuple[list[str], list[str], str]:
+    """The packages to install (needed, and those the server can do without), and what happens
+    to packages, in words."""
     wanted = boot.packages(state)
     if not machine.root.is_system:
-        return [], "skipped: package installation (--root is not /)"
+        return [], [], "skipped: package installation (--root is not /)"
     if not options.install_packages:
-        return [], "skipped: package installation (--no-install-packages)"
+        return [], [], "skipped: package installation (--no-install-packages)"
     missing = machine.packages.missing(wanted)
+    needed = [p for p in missing if p not in optional]
+    extra = [p for p in missing if p in optional]
     if missing:
-        return missing, f"install: {' '.join(missing)}"
-    return [], f"unchanged: packages {' '.join(wanted)} (installed)"
+        return needed, extra, f"install: {' '.join(missing)}"
+    return [], [], f"unchanged: packages {' '.join(wanted)} (installed)"
+
+
+def _retire_default_site(root: Root, had_nginx: bool) -> pipeline.AfterInstall:
+    """Debian's nginx package enables a default site on every address's port 80; when pxeprov
+    has just installed nginx (it was not there before), nobody uses that site yet, and it goes."""
+
+    def after(installed: tuple[str, ...]) -> list[str]:
+        if had_nginx or not set(boot.HTTP_PACKAGES) & set(installed):
+            return []
+        return httpport.disable_default_site(root)
+
+    return after
 
 
 def init(machine: Machine, options: InitOptions, *, dry_run: bool = False) -> InitResult:
@@ -100,10 +205,21 @@ def init(machine: Machine, options: InitOptions, *, dry_run: bool = False) -> In
     check_options(options)
     notes: dict[str, str] = {}
 
+    had_nginx = system.have("nginx")
+
     def build(previous: State) -> Change:
         state, warnings = desired_state(machine, options, previous)
-        install, notes["install"] = _packages(machine, options, state)
-        return Change(state, install=tuple(install), warnings=tuple(warnings))
+        # nginx is optional where HTTP is only the default: without it, TFTP
+        defaulted = options.http is None and previous.network is None
+        optional = boot.HTTP_PACKAGES if defaulted and state.http else ()
+        install, extra, notes["install"] = _packages(machine, options, state, optional)
+        return Change(
+            state,
+            install=tuple(install),
+            optional=tuple(extra),
+            warnings=tuple(warnings),
+            after_install=_retire_default_site(machine.root, had_nginx),
+        )
 
     done = pipeline.run(machine, build, dry_run=dry_run, force=options.force)
     state = done.change.state

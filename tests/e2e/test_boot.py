@@ -69,7 +69,8 @@ def server(lab: NetLab, make_dir: MakeDir) -> Iterator[Server]:
         pytest.fail("e2e preconditions not met:\n  " + "\n  ".join(problems), pytrace=False)
     root = make_dir("pxeprov-e2e-root-")
     build_root(root)
-    pxeprov(lab, root, "init", "--no-install-packages", "--menu-timeout", "1")
+    # --no-http: everything over TFTP (a new server's default is HTTP: test_http_default.py)
+    pxeprov(lab, root, "init", "--no-install-packages", "--menu-timeout", "1", "--no-http")
     iso = clonezilla_iso(make_dir("pxeprov-e2e-iso-"))
     pxeprov(lab, root, "add-image", str(iso), "--name", ISO_NAME, "--default", "--append", CONSOLE)
     conf = root / "etc/dnsmasq.d/pxeprov.conf"

@@ -47,7 +47,7 @@ def _console_text(serial: str) -> str:
 def _served(lab: NetLab, make_dir: MakeDir, files: SecureBootFiles, loader: str) -> Path:
     root = make_dir(f"pxeprov-e2e-hostile-{loader}-")
     build_root(root, {SHIM: files.shim, GRUB: files.grub})
-    pxeprov(lab, root, "init", "--no-install-packages", "--menu-timeout", "4",
+    pxeprov(lab, root, "init", "--no-install-packages", "--menu-timeout", "4", "--no-http",
             "--uefi-loader", loader, "--title", LABEL)  # fmt: skip
     iso = clonezilla_iso(make_dir("pxeprov-e2e-hostile-iso-"))
     pxeprov(lab, root, "add-image", str(iso), "--name", ISO_NAME, "--default", "--label", LABEL,

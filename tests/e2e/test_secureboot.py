@@ -132,7 +132,8 @@ def render(
     lab: NetLab, root: Path, iso: Path, uefi_loader: str, files: SecureBootFiles
 ) -> Rendered:
     build_root(root, {SHIM: files.shim, GRUB: files.grub})
-    init = ("init", "--no-install-packages", "--menu-timeout", "1", "--uefi-loader", uefi_loader)
+    init = ("init", "--no-install-packages", "--menu-timeout", "1", "--no-http",
+            "--uefi-loader", uefi_loader)  # fmt: skip
     pxeprov(lab, root, *init)
     pxeprov(lab, root, "add-image", str(iso), "--name", ISO_NAME, "--default", "--append", CONSOLE)
     conf = root / "etc/dnsmasq.d/pxeprov.conf"

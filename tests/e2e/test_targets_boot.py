@@ -23,22 +23,22 @@ from pathlib import Path
 import pytest
 
 from pxeprov import menucheck
-from pxeprov import state as state_mod
 
 from ..isos import Files, make_iso
 from ..test_targets import TREEINFO
 from .conftest import MakeDir
-from .netlab import B_ADDR, Dnsmasq, NetLab, Nginx, missing_files
+from .netlab import B_ADDR, Dnsmasq, NetLab, missing_files
 from .pxeserver import (
     DI,
     LOADERS,
-    TFTP_ROOT,
     UNDIONLY,
+    OneAtATime,
+    Served,
     build_root,
-    conf_for_test,
+    console,
     pxeprov,
-    site_for_test,
 )
+from .pxeserver import make_default as make_root_default
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -51,7 +51,6 @@ ISO_MARK = "pxeprov.iso-kind=booted"
 MEMTEST_MARK = r"Status: Testing"  # memtest86+ running its tests (not its menu label)
 BOOT_LIMIT = 150.0
 MACS = {"bios": "52:54:00:77:0a:01", "uefi": "52:54:00:77:0a:02"}
-_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]")
 
 
 def kernel() -> bytes:
@@ -96,58 +95,11 @@ def rescue_iso(directory: Path) -> Path:
     return out
 
 
-@dataclass
-class Server:
-    root: Path
-    tftp_root: Path
-    http: bool
-    proxy: Dnsmasq | None = None
-    nginx: Nginx | None = None
-
-
-class Servers:
-    """The two roots; only one serves the lab at a time (two proxies on one segment would
-    answer the same clients)."""
-
-    def __init__(self, lab: NetLab, http: Server, tftp: Server) -> None:
-        self.lab = lab
-        self.http = http
-        self.tftp = tftp
-
-    def serve(self, server: Server) -> Server:
-        other = self.tftp if server is self.http else self.http
-        self._stop(other)
-        if server.proxy is None:
-            conf = conf_for_test(server.root / "etc/dnsmasq.d/pxeprov.conf", server.tftp_root,
-                                 self.lab.workdir / f"targets-{server.http}.conf")  # fmt: skip
-            server.proxy = self.lab.start_dnsmasq(f"targets-{server.http}", self.lab.ns_b, conf)
-        if server.http and server.nginx is None:
-            site = site_for_test(
-                server.root / "etc/nginx/conf.d/pxeprov.conf",
-                server.tftp_root,
-                self.lab.workdir / "targets-site.conf",
-            )
-            server.nginx = self.lab.start_nginx("targets", self.lab.ns_b, site)
-        return server
-
-    def _stop(self, server: Server) -> None:
-        if server.proxy is not None:
-            self.lab.stop_dnsmasq(server.proxy)
-            server.proxy = None
-        if server.nginx is not None:
-            self.lab.stop_nginx(server.nginx)
-            server.nginx = None
-
-    def close(self) -> None:
-        self._stop(self.http)
-        self._stop(self.tftp)
-
-
-def _render(lab: NetLab, make_dir: MakeDir, http: bool) -> Server:
+def _render(lab: NetLab, make_dir: MakeDir, http: bool) -> Served:
     name = "http" if http else "tftp"
     root = make_dir(f"pxeprov-e2e-targets-{name}-")
     build_root(root, {UNDIONLY: UNDIONLY, MEMDISK: MEMDISK})
-    options = ["--http", "--http-port", str(HTTP_PORT)] if http else []
+    options = ["--http", "--http-port", str(HTTP_PORT)] if http else ["--no-http"]
     pxeprov(lab, root, "init", "--no-install-packages", "--menu-timeout", "1", *options)
     work = make_dir(f"pxeprov-e2e-targets-src-{name}-")
     sources: dict[str, tuple[Path, list[str]]] = {
@@ -161,7 +113,7 @@ def _render(lab: NetLab, make_dir: MakeDir, http: bool) -> Server:
     for image, (path, extra) in sources.items():
         append = CONSOLE if image != "mt" else "console=ttyS0,115200"
         pxeprov(lab, root, "add-image", str(path), "--name", image, "--append", append, *extra)
-    return Server(root, root / TFTP_ROOT.lstrip("/"), http)
+    return Served.of(f"targets-{name}", root)
 
 
 def _memtest_dir(work: Path) -> Path:
@@ -172,6 +124,13 @@ def _memtest_dir(work: Path) -> Path:
     return folder
 
 
+@dataclass
+class Servers:
+    one: OneAtATime
+    http: Served
+    tftp: Served
+
+
 @pytest.fixture(scope="module")
 def servers(lab: NetLab, make_dir: MakeDir) -> Iterator[Servers]:
     problems = missing_files((*LOADERS, UNDIONLY, MEMDISK, *MEMTEST, DI / "linux"))
@@ -179,39 +138,29 @@ def servers(lab: NetLab, make_dir: MakeDir) -> Iterator[Servers]:
         problems.append("program not found on PATH: grub-mkrescue")
     if problems:
         pytest.fail("e2e preconditions not met:\n  " + "\n  ".join(problems), pytrace=False)
-    both = Servers(lab, _render(lab, make_dir, True), _render(lab, make_dir, False))
+    both = Servers(OneAtATime(lab), _render(lab, make_dir, True), _render(lab, make_dir, False))
     try:
         yield both
     finally:
-        both.close()
+        both.one.stop()
 
 
 @pytest.fixture
-def http_server(servers: Servers) -> Server:
-    return servers.serve(servers.http)
+def http_server(servers: Servers) -> Served:
+    return servers.one.serve(servers.http)
 
 
 @pytest.fixture
-def tftp_server(servers: Servers) -> Server:
-    return servers.serve(servers.tftp)
+def tftp_server(servers: Servers) -> Served:
+    return servers.one.serve(servers.tftp)
 
 
-def running(server: Server) -> Dnsmasq:
-    assert server.proxy is not None
-    return server.proxy
+def running(server: Served) -> Dnsmasq:
+    return server.running
 
 
-def make_default(lab: NetLab, server: Server, name: str) -> None:
-    """The image becomes the menus' default: the state file edited, `pxeprov init` run."""
-    path = server.root / "etc/pxeprov/pxeprov.toml"
-    current = state_mod.loads(path.read_text())
-    images = tuple(i.__class__(**{**i.__dict__, "default": i.name == name}) for i in current.images)
-    path.write_text(state_mod.dumps(current.with_changes(images=images)))
-    pxeprov(lab, server.root, "init", "--no-install-packages")
-
-
-def console(serial: str) -> str:
-    return _ESCAPES.sub("", serial)
+def make_default(lab: NetLab, server: Served, name: str) -> None:
+    make_root_default(lab, server.root, name)
 
 
 def command_line(serial: str) -> str:
@@ -219,13 +168,13 @@ def command_line(serial: str) -> str:
     return found.group(1).strip() if found else ""
 
 
-def ipxe_args(server: Server, name: str, firmware: str) -> str:
+def ipxe_args(server: Served, name: str, firmware: str) -> str:
     menu = menucheck.parse_ipxe((server.tftp_root / "boot.ipxe").read_text())
     entry = menu.entries.get(f"img-{name}") or menu.entries[f"img-{name}-{firmware}"]
     return " ".join([*(f"initrd={n}" for n in entry.initrd_names), *entry.args])
 
 
-def kernel_sees(server: Server, name: str, firmware: str) -> str:
+def kernel_sees(server: Served, name: str, firmware: str) -> str:
     """The command line the kernel prints: iPXE's arguments; on UEFI, iPXE puts the image's
     name first (an EFI image's load options start with its own name)."""
     args = ipxe_args(server, name, firmware)
@@ -242,7 +191,7 @@ def curl(lab: NetLab, url: str, out: Path) -> bytes:
 
 
 def test_kernel_urls_answer_with_the_right_bytes(
-    lab: NetLab, http_server: Server, make_dir: MakeDir
+    lab: NetLab, http_server: Served, make_dir: MakeDir
 ) -> None:
     """From the clients' side: casper's url= (the ISO), dracut's root=live:, archiso's base
     URL + its path, Anaconda's tree (.treeinfo and the runtime)."""
@@ -274,7 +223,7 @@ LINUX_KINDS = ["ubuntu", "fedora", "rocky", "arch", "di"]
 @pytest.mark.parametrize("firmware", ["bios", "uefi"])
 @pytest.mark.parametrize("name", LINUX_KINDS)
 def test_linux_kinds_boot_to_their_kernel(
-    lab: NetLab, http_server: Server, name: str, firmware: str
+    lab: NetLab, http_server: Served, name: str, firmware: str
 ) -> None:
     make_default(lab, http_server, name)
     ev = lab.boot(firmware, MACS[firmware], running(http_server), limit=BOOT_LIMIT)
@@ -284,7 +233,7 @@ def test_linux_kinds_boot_to_their_kernel(
 
 @pytest.mark.parametrize("firmware", ["bios", "uefi"])
 def test_iso_boots_as_a_disk_through_sanboot(
-    lab: NetLab, http_server: Server, firmware: str
+    lab: NetLab, http_server: Served, firmware: str
 ) -> None:
     make_default(lab, http_server, "iso")
     ev = lab.boot(firmware, MACS[firmware], running(http_server), limit=BOOT_LIMIT)
@@ -295,7 +244,7 @@ def test_iso_boots_as_a_disk_through_sanboot(
 
 
 @pytest.mark.parametrize("firmware", ["bios", "uefi"])
-def test_memtest_runs(lab: NetLab, http_server: Server, firmware: str) -> None:
+def test_memtest_runs(lab: NetLab, http_server: Served, firmware: str) -> None:
     """The packaged binaries: BIOS gets the .bin, UEFI the .efi (iPXE switches on its
     platform); memtest86+ shows its screen on the serial console."""
     make_default(lab, http_server, "mt")
@@ -308,7 +257,7 @@ def test_memtest_runs(lab: NetLab, http_server: Server, firmware: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["di", "mt", "iso"])
-def test_tftp_kinds_boot_through_pxelinux(lab: NetLab, tftp_server: Server, name: str) -> None:
+def test_tftp_kinds_boot_through_pxelinux(lab: NetLab, tftp_server: Served, name: str) -> None:
     """BIOS without HTTP: pxelinux boots the installer, memtest86+ (its binary without the .bin
     extension), and the ISO through memdisk."""
     make_default(lab, tftp_server, name)
