@@ -352,12 +352,12 @@ def _restart(
         outcome.add("skipped", f"{what} (--root is not /)")
         return
     service = services[name]
-    if not service.systemd_running():
+    if not service.manageable():
         if changed:
             outcome.add(
                 "skipped",
-                f"restart {name}: systemd is not running on this machine; "
-                f"restart {name} yourself for the new config to take effect",
+                f"restart {name}: neither systemd nor an init script runs services on this "
+                f"machine; restart {name} yourself for the new config to take effect",
             )
         else:
             outcome.add("skipped", f"check that {name} runs: systemd is not running")
@@ -372,7 +372,7 @@ def _restart(
     except CommandError as exc:
         if not changed:
             raise CommandError(
-                f"{name} does not start: {exc.message}", f"see `journalctl -u {name}`"
+                f"{name} does not start: {exc.message}", service.log_hint()
             ) from None
         _undo(plan, dirs, root, None)
         try:
@@ -382,6 +382,6 @@ def _restart(
             state = f"the previous config was put back, but {name} does not start with it either"
         raise CommandError(
             f"{name} did not start with the new config ({exc.message}); {state}",
-            f"see `journalctl -u {name}`",
+            service.log_hint(),
         ) from None
-    outcome.add("restarted", f"{name} (enabled at boot)")
+    outcome.add("restarted", f"{name} ({service.how()})")

@@ -13,12 +13,14 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from pxeprov import __version__, pipeline
+from pxeprov import __version__, bootlog, pipeline
 from pxeprov.apply import Outcome
+from pxeprov.commands import doctor as doctor_module
 from pxeprov.commands import images, listing
+from pxeprov.commands import watch as watch_module
 from pxeprov.commands.init import InitOptions, InitResult
 from pxeprov.commands.init import init as init_command
-from pxeprov.errors import ConflictError, PxeprovError
+from pxeprov.errors import ConflictError, InputError, NotServingError, PxeprovError
 from pxeprov.images import kinds
 from pxeprov.network import NetworkRequest
 from pxeprov.paths import Root
@@ -139,9 +141,12 @@ def _print_summary(result: InitResult) -> None:
     )
     for status, what in result.outcome.lines:
         typer.echo(f"  {status:<10} {what}")
-    typer.echo(
-        "Changes applied." if result.outcome.changed else "Nothing changed: already up to date."
-    )
+    if result.not_serving:
+        typer.echo("Changes applied, but this server does not serve PXE clients (see below).")
+    else:
+        typer.echo(
+            "Changes applied." if result.outcome.changed else "Nothing changed: already up to date."
+        )
     base = result.state.payload_base
     for i, chain in enumerate(result.chains):
         typer.echo(f"{'Boot loaders:' if i == 0 else '':<13} {chain.client} -> {chain.summary}")
@@ -252,6 +257,13 @@ def init(
             _print_files(result.plan, diff=True)
             return
         _print_summary(result)
+        for line in result.serving:
+            typer.echo(f"Serving: {line}")
+        if result.not_serving:
+            raise NotServingError(
+                "the changes are applied, but " + "; ".join(result.not_serving),
+                "`pxeprov doctor` says why",
+            )
 
 
 @app.command()
@@ -437,6 +449,112 @@ def remove_image(
         assert result.outcome is not None
         _print_outcome(result.outcome)
         typer.echo(f"removed {result.image.name} and {folder}")
+
+
+# ---------------------------------------------------------------- diagnosis
+
+
+_MARK = {"pass": "pass", "info": "info", "warn": "WARN", "fail": "FAIL"}
+
+
+@app.command()
+def doctor(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    probe: Annotated[
+        bool,
+        typer.Option(help="Send PXE DHCPDISCOVERs on the interface and read every answer."),
+    ] = True,
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the probe's answers.")] = 5.0,
+) -> None:
+    """Check this server and its segment: why a machine does not boot. Exit 0: all pass,
+    1: a warning, 2: a failure."""
+    with _errors(ctx):
+        if not 0.5 <= wait <= 60:
+            raise InputError(f"--wait {wait} must be between 0.5 and 60 seconds")
+        report = doctor_module.doctor(_machine(ctx), doctor_module.Options(probe, wait))
+        if as_json:
+            typer.echo(json.dumps(report.as_json(), indent=2))
+        else:
+            if report.header:
+                typer.echo(report.header)
+            for check in report.checks:
+                typer.echo(f"  {_MARK[check.status]:<5} {check.message}")
+                if check.fix and check.status in ("warn", "fail"):
+                    typer.echo(f"        fix: {check.fix}")
+            fails = sum(c.status == "fail" for c in report.checks)
+            warns = sum(c.status == "warn" for c in report.checks)
+            typer.echo(
+                "All checks passed." if not fails + warns else f"{fails} failed, {warns} warned."
+            )
+    raise typer.Exit(report.exit_code)
+
+
+def _watch_options(
+    mac: str | None, since: str | None, stall: float, dnsmasq_log: Path | None,
+    nginx_log: Path | None,
+) -> watch_module.WatchOptions:  # fmt: skip
+    if not 5 <= stall <= 3600:
+        raise InputError(f"--stall {stall} must be between 5 and 3600 seconds")
+    when = None
+    if since is not None:
+        try:
+            when = bootlog.epoch(since)
+        except ValueError:
+            raise InputError(
+                f"--since {since!r} is not like 10m, 2h, 1d or 2026-11-28 13:00"
+            ) from None
+    return watch_module.WatchOptions(
+        watch_module.normal_mac(mac) if mac else None, when, stall, dnsmasq_log, nginx_log
+    )
+
+
+_MAC_HELP = "Only this client (its MAC address)."
+_SINCE_HELP = "From this time: 10m, 2h, 1d, or 2026-11-28 13:00."
+_STALL_HELP = "Seconds without progress before a client is reported stalled."
+_DNSMASQ_LOG_HELP = "dnsmasq's log [default: /var/log/pxeprov-dnsmasq.log]."
+_NGINX_LOG_HELP = "nginx's access log [default: /var/log/nginx/access.log]."
+
+
+@app.command()
+def watch(
+    ctx: typer.Context,
+    mac: Annotated[str | None, typer.Option(help=_MAC_HELP)] = None,
+    since: Annotated[str | None, typer.Option(help=_SINCE_HELP + " [default: now]")] = None,
+    stall: Annotated[float, typer.Option(help=_STALL_HELP)] = watch_module.DEFAULT_STALL,
+    dnsmasq_log: Annotated[Path | None, typer.Option(help=_DNSMASQ_LOG_HELP)] = None,
+    nginx_log: Annotated[Path | None, typer.Option(help=_NGINX_LOG_HELP)] = None,
+) -> None:
+    """Follow clients as they boot: a line per stage (proxy offer, boot loader, menu, kernel,
+    initrd, root filesystem), and why a client stalls. Ctrl-C ends it."""
+    with _errors(ctx):
+        options = _watch_options(mac, since, stall, dnsmasq_log, nginx_log)
+        try:
+            watch_module.watch(_machine(ctx), options, lambda line: typer.echo(line))
+        except KeyboardInterrupt:
+            return
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    mac: Annotated[str | None, typer.Option(help=_MAC_HELP)] = None,
+    since: Annotated[str | None, typer.Option(help=_SINCE_HELP + " [default: 1h]")] = None,
+    stall: Annotated[float, typer.Option(help=_STALL_HELP)] = watch_module.DEFAULT_STALL,
+    dnsmasq_log: Annotated[Path | None, typer.Option(help=_DNSMASQ_LOG_HELP)] = None,
+    nginx_log: Annotated[Path | None, typer.Option(help=_NGINX_LOG_HELP)] = None,
+) -> None:
+    """The clients that booted (or tried to) recently: the stages each reached."""
+    with _errors(ctx):
+        options = _watch_options(mac, since, stall, dnsmasq_log, nginx_log)
+        lines = watch_module.status(_machine(ctx), options)
+        if not lines:
+            typer.echo("No PXE client in the logs for that time.")
+        for line in lines:
+            typer.echo(bootlog.summary_line(line.client))
+            if line.stalled:
+                stage = bootlog.STAGE_WORDS.get(line.client.stage, "nothing")
+                typer.echo(f"    stalled after {stage}: {line.stalled}")
 
 
 def main() -> None:

@@ -79,3 +79,10 @@ class ImageError(PxeprovError):
     """An ISO cannot be used: not an ISO, truncated, unknown layout, name taken, ..."""
 
     exit_code = 10
+
+
+class NotServingError(PxeprovError):
+    """The changes were applied, but a service does not serve (it is not running or does not
+    listen where it should)."""
+
+    exit_code = 11

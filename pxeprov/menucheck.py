@@ -357,3 +357,41 @@ def check_dnsmasq_lines(path: Path) -> None:
             raise MenuError(f"dnsmasq config line {number} is {len(line)} bytes long")
         if any((b < 0x20 and b != 0x09) or b == 0x7F for b in line):
             raise MenuError(f"dnsmasq config line {number} has a control character")
+
+
+# ---------------------------------------------------------------- logrotate
+
+_LOGROTATE_DIRECTIVE = re.compile(
+    r"(daily|weekly|monthly|yearly|compress|nocompress|delaycompress|nodelaycompress|missingok|"
+    r"nomissingok|notifempty|ifempty|copytruncate|nocopytruncate|dateext|nodateext|"
+    r"(rotate|maxage|minsize|maxsize|size) \w+|create( [0-7]{3,4}( [a-z_][a-z0-9_-]*){2})?|"
+    r"su [a-z_][a-z0-9_-]* [a-z_][a-z0-9_-]*)"
+)
+
+
+def parse_logrotate(text: str) -> list[str]:
+    """A logrotate file of the form pxeprov writes: `PATH {`, directives from a known list (no
+    scripts), `}`. The paths it rotates."""
+    paths: list[str] = []
+    inside = False
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not inside:
+            m = re.fullmatch(r"(/[A-Za-z0-9._/-]+) \{", line)
+            if m is None:
+                raise MenuError(f"logrotate line {number}: expected 'PATH {{', got {line[:60]!r}")
+            paths.append(m[1])
+            inside = True
+        elif line == "}":
+            inside = False
+        elif not _LOGROTATE_DIRECTIVE.fullmatch(line):
+            raise MenuError(f"logrotate line {number}: unknown directive {line[:60]!r}")
+    if inside:
+        raise MenuError("logrotate: a block is not closed")
+    return paths
+
+
+def check_logrotate(path: Path) -> None:
+    parse_logrotate(path.read_text(encoding="utf-8", errors="strict"))

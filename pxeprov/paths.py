@@ -26,6 +26,9 @@ JOURNAL = STATE_DIR / "journal.json"
 BACKUP_DIR = STATE_DIR / "backups"
 DEFAULT_TFTP_ROOT = PurePosixPath("/var/lib/tftpboot")
 NGINX_SITE = PurePosixPath("/etc/nginx/conf.d/pxeprov.conf")
+DNSMASQ_LOG = PurePosixPath("/var/log/pxeprov-dnsmasq.log")
+NGINX_ACCESS_LOG = PurePosixPath("/var/log/nginx/access.log")  # Debian's, for every site
+LOGROTATE = PurePosixPath("/etc/logrotate.d/pxeprov")
 
 
 def check_relative(value: str, what: str) -> PurePosixPath:

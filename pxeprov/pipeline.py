@@ -44,6 +44,11 @@ def _dnsmasq_check(conf: Path) -> None:
     system.dnsmasq_test(conf)
 
 
+def _logrotate_check(conf: Path) -> None:
+    menucheck.check_logrotate(conf)
+    system.logrotate_check(conf)
+
+
 # Each rendered format's validator (render.ManagedFile.syntax), run before a file goes live.
 VALIDATORS: dict[str, Validator] = {
     "dnsmasq": _dnsmasq_check,
@@ -51,6 +56,7 @@ VALIDATORS: dict[str, Validator] = {
     "grub": system.grub_script_check,
     "ipxe": menucheck.check_ipxe,
     "pxelinux": menucheck.check_pxelinux,
+    "logrotate": _logrotate_check,
 }
 
 
@@ -242,7 +248,7 @@ def _restarter(machine: Machine) -> journal.Restart | None:
 
     def restart(name: str) -> None:
         service = machine.services.get(name)
-        if service is not None and service.systemd_running():
+        if service is not None and service.manageable():
             service.enable_and_restart()
 
     return restart

@@ -1,8 +1,10 @@
-"""Who else serves on a TCP port: pxeprov's site must never take an existing web site's place.
+"""Who serves on a port: the sockets of this network namespace, and nginx's other sites.
 
-Two sources, both read-only:
-- the listening sockets of this network namespace (/proc/net/tcp and tcp6) and the processes
-  holding them (their /proc/<pid>/fd links): Apache, a container's proxy, anything;
+pxeprov's site must never take an existing web site's place, and `doctor` says who holds the
+DHCP and TFTP ports. Two sources, both read-only:
+- the sockets of this network namespace (/proc/net/tcp, tcp6, udp, udp6: TCP sockets that
+  listen, UDP sockets bound to a port) and the processes holding them (their /proc/<pid>/fd
+  links): Apache, a container's proxy, another DHCP or TFTP server, anything;
 - nginx's own configuration (nginx.conf and every file it includes), for the server blocks of
   other sites. nginx answers a request on an address and port with the most particular `listen`,
   so pxeprov's site (which listens on the server's address) would silently take the place of
@@ -24,7 +26,7 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 NGINX_CONF = PurePosixPath("/etc/nginx/nginx.conf")
 _NGINX_PREFIX = PurePosixPath("/etc/nginx")  # where nginx resolves relative include paths
-_LISTEN_STATE = "0A"  # TCP_LISTEN in /proc/net/tcp
+_LISTEN_STATES = {"tcp": "0A", "udp": "07"}  # TCP_LISTEN; a bound UDP socket is TCP_CLOSE
 _MAX_CONFIG_FILES = 512
 _MAX_CONFIG_BYTES = 1 << 20
 _MAX_INCLUDE_DEPTH = 16
@@ -32,11 +34,16 @@ _MAX_INCLUDE_DEPTH = 16
 
 @dataclass(frozen=True)
 class Listener:
-    """A listening TCP socket and the processes that hold it."""
+    """A listening TCP socket (or a bound UDP one) and the processes that hold it."""
 
     address: Address
     port: int
     programs: tuple[tuple[int, str], ...]  # (pid, name); empty when none could be read
+    proto: str = "tcp"
+
+    @property
+    def names(self) -> set[str]:
+        return {name for _, name in self.programs}
 
     @property
     def owner(self) -> str:
@@ -58,17 +65,17 @@ def _address(hexed: str) -> Address:
     return ipaddress.ip_address(words)
 
 
-def _sockets(proc: Path) -> dict[int, list[tuple[Address, int]]]:
+def _sockets(proc: Path, proto: str) -> dict[int, list[tuple[Address, int]]]:
     """Listening sockets: inode -> (address, port)."""
     found: dict[int, list[tuple[Address, int]]] = {}
-    for name in ("tcp", "tcp6"):
+    for name in (proto, f"{proto}6"):
         try:
             lines = (proc / "net" / name).read_text().splitlines()[1:]
         except OSError:
             continue
         for line in lines:
             fields = line.split()
-            if len(fields) < 10 or fields[3] != _LISTEN_STATE:
+            if len(fields) < 10 or fields[3] != _LISTEN_STATES[proto]:
                 continue
             host, _, port = fields[1].partition(":")
             try:
@@ -101,15 +108,16 @@ def _owners(proc: Path, inodes: set[int]) -> dict[int, list[tuple[int, str]]]:
     return owners
 
 
-def listeners(port: int, proc: Path = Path("/proc")) -> list[Listener]:
-    """The sockets listening on TCP `port` in this network namespace."""
+def listeners(port: int, proc: Path = Path("/proc"), proto: str = "tcp") -> list[Listener]:
+    """The sockets listening on `port` (TCP; or bound to it, UDP) in this network namespace."""
     sockets = {
-        inode: [(a, p) for a, p in places if p == port] for inode, places in _sockets(proc).items()
+        inode: [(a, p) for a, p in places if p == port]
+        for inode, places in _sockets(proc, proto).items()
     }
     sockets = {inode: places for inode, places in sockets.items() if places}
     owners = _owners(proc, set(sockets)) if sockets else {}
     return [
-        Listener(address, p, tuple(sorted(owners.get(inode, []))))
+        Listener(address, p, tuple(sorted(owners.get(inode, []))), proto)
         for inode, places in sorted(sockets.items())
         for address, p in places
     ]

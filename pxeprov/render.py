@@ -22,7 +22,9 @@ from pxeprov.images import kinds
 from pxeprov.paths import (
     DNSMASQ_DEFAULTS,
     DNSMASQ_DROP_IN,
+    DNSMASQ_LOG,
     DNSMASQ_MAIN,
+    LOGROTATE,
     NGINX_SITE,
     STATE_FILE,
 )
@@ -230,6 +232,7 @@ def context(state: State, chain: UefiChain = "ipxe", *, grub_http: bool = False)
             "grub": _default(entries, "grub"),
         },
         "http_port": state.http_port,
+        "dnsmasq_log": str(DNSMASQ_LOG),
     }
 
 
@@ -287,6 +290,10 @@ def render(
     )
     files.append(
         ManagedFile(DNSMASQ_DEFAULTS, Kind.EDIT, edit=set_dnsmasq_except, service="dnsmasq")
+    )
+    logrotate = render_template(env, "logrotate.j2", ctx)
+    files.append(
+        ManagedFile(LOGROTATE, Kind.GENERATED, content=logrotate.encode(), syntax="logrotate")
     )
     if state.http:
         site = render_template(env, "nginx-site.conf.j2", ctx)

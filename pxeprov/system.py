@@ -9,10 +9,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +33,24 @@ class Completed:
     returncode: int
     stdout: str
     stderr: str
+
+
+# Which Debian package brings a program pxeprov runs (for "X is not installed").
+PACKAGE_OF = {
+    "ip": "iproute2",
+    "ss": "iproute2",
+    "dnsmasq": "dnsmasq",
+    "nginx": "nginx",
+    "curl": "curl",
+    "nft": "nftables",
+    "apt-get": "apt",
+    "dpkg-query": "dpkg",
+    "systemctl": "systemd",
+    "grub-script-check": "grub-common",
+    "logrotate": "logrotate",
+    "qemu-system-x86_64": "qemu-system-x86",
+    "xorriso": "xorriso",
+}
 
 
 def run(
@@ -53,7 +74,9 @@ def run(
             stdin=subprocess.DEVNULL,
         )
     except FileNotFoundError:
-        raise CommandError(f"{argv[0]} is not installed") from None
+        package = PACKAGE_OF.get(Path(argv[0]).name)
+        hint = f"install the package {package}" if package else None
+        raise CommandError(f"{argv[0]} is not installed", hint) from None
     except subprocess.TimeoutExpired:
         raise CommandError(f"`{' '.join(argv)}` did not finish within {timeout:.0f} s") from None
     done = Completed(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
@@ -145,26 +168,137 @@ class Packages:
             return False
 
 
+# Where Debian's init scripts keep the daemons' pids (a box without systemd)
+PID_FILES = {"dnsmasq": Path("/run/dnsmasq/dnsmasq.pid"), "nginx": Path("/run/nginx.pid")}
+
+
 class Service:
-    """A systemd unit on the real system."""
+    """A service on the real system: a systemd unit, or, on a box without systemd (a container,
+    a chroot), the package's init script."""
 
     def __init__(
-        self, unit: str, verb: str = "restart", run_dir: Path = Path("/run/systemd/system")
+        self,
+        unit: str,
+        verb: str = "restart",
+        run_dir: Path = Path("/run/systemd/system"),
+        init_dir: Path = Path("/etc/init.d"),
     ) -> None:
         self.unit = unit
         self.verb = verb  # nginx: reload-or-restart, so open downloads are not cut
         self._run_dir = run_dir
+        self._init_dir = init_dir
 
     def systemd_running(self) -> bool:
         # sd_booted(3): systemd is PID 1 exactly when this directory exists.
         return self._run_dir.is_dir()
 
+    def init_script(self) -> Path | None:
+        """The package's init script, where systemd does not run."""
+        script = self._init_dir / self.unit
+        return script if script.is_file() and os.access(script, os.X_OK) else None
+
+    def manageable(self) -> bool:
+        return (
+            self.systemd_running() or self.init_script() is not None or self.unit in _DIRECT
+        ) and have(self.unit)
+
+    def how(self) -> str:
+        """How it is started, in words, for pxeprov's output."""
+        if self.systemd_running():
+            return "enabled at boot"
+        script = self.init_script()
+        if script is not None:
+            return f"with {script}; systemd is not running"
+        return "started directly: neither systemd nor its init script is here"
+
+    def log_hint(self) -> str:
+        if self.systemd_running():
+            return f"see `journalctl -u {self.unit}`"
+        script = self.init_script()
+        return f"run `{script} restart` to see why" if script else "see its log"
+
     def is_active(self) -> bool:
-        return run(["systemctl", "is-active", "--quiet", self.unit], check=False).returncode == 0
+        if self.systemd_running():
+            done = run(["systemctl", "is-active", "--quiet", self.unit], check=False)
+            return done.returncode == 0
+        return self.pid() is not None
+
+    def pid(self) -> int | None:
+        """The daemon's pid from its pid file, when that process lives (no systemd)."""
+        pid_file = PID_FILES.get(self.unit)
+        try:
+            pid = int(pid_file.read_text().split()[0]) if pid_file is not None else 0
+            os.kill(pid, 0)
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if pid > 0 else None
 
     def enable_and_restart(self) -> None:
-        run(["systemctl", "enable", "--quiet", self.unit])
-        run(["systemctl", self.verb, self.unit], timeout=120)
+        if self.systemd_running():
+            run(["systemctl", "enable", "--quiet", self.unit])
+            run(["systemctl", self.verb, self.unit], timeout=120)
+            return
+        script = self.init_script()
+        if script is None:
+            self._restart_directly()
+            return
+        verb = "restart"
+        if self.verb == "reload-or-restart":
+            verb = "reload" if self.is_active() else "start"
+        run([str(script), verb], timeout=120)
+
+    def _restart_directly(self) -> None:
+        """The daemon itself, as its init script would run it (no systemd, no init script:
+        dnsmasq-base alone, a container)."""
+        if self.unit not in _DIRECT:
+            raise CommandError(f"neither systemd nor /etc/init.d/{self.unit}: cannot start it")
+        pid = self.pid()
+        if self.unit == "nginx" and pid is not None:
+            run(["nginx", "-s", "reload"], timeout=60)
+            return
+        if pid is not None:
+            _stop(pid)
+        pid_file = PID_FILES[self.unit]
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        run(_DIRECT[self.unit](), timeout=60)
+
+
+def _stop(pid: int, wait: float = 10.0) -> None:
+    """SIGTERM to a daemon we started (its pid file's pid), and wait for it to go."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    raise CommandError(f"process {pid} did not stop within {wait:.0f} s")
+
+
+def _dnsmasq_argv() -> list[str]:
+    """Debian's init script's command line: the main config, the drop-in directory, the pid
+    file, and the dnsmasq user (created by dnsmasq-base) when there is one."""
+    argv = ["dnsmasq", f"--pid-file={PID_FILES['dnsmasq']}"]
+    if Path("/etc/dnsmasq.conf").is_file():
+        argv.append("--conf-file=/etc/dnsmasq.conf")
+    if Path("/etc/dnsmasq.d").is_dir():
+        argv.append("--conf-dir=/etc/dnsmasq.d,.dpkg-dist,.dpkg-old,.dpkg-new")
+    try:
+        pwd.getpwnam("dnsmasq")
+        argv.append("--user=dnsmasq")
+    except KeyError:
+        pass
+    return argv
+
+
+_DIRECT: dict[str, Callable[[], list[str]]] = {
+    "dnsmasq": _dnsmasq_argv,
+    "nginx": lambda: ["nginx"],  # daemonizes; /etc/nginx/nginx.conf names /run/nginx.pid
+}
 
 
 def dnsmasq_test(conf_file: Path) -> None:
@@ -186,6 +320,14 @@ def grub_script_check(cfg: Path) -> None:
             "install the package grub-common",
         )
     run(["grub-script-check", str(cfg)], timeout=30)
+
+
+def logrotate_check(conf: Path) -> None:
+    """logrotate's own reading of a config file, where logrotate is installed (`--debug` only
+    reads; its state file is a throw-away one)."""
+    if have("logrotate"):
+        with tempfile.TemporaryDirectory(prefix="pxeprov-logrotate-") as tmp:
+            run(["logrotate", "--debug", "--state", f"{tmp}/state", str(conf)], timeout=30)
 
 
 def nginx_test(site: Path) -> None:

@@ -35,6 +35,9 @@ class FakeService(Service):
     def systemd_running(self) -> bool:
         return self.systemd
 
+    def init_script(self) -> Path | None:
+        return None  # a box without systemd and without dnsmasq's init script
+
     def is_active(self) -> bool:
         return self.active
 
@@ -87,12 +90,25 @@ def test_failed_restart_puts_the_previous_config_back(loader_root: Path) -> None
     assert {a.op for a in plan.files} == {Op.IDENTICAL}
 
 
-def test_without_systemd_it_says_so(loader_root: Path) -> None:
+def test_without_systemd_it_starts_the_service_itself(loader_root: Path) -> None:
+    """A box without systemd (a container, a chroot): pxeprov starts dnsmasq itself, and says
+    how (tests/e2e/test_fresh_box.py does it for real)."""
     service = FakeService(systemd=False)
+    lines = run(loader_root, service, State(network=NET))
+    assert service.restarts == 1
+    assert ("restarted", f"dnsmasq ({service.how()})") in lines
+    assert "systemd" in service.how()
+
+
+def test_without_any_way_to_start_it_it_says_so(loader_root: Path) -> None:
+    service = FakeService(systemd=False)
+    service.manageable = lambda: False  # type: ignore[method-assign]
     lines = run(loader_root, service, State(network=NET))
     assert service.restarts == 0
     assert any(
-        status == "skipped" and "systemd is not running" in what and "restart dnsmasq" in what
+        status == "skipped"
+        and "neither systemd nor an init script" in what
+        and "restart dnsmasq" in what
         for status, what in lines
     )
 

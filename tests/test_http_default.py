@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from typer.testing import Result
 
-from pxeprov import httpport
+from pxeprov import ports
 from pxeprov.errors import CommandError
 from pxeprov.paths import Root
 from pxeprov.system import Packages
@@ -258,7 +258,7 @@ def test_other_nginx_sites_on_port_80(tmp_path: Path, site: str, taken: bool) ->
     nginx_tree(root, {"app": site}, enable_default=False)
     (root / "etc/nginx/snippets").mkdir()
     (root / "etc/nginx/snippets/listen80.conf").write_text("listen 80;\n")
-    held = httpport.holders(Root.of(root), LOCALHOST, 80, proc=tmp_path / "no-proc")
+    held = ports.holders(Root.of(root), LOCALHOST, 80, proc=tmp_path / "no-proc")
     assert bool(held) is taken, held
     if taken:
         assert held[0].startswith("nginx's site /etc/nginx/")
@@ -268,19 +268,19 @@ def test_pxeprovs_own_site_is_not_a_conflict(loader_root: Path, cli: Cli) -> Non
     nginx_tree(loader_root, {}, enable_default=False)
     assert cli(loader_root, "init", *NET).exit_code == 0
     assert (loader_root / SITE).is_file() and http_state(loader_root)["port"] == 80
-    assert httpport.holders(Root.of(loader_root), LOCALHOST, 80, proc=loader_root / "x") == []
+    assert ports.holders(Root.of(loader_root), LOCALHOST, 80, proc=loader_root / "x") == []
 
 
 def test_the_default_site_link_is_removed_only_when_it_is_the_packages(tmp_path: Path) -> None:
     root = tmp_path / "root"
     nginx_tree(root, {})
-    notes = httpport.disable_default_site(Root.of(root))
+    notes = ports.disable_default_site(Root.of(root))
     assert notes and "disabled nginx's default site" in notes[0]
     assert not (root / "etc/nginx/sites-enabled/default").exists()
     assert (root / "etc/nginx/sites-available/default").read_text() == DEBIAN_DEFAULT_SITE
     # an admin's own file named default stays
     (root / "etc/nginx/sites-enabled/default").write_text("server { listen 80; }\n")
-    assert httpport.disable_default_site(Root.of(root)) == []
+    assert ports.disable_default_site(Root.of(root)) == []
     assert (root / "etc/nginx/sites-enabled/default").is_file()
 
 

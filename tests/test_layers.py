@@ -20,11 +20,13 @@ FLOORS: list[tuple[str, ...]] = [
     (
         "pxeprov.state",
         "pxeprov.network",
-        "pxeprov.httpport",
+        "pxeprov.ports",
+        "pxeprov.dhcpprobe",
+        "pxeprov.firewall",
         "pxeprov.menucheck",
         "pxeprov.journal",
     ),
-    ("pxeprov.boot", "pxeprov.images"),  # the boot-chain table; pure image code
+    ("pxeprov.boot", "pxeprov.images", "pxeprov.bootlog"),  # boot chains; image code; logs
     ("pxeprov.render",),
     ("pxeprov.plan",),
     ("pxeprov.apply",),

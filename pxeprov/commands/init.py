@@ -3,11 +3,12 @@ the live network; the packages it needs; everything rendered and applied."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from pxeprov import boot, httpport, pipeline, render, syntax, system
+from pxeprov import boot, pipeline, ports, render, syntax, system
 from pxeprov import state as state_mod
 from pxeprov.apply import Outcome
 from pxeprov.boot import UefiChain
@@ -45,6 +46,8 @@ class InitResult:
     guidance: str = ""
     uefi_chain: UefiChain = "ipxe"
     chains: tuple[boot.Chain, ...] = ()  # what each client is offered
+    serving: list[str] = field(default_factory=list)  # what answers clients now, in words
+    not_serving: list[str] = field(default_factory=list)  # what should but does not
 
 
 def check_options(options: InitOptions) -> None:
@@ -133,7 +136,7 @@ def _http_port(
     address = state.network.address
 
     def taken(port: int) -> list[str]:
-        return httpport.holders(machine.root, address, port)
+        return ports.holders(machine.root, address, port)
 
     if options.http_port is not None:
         held = taken(options.http_port)
@@ -195,7 +198,7 @@ def _retire_default_site(root: Root, had_nginx: bool) -> pipeline.AfterInstall:
     def after(installed: tuple[str, ...]) -> list[str]:
         if had_nginx or not set(boot.HTTP_PACKAGES) & set(installed):
             return []
-        return httpport.disable_default_site(root)
+        return ports.disable_default_site(root)
 
     return after
 
@@ -235,6 +238,8 @@ def init(machine: Machine, options: InitOptions, *, dry_run: bool = False) -> In
         done.chain,
         boot.served(state, done.chain),
     )
+    if done.outcome is not None and machine.root.is_system:
+        result.serving, result.not_serving = serving(state)
     if done.outcome is not None:
         if done.installed:
             done.outcome.lines.insert(0, ("installed", " ".join(done.installed)))
@@ -243,3 +248,37 @@ def init(machine: Machine, options: InitOptions, *, dry_run: bool = False) -> In
             status, _, what = result.install_note.partition(": ")
             done.outcome.lines.insert(0, (status, what))
     return result
+
+
+SERVING_WAIT = 5.0  # seconds a freshly started daemon gets to bind its sockets
+
+
+def serving(state: State, wait: float = SERVING_WAIT) -> tuple[list[str], list[str]]:
+    """Whether dnsmasq (and nginx with HTTP) listens where clients will ask: (what serves, what
+    does not), in words."""
+    assert state.network is not None
+    address = state.network.address
+    deadline = time.monotonic() + wait
+    while True:
+        good, bad = [], []
+        udp = {p: [s for s in ports.listeners(p, proto="udp") if "dnsmasq" in s.names
+                   and ports.covers(s.address, address)] for p in (67, 69, 4011)}  # fmt: skip
+        missing = [str(p) for p, socks in udp.items() if not socks]
+        if missing:
+            bad.append(f"dnsmasq does not listen on UDP {', '.join(missing)} for {address}")
+        else:
+            pids = sorted({pid for socks in udp.values() for s in socks for pid, _ in s.programs})
+            good.append(
+                f"dnsmasq (pid {', '.join(map(str, pids))}) answers PXE clients on "
+                f"{state.network.interface} ({address})"
+            )
+        if state.http and not state.http_base_url:
+            web = [s for s in ports.listeners(state.http_port) if "nginx" in s.names
+                   and ports.covers(s.address, address)]  # fmt: skip
+            if web:
+                good.append(f"nginx serves the payloads on {address}:{state.http_port}")
+            else:
+                bad.append(f"nginx does not listen on {address}:{state.http_port}")
+        if not bad or time.monotonic() > deadline:
+            return good, bad
+        time.sleep(0.2)

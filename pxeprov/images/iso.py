@@ -190,10 +190,19 @@ class Iso:
     ) -> None:
         step = None if counter is None else functools.partial(counter.add, f"copy {dest.name}")
         with new_file(dest) as dst:
-            if not _copy_extents(self._f.fileno(), dst.fileno(), runs, step):
-                dst.seek(0)
-                dst.truncate()
-                _copy_with_reads(self._f.fileno(), dst.fileno(), runs, step)
+            copy_runs(self._f.fileno(), dst.fileno(), runs, step)
+
+
+def copy_runs(
+    src: int, dst: int, runs: tuple[tuple[int, int], ...], progress: Step | None = None
+) -> None:
+    """Copy (offset, length) runs of `src` to the start of the empty `dst`: in the kernel
+    (copy_file_range, sendfile) where it can, else by reads (across filesystems that refuse
+    both, such as an overlay over another filesystem)."""
+    if not _copy_extents(src, dst, runs, progress):
+        os.lseek(dst, 0, os.SEEK_SET)
+        os.ftruncate(dst, 0)
+        _copy_with_reads(src, dst, runs, progress)
 
 
 Step = Callable[[int], None]  # bytes copied since the last call

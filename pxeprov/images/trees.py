@@ -18,6 +18,7 @@ from types import TracebackType
 
 from pxeprov.errors import ImageError
 from pxeprov.fsutil import new_file, os_error
+from pxeprov.images.iso import copy_runs
 from pxeprov.images.isofs import Entry
 from pxeprov.progress import Counter
 
@@ -170,14 +171,9 @@ class DirTree(_Base):
         src = self._open(path)
         try:
             with new_file(dest) as dst:
-                done = 0
-                while done < size:
-                    n = os.copy_file_range(src, dst.fileno(), min(CHUNK * 64, size - done))
-                    if n == 0:
-                        raise ImageError(f"{path} in {self.path} became shorter while copied")
-                    done += n
-                    if step:
-                        step(n)
+                copy_runs(src, dst.fileno(), ((0, size),), step)
+        except ImageError:
+            raise ImageError(f"{path} in {self.path} became shorter while copied") from None
         finally:
             os.close(src)
         return size

@@ -685,7 +685,7 @@ class NetLab:
         self,
         firmware: Firmware,
         mac: str,
-        proxy: Dnsmasq,
+        proxy: Dnsmasq | Path,
         limit: float = 120.0,
         stop_on: str | None = None,
         stop_grace: float = KERNEL_GRACE,
@@ -712,7 +712,8 @@ class NetLab:
             # OVMF writes its variable store: each VM gets a fresh copy, never the system file.
             shutil.copyfile(OVMF_SB_VARS if firmware == "uefi-sb" else OVMF_VARS, vars_copy)
         stop_re = re.compile(stop_on.encode()) if stop_on is not None else None
-        proxy_off, dhcp_off = size_of(proxy.log), size_of(self.dhcp_log)
+        proxy_log = proxy if isinstance(proxy, Path) else proxy.log  # a Path: the proxy's log
+        proxy_off, dhcp_off = size_of(proxy_log), size_of(self.dhcp_log)
         watched = {
             name: (log, size_of(log), re.compile(rx)) for name, (log, rx) in (marks or {}).items()
         }
@@ -764,7 +765,7 @@ class NetLab:
             firmware=firmware,
             mac=mac,
             serial=_read_bytes(serial).decode("utf-8", errors="replace"),
-            proxy_log=read_from(proxy.log, proxy_off),
+            proxy_log=read_from(proxy_log, proxy_off),
             dhcp_log=read_from(self.dhcp_log, dhcp_off),
             qemu_output=qemu_out.read_text(errors="replace"),
             seconds=seconds,

@@ -111,14 +111,15 @@ def clonezilla_iso(directory: Path) -> Path:
 
 
 def conf_for_test(conf: Path, tftp_root: Path, dest: Path) -> Path:
-    """The rendered config with only its tftp-root line pointed at the test's root."""
+    """The rendered config with only its tftp-root line pointed at the test's root, and without
+    its log-facility line (the lab's command line names the log, and a config file's option
+    would win over it)."""
     text = conf.read_text()
     line = f"tftp-root={TFTP_ROOT}"
     count = text.splitlines().count(line)
     assert count == 1, f"expected exactly one line {line!r} in {conf}, found {count}:\n{text}"
-    dest.write_text(
-        "\n".join(f"tftp-root={tftp_root}" if s == line else s for s in text.splitlines()) + "\n"
-    )
+    lines = [f"tftp-root={tftp_root}" if s == line else s for s in text.splitlines()]
+    dest.write_text("\n".join(s for s in lines if not s.startswith("log-facility=")) + "\n")
     dest.chmod(0o644)
     return dest
 

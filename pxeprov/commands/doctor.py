@@ -1,0 +1,478 @@
+"""`doctor`: why a machine does not boot, checked on this server and on its segment, without a
+packet capture. Each check passes, warns or fails, with one line saying what is wrong and the
+command that fixes it. Reads only (the probe sends DHCPDISCOVERs; no lease is taken).
+
+    the state -> dnsmasq (installed, config, running, its ports) -> nginx (when HTTP is on)
+    -> the files the menus name (there, readable by dnsmasq's user) -> real TFTP and HTTP
+    fetches from this server's address -> the firewall -> an active probe of the segment
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pxeprov import boot, dhcpprobe, firewall, pipeline, ports, render, system
+from pxeprov.errors import PxeprovError
+from pxeprov.paths import DNSMASQ_LOG, NGINX_SITE
+from pxeprov.pipeline import Machine
+from pxeprov.state import State
+
+Status = Literal["pass", "warn", "fail", "info"]
+EXIT = {"pass": 0, "info": 0, "warn": 1, "fail": 2}
+DHCP_PORTS = {67: "DHCP", 69: "TFTP", 4011: "PXE boot server"}
+WINDOWS_FIX = (
+    "on a Windows DHCP server: Remove-DhcpServerv4OptionValue -OptionId {ids} (server level; "
+    "add -ScopeId <scope> for a scope); dnsmasq: remove dhcp-boot=/dhcp-option=60,66,67; "
+    "ISC dhcpd: remove filename/next-server/option vendor-class-identifier"
+)
+FETCH_TIMEOUT = 10
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str  # a stable key, for --json: "dnsmasq.running"
+    status: Status
+    message: str
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class Report:
+    checks: tuple[Check, ...]
+    header: str
+
+    @property
+    def exit_code(self) -> int:
+        return max((EXIT[c.status] for c in self.checks), default=0)
+
+    def as_json(self) -> dict[str, Any]:
+        worst = {0: "pass", 1: "warn", 2: "fail"}[self.exit_code]
+        return {
+            "status": worst,
+            "exit_code": self.exit_code,
+            "checks": [asdict(c) for c in self.checks],
+        }
+
+
+@dataclass(frozen=True)
+class Options:
+    probe: bool = True
+    wait: float = dhcpprobe.DEFAULT_WAIT
+
+
+def _restart(machine: Machine, service: str) -> str:
+    unit = machine.services.get(service)
+    if unit is not None and unit.systemd_running():
+        return f"systemctl restart {service}"
+    return "pxeprov init (starts it without systemd too)"
+
+
+# ---------------------------------------------------------------- dnsmasq and nginx
+
+
+def _dnsmasq(machine: Machine, state: State) -> Iterator[Check]:
+    if not system.have("dnsmasq"):
+        yield Check(
+            "dnsmasq.installed",
+            "fail",
+            "dnsmasq is not installed",
+            "apt-get install dnsmasq (or run pxeprov init)",
+        )
+        return
+    version = system.run(["dnsmasq", "--version"], check=False, timeout=10).stdout
+    words = version.split()
+    yield Check(
+        "dnsmasq.installed", "pass", f"dnsmasq {words[2] if len(words) > 2 else '?'} installed"
+    )
+    conf = machine.root.path(render.dnsmasq_path(state))
+    if not conf.is_file():
+        yield Check("dnsmasq.config", "fail", f"{conf} is missing", "pxeprov init")
+    else:
+        try:
+            pipeline.VALIDATORS["dnsmasq"](conf)
+            yield Check("dnsmasq.config", "pass", f"{conf} passes dnsmasq --test")
+        except PxeprovError as exc:
+            yield Check("dnsmasq.config", "fail", exc.one_line(), "pxeprov init --force")
+    assert state.network is not None
+    address = state.network.address
+    held = {port: ports.listeners(port, proto="udp") for port in DHCP_PORTS}
+    ours = {port: [s for s in socks if "dnsmasq" in s.names] for port, socks in held.items()}
+    if not any(ours.values()):
+        yield Check(
+            "dnsmasq.running",
+            "fail",
+            "dnsmasq is not running (nothing answers DHCP, PXE or TFTP here)",
+            _restart(machine, "dnsmasq"),
+        )
+    else:
+        pids = sorted({pid for socks in ours.values() for s in socks for pid, _ in s.programs})
+        missing = [
+            f"UDP {port} ({what})"
+            for port, what in DHCP_PORTS.items()
+            if not any(ports.covers(s.address, address) for s in ours[port])
+        ]
+        if missing:
+            yield Check(
+                "dnsmasq.ports",
+                "fail",
+                f"dnsmasq (pid {', '.join(map(str, pids))}) does not listen on "
+                f"{', '.join(missing)} for {address}",
+                _restart(machine, "dnsmasq"),
+            )
+        else:
+            yield Check(
+                "dnsmasq.running",
+                "pass",
+                f"dnsmasq (pid {', '.join(map(str, pids))}) listens on UDP 67, 69 and 4011",
+            )
+    for port, socks in held.items():
+        for s in socks:
+            if "dnsmasq" not in s.names and ports.covers(s.address, address):
+                yield Check(
+                    f"ports.udp{port}",
+                    "fail",
+                    f"{s.owner} also holds UDP {port} ({DHCP_PORTS[port]}) on "
+                    f"{s.where()}: requests may go to it instead of pxeprov's dnsmasq",
+                    f"stop it (e.g. systemctl disable --now {sorted(s.names)[0]})",
+                )
+
+
+def _nginx(machine: Machine, state: State) -> Iterator[Check]:
+    if not state.http or state.http_base_url:
+        return
+    if not system.have("nginx"):
+        yield Check(
+            "nginx.installed",
+            "fail",
+            "HTTP is on but nginx is not installed",
+            "apt-get install nginx (or pxeprov init --no-http for TFTP only)",
+        )
+        return
+    site = machine.root.path(NGINX_SITE)
+    try:
+        pipeline.VALIDATORS["nginx"](site)
+        yield Check("nginx.config", "pass", f"{site} passes nginx -t")
+    except PxeprovError as exc:
+        yield Check("nginx.config", "fail", exc.one_line(), "pxeprov init --force")
+    assert state.network is not None
+    listening = [
+        s
+        for s in ports.listeners(state.http_port)
+        if "nginx" in s.names and ports.covers(s.address, state.network.address)
+    ]
+    if listening:
+        yield Check(
+            "nginx.running", "pass", f"nginx listens on {state.network.address}:{state.http_port}"
+        )
+    else:
+        yield Check(
+            "nginx.running",
+            "fail",
+            f"nginx does not listen on {state.network.address}:{state.http_port}: "
+            "clients get the menu but no kernel",
+            _restart(machine, "nginx"),
+        )
+
+
+# ---------------------------------------------------------------- the files
+
+
+def _served_files(state: State, chain: boot.UefiChain) -> dict[str, str]:
+    """Every file a client may ask for, relative to the TFTP root -> what it is."""
+    files: dict[str, str] = {}
+    for c in boot.served(state, chain):
+        for f in c.files:
+            files[f.name] = f"boot loader for {c.client} clients"
+        name, _template = c.menu
+        files[name] = f"menu of {c.client} clients"
+    for image in state.images:
+        files[image.kernel] = f"kernel of image {image.name}"
+        if image.initrd:
+            files[image.initrd] = f"initrd of image {image.name}"
+        if image.rootfs:
+            files[image.rootfs] = f"root filesystem of image {image.name}"
+    return files
+
+
+def _unreadable(tftp_root: Path, path: Path) -> str:
+    """Why dnsmasq's user (not root, not the owner) cannot read `path`, or ""."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return exc.strerror or "cannot be read"
+    if not st.st_mode & stat.S_IROTH:
+        return f"mode {stat.filemode(st.st_mode)}: only its owner can read it"
+    for parent in [p for p in path.parents if p == tftp_root or tftp_root in p.parents]:
+        if not parent.stat().st_mode & stat.S_IXOTH:
+            return f"its directory {parent} is not searchable by others"
+    return ""
+
+
+def _files(machine: Machine, state: State, chain: boot.UefiChain) -> Iterator[Check]:
+    tftp_root = machine.root.path(state.tftp_root)
+    problems = 0
+    files = _served_files(state, chain)
+    for rel, what in sorted(files.items()):
+        path = tftp_root / rel
+        shown = state.tftp_root / rel
+        if not path.is_file():
+            problems += 1
+            image = what.rsplit(" ", 1)[-1]
+            fix = (
+                f"pxeprov add-image <its ISO> --name {image} --replace"
+                if "image" in what
+                else "pxeprov init"
+            )
+            yield Check("files.missing", "fail", f"{shown} ({what}) is missing", fix)
+            continue
+        why = _unreadable(tftp_root, path)
+        if why:
+            problems += 1
+            yield Check(
+                "files.readable",
+                "fail",
+                f"{shown} ({what}) cannot be read by dnsmasq's user: {why}",
+                f"chmod a+r {shown}; chmod a+rx $(dirname {shown})",
+            )
+    if not problems:
+        yield Check(
+            "files", "pass", f"the {len(files)} files the menus name are there and readable"
+        )
+
+
+def _curl(url: str, *extra: str) -> tuple[int, str]:
+    """(curl's exit code, what -w printed)."""
+    done = system.run(
+        [
+            "curl",
+            "-sS",
+            "--max-time",
+            str(FETCH_TIMEOUT),
+            "-o",
+            os.devnull,
+            "-w",
+            "%{http_code} %{size_download}",
+            *extra,
+            url,
+        ],
+        check=False,
+        timeout=FETCH_TIMEOUT + 10,
+    )
+    return done.returncode, done.stdout.strip()
+
+
+_CURL_TFTP = {
+    68: "file not found",
+    69: "permission denied",
+    28: "no answer (timeout)",
+    7: "connection refused",
+}
+
+
+def _fetches(machine: Machine, state: State, chain: boot.UefiChain) -> Iterator[Check]:
+    if not system.have("curl"):
+        yield Check(
+            "fetch",
+            "warn",
+            "curl is not installed: no real TFTP/HTTP fetch was tried",
+            "apt-get install curl",
+        )
+        return
+    assert state.network is not None
+    address = state.network.address
+    tftp_root = machine.root.path(state.tftp_root)
+    loaders = [f.name for c in boot.served(state, chain) for f in c.files]
+    menus = [c.menu[0] for c in boot.served(state, chain)]
+    bad = 0
+    for name in dict.fromkeys([*loaders, *menus]):
+        rc, out = _curl(f"tftp://{address}/{name}", "--tftp-blksize", "1428")
+        size = (tftp_root / name).stat().st_size if (tftp_root / name).is_file() else -1
+        got = int(out.split()[-1]) if out.split() else -1
+        if rc != 0 or got != size:
+            bad += 1
+            why = _CURL_TFTP.get(rc, f"curl exit {rc}") if rc else f"{got} of {size} bytes"
+            yield Check(
+                "fetch.tftp",
+                "fail",
+                f"TFTP fetch of {name} from {address}: {why}",
+                _restart(machine, "dnsmasq")
+                if rc == 28
+                else "pxeprov doctor's other findings say why",
+            )
+    if not bad:
+        yield Check(
+            "fetch.tftp",
+            "pass",
+            f"TFTP from {address}: {', '.join(dict.fromkeys([*loaders, *menus]))}",
+        )
+    base = state.payload_base
+    if base is None:
+        return
+    http_bad = 0
+    for image in state.images:
+        for rel in (image.kernel, image.initrd):
+            if not rel:
+                continue
+            rc, out = _curl(f"{base}/{rel}", "--head")
+            code = out.split()[0] if out else ""
+            if rc != 0 or code != "200":
+                http_bad += 1
+                why = f"HTTP {code}" if rc == 0 else f"curl exit {rc}"
+                yield Check(
+                    "fetch.http", "fail", f"HEAD {base}/{rel}: {why}", _restart(machine, "nginx")
+                )
+    if not http_bad and state.images:
+        yield Check("fetch.http", "pass", f"kernels and initrds answer over HTTP from {base}/")
+
+
+# ---------------------------------------------------------------- firewall
+
+
+def _firewall(state: State) -> Iterator[Check]:
+    assert state.network is not None
+    wanted = [
+        firewall.Port("udp", 67, "DHCP"),
+        firewall.Port("udp", 69, "TFTP"),
+        firewall.Port("udp", 4011, "PXE boot server"),
+    ]
+    if state.http and not state.http_base_url:
+        wanted.append(firewall.Port("tcp", state.http_port, "HTTP"))
+    if not system.have("nft") and not system.have("iptables-legacy-save"):
+        yield Check("firewall", "info", "no nft or iptables here: no firewall rules to read")
+        return
+    findings = firewall.check(wanted, state.network.interface)
+    blocked = [f for f in findings if f.verdict in ("drop", "maybe-drop")]
+    for f in blocked:
+        status: Status = "fail" if f.verdict == "drop" else "warn"
+        verb = "drops" if f.verdict == "drop" else "may drop"
+        yield Check(
+            f"firewall.{f.port.proto}{f.port.port}",
+            status,
+            f"the firewall {verb} {f.port.proto.upper()} {f.port.port} ({f.port.what}): {f.where}",
+            "; ".join(firewall.open_commands([f.port], state.network.interface)),
+        )
+    ok, where = firewall.tftp_replies_pass()
+    if not ok:
+        yield Check(
+            "firewall.established",
+            "fail",
+            f"TFTP data would be dropped: {where} (the client's ACKs go to an ephemeral port)",
+            "nft insert rule inet filter input ct state established,related accept",
+        )
+    if not blocked and ok:
+        ports_ = ", ".join(f"{p.proto.upper()} {p.port}" for p in wanted)
+        yield Check("firewall", "pass", f"the firewall lets {ports_} in")
+
+
+# ---------------------------------------------------------------- the segment
+
+
+def _probe(state: State, wait: float) -> Iterator[Check]:
+    assert state.network is not None
+    interface, address = state.network.interface, str(state.network.address)
+    try:
+        replies = dhcpprobe.probe(interface, (0, 7), wait)
+    except dhcpprobe.ProbeError as exc:
+        yield Check("probe", "warn", f"the DHCP probe could not run: {exc}")
+        return
+    ordinary = [r for r in replies if not r.is_proxy]
+    proxies = [r for r in replies if r.is_proxy]
+    servers = sorted({r.server_id for r in ordinary})
+    if not servers:
+        yield Check(
+            "probe.dhcp",
+            "fail",
+            f"no DHCP server answered a PXE DHCPDISCOVER on {interface} within {wait:.0f} s:"
+            " clients get no address (is the DHCP server up and on this segment, or does "
+            "a relay need `ip helper-address`?)",
+        )
+    for server in servers:
+        theirs = [r for r in ordinary if r.server_id == server]
+        settings = list(dict.fromkeys(s for r in theirs for s in r.pxe_settings()))
+        if settings:
+            ids = [
+                i
+                for i, key in ((60, "option 60"), (66, "option 66"), (67, "option 67"))
+                if any(s.startswith(key) for s in settings)
+            ] or [67]
+            why = (
+                "PXE clients take it for the PXE server and skip pxeprov's proxy (UEFI clients "
+                "first)"
+                if any(s.startswith("option 60") for s in settings)
+                else "PXE clients (and shim) follow it instead of pxeprov's proxy"
+            )
+            yield Check(
+                "probe.dhcp",
+                "fail",
+                f"DHCP server {server} sends {', '.join(settings)}: {why}",
+                WINDOWS_FIX.format(ids=",".join(map(str, ids))),
+            )
+        else:
+            offered = sorted({r.yiaddr for r in theirs})
+            yield Check(
+                "probe.dhcp",
+                "pass",
+                f"DHCP server {server} offers addresses ({', '.join(offered)}) and no PXE options",
+            )
+    mine = [r for r in proxies if r.server_id == address or r.source == address]
+    others = sorted({r.server_id for r in proxies} - {address})
+    for other in others:
+        menu = sorted({m for r in proxies if r.server_id == other for m in r.menu})
+        yield Check(
+            "probe.proxy",
+            "fail",
+            f"another proxyDHCP server, {other}, answers PXE clients"
+            + (f" (menu: {', '.join(menu)})" if menu else "")
+            + ": clients may boot from it instead",
+            f"stop the PXE service on {other} (only one proxyDHCP per segment)",
+        )
+    if not mine:
+        yield Check(
+            "probe.pxeprov",
+            "fail",
+            f"pxeprov's proxy ({address}) did not answer the PXE probe on {interface}",
+            "the dnsmasq and firewall findings above say why",
+        )
+    else:
+        arches = sorted({dhcpprobe.ARCHITECTURES.get(r.arch, str(r.arch)) for r in mine})
+        menu = sorted({m for r in mine for m in r.menu})
+        yield Check(
+            "probe.pxeprov",
+            "pass",
+            f"pxeprov's proxy answers {' and '.join(arches)} clients"
+            + (f" (BIOS menu: {', '.join(menu)})" if menu else ""),
+        )
+
+
+# ---------------------------------------------------------------- all of it
+
+
+def doctor(machine: Machine, options: Options = Options()) -> Report:
+    try:
+        state = pipeline.load_state(machine.root)
+    except PxeprovError as exc:
+        return Report((Check("state", "fail", exc.one_line(), "pxeprov init --force"),), "")
+    if state.network is None:
+        return Report((Check("state", "fail", "pxeprov is not set up here", "pxeprov init"),), "")
+    net = state.network
+    header = f"pxeprov doctor: {net.interface} ({net.address}, {net.subnet}), TFTP root " + str(
+        state.tftp_root
+    )
+    chain, _ = boot.resolve_uefi(state, machine.root, preview=True)
+    checks: list[Check] = []
+    checks += _dnsmasq(machine, state)
+    checks += _nginx(machine, state)
+    checks += _files(machine, state, chain)
+    checks += _fetches(machine, state, chain)
+    checks += _firewall(state)
+    if options.probe:
+        checks += _probe(state, options.wait)
+    log = machine.root.path(DNSMASQ_LOG)
+    if log.is_file():
+        checks.append(Check("log", "info", f"dnsmasq logs to {DNSMASQ_LOG}: pxeprov watch"))
+    return Report(tuple(checks), header)

@@ -1,0 +1,220 @@
+"""`watch` and `status`: the boot stages each client reached, from dnsmasq's log (the file
+pxeprov's config names) and nginx's access log; a client that stops is reported as stalled
+after its last stage, with the likely cause. Reads only.
+
+`watch` follows the logs as they grow (a rotated or truncated log is reopened) and prints a line
+per stage reached; `status` prints one line per client seen since a time, and exits.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pxeprov import boot, bootlog, pipeline, system
+from pxeprov.bootlog import Client, Event, Tracker
+from pxeprov.errors import InputError
+from pxeprov.paths import DNSMASQ_LOG, NGINX_ACCESS_LOG
+from pxeprov.pipeline import Machine
+from pxeprov.state import State
+
+POLL = 0.5  # seconds between looks at the logs
+DEFAULT_STALL = 30.0  # seconds without progress before a client is called stalled
+_MAX_READ = 64 << 20  # bytes read from a log at once
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    mac: str | None = None
+    since: float | None = None  # epoch seconds; None: from now on (watch), the last hour (status)
+    stall: float = DEFAULT_STALL
+    dnsmasq_log: Path | None = None
+    nginx_log: Path | None = None
+
+
+def normal_mac(text: str) -> str:
+    digits = text.lower().replace("-", ":").replace(".", "")
+    parts = digits.split(":") if ":" in digits else [digits[i : i + 2] for i in range(0, 12, 2)]
+    if len(parts) != 6 or not all(len(p) == 2 and all(c in "0123456789abcdef" for c in p)
+                                  for p in parts):  # fmt: skip
+        raise InputError(f"--mac {text!r} is not a MAC address like 52:54:00:12:34:56")
+    return ":".join(parts)
+
+
+@dataclass
+class _Log:
+    """A log file read as it grows; reopened when it is rotated or truncated."""
+
+    path: Path
+    offset: int = 0
+    inode: int = -1
+    partial: str = ""
+
+    def start_at_end(self) -> None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return
+        self.offset, self.inode = st.st_size, st.st_ino
+
+    def read(self) -> list[str]:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return []
+        if st.st_ino != self.inode or st.st_size < self.offset:
+            self.offset, self.inode, self.partial = 0, st.st_ino, ""
+        if st.st_size == self.offset:
+            return []
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            data = f.read(_MAX_READ)
+        self.offset += len(data)
+        text = self.partial + data.decode("utf-8", "replace")
+        lines = text.split("\n")
+        self.partial = lines.pop()  # an unfinished last line waits for its end
+        return lines
+
+
+def _neighbour(ip: str) -> str | None:
+    """The MAC of `ip` in this host's neighbour table."""
+    if not system.have("ip"):
+        return None
+    done = system.run(["ip", "-j", "neigh", "show", "to", ip], check=False, timeout=10)
+    try:
+        entries = json.loads(done.stdout or "[]")
+    except ValueError:
+        return None
+    for entry in entries:
+        mac = entry.get("lladdr")
+        if isinstance(mac, str):
+            return mac.lower()
+    return None
+
+
+@dataclass
+class Watcher:
+    """The logs of one server, the stage tracker, and which stalls were already said."""
+
+    state: State
+    tracker: Tracker
+    logs: list[tuple[_Log, str]]  # (log, "dnsmasq" | "nginx")
+    options: WatchOptions
+    said: dict[str, str] = field(default_factory=dict)  # mac -> the last stall said
+
+    def events(self, now: float) -> list[Event]:
+        found: list[Event] = []
+        tftp_root = str(self.state.tftp_root)
+        for log, kind in self.logs:
+            lines = log.read()
+            if kind == "dnsmasq":
+                found += bootlog.parse_dnsmasq(lines, tftp_root, now)
+            else:
+                found += bootlog.parse_nginx(lines)
+        since = self.options.since
+        found = [e for e in found if since is None or e.time >= since]
+        return sorted(found, key=lambda e: e.time)
+
+    def wanted(self, client: Client) -> bool:
+        return self.options.mac is None or client.mac == self.options.mac
+
+    def has_rootfs(self, client: Client) -> bool:
+        image = next((i for i in self.state.images if i.kernel == client.kernel), None)
+        return image is not None and bool(image.rootfs or image.files)
+
+    def stalled(self, client: Client, now: float) -> str:
+        """Why the client is stalled, or "" (it moves, or it is done)."""
+        if bootlog.expected_next(client, self.has_rootfs(client)) is None and not client.problem:
+            return ""
+        if client.problem:
+            return client.problem
+        if now - client.last < self.options.stall:
+            return ""
+        return bootlog.stall_cause(client)
+
+
+def _watcher(machine: Machine, options: WatchOptions) -> Watcher:
+    state = pipeline.load_state(machine.root)
+    if state.network is None:
+        raise InputError("pxeprov is not set up here", "run `pxeprov init`")
+    chain, _ = boot.resolve_uefi(state, machine.root, preview=True)
+    dnsmasq = options.dnsmasq_log or machine.root.path(DNSMASQ_LOG)
+    if not dnsmasq.is_file():
+        raise InputError(
+            f"dnsmasq's log {dnsmasq} does not exist",
+            "run `pxeprov init` (its config logs there), or give --dnsmasq-log",
+        )
+    logs = [(_Log(dnsmasq), "dnsmasq")]
+    nginx = options.nginx_log or machine.root.path(NGINX_ACCESS_LOG)
+    if state.http and nginx.is_file():
+        logs.append((_Log(nginx), "nginx"))
+    lookup = _neighbour if machine.root.is_system or options.dnsmasq_log else None
+    tracker = Tracker(bootlog.stage_of_files(state, chain), neighbour=lookup)
+    return Watcher(state, tracker, logs, options)
+
+
+def _time(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t))
+
+
+def watch(
+    machine: Machine,
+    options: WatchOptions,
+    emit: Callable[[str], None],
+    keep_going: Callable[[], bool] = lambda: True,
+) -> None:
+    """Follow the logs; `emit` a line per stage reached and per stall, until `keep_going` says
+    no (the CLI: until Ctrl-C)."""
+    w = _watcher(machine, options)
+    if options.since is None:
+        for log, _kind in w.logs:
+            log.start_at_end()
+    shown: dict[str, set[str]] = {}
+    while keep_going():
+        now = time.time()
+        for event in w.events(now):
+            client = w.tracker.feed(event)
+            if client is None or not w.wanted(client):
+                continue
+            for stage in bootlog.STAGES:
+                if stage in client.reached and stage not in shown.setdefault(client.mac, set()):
+                    shown[client.mac].add(stage)
+                    what = _stage_detail(client, stage)
+                    emit(f"{_time(client.reached[stage])}  {client.mac}  {client.firmware:<5} "
+                         f"{client.ip or '-':<15} {bootlog.STAGE_WORDS[stage]}{what}")  # fmt: skip
+                    w.said.pop(client.mac, None)
+        for client in w.tracker.clients.values():
+            if not w.wanted(client):
+                continue
+            why = w.stalled(client, now)
+            if why and w.said.get(client.mac) != why:
+                w.said[client.mac] = why
+                stage = bootlog.STAGE_WORDS.get(client.stage, "nothing")
+                emit(f"{_time(now)}  {client.mac}  stalled after {stage}: {why}")
+        time.sleep(POLL)
+
+
+def _stage_detail(client: Client, stage: str) -> str:
+    how = client.how.get(stage)
+    return f"  {how}" if how else ""
+
+
+@dataclass(frozen=True)
+class StatusLine:
+    client: Client
+    stalled: str  # "" when it moved recently or finished
+
+
+def status(machine: Machine, options: WatchOptions) -> list[StatusLine]:
+    """Every client seen since `options.since` (default: the last hour), with its stages."""
+    since = options.since if options.since is not None else time.time() - 3600
+    w = _watcher(machine, WatchOptions(options.mac, since, options.stall, options.dnsmasq_log,
+                                       options.nginx_log))  # fmt: skip
+    now = time.time()
+    for event in w.events(now):
+        w.tracker.feed(event)
+    clients = sorted(w.tracker.clients.values(), key=lambda c: c.started())
+    return [StatusLine(c, w.stalled(c, now)) for c in clients if w.wanted(c)]
