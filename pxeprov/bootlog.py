@@ -82,13 +82,21 @@ def _dnsmasq_time(stamp: str, now: float) -> float:
     return now
 
 
-def _relative(path: str, tftp_root: str) -> str:
-    root = tftp_root.rstrip("/") + "/"
-    return path[len(root) :] if path.startswith(root) else path.lstrip("/")
+def _relative(path: str, tftp_roots: tuple[str, ...]) -> str:
+    for tftp_root in tftp_roots:
+        root = tftp_root.rstrip("/") + "/"
+        if path.startswith(root):
+            return path[len(root) :]
+    return path.lstrip("/")
 
 
-def parse_dnsmasq(lines: Iterable[str], tftp_root: str, now: float | None = None) -> list[Event]:
-    """dnsmasq's log lines (its own file, or journald's with the same text) as events."""
+def parse_dnsmasq(
+    lines: Iterable[str], tftp_root: str | tuple[str, ...], now: float | None = None
+) -> list[Event]:
+    """dnsmasq's log lines (its own file, or journald's with the same text) as events.
+    `tftp_root`: where dnsmasq serves from (more than one: the state's path and where it
+    really is under --root)."""
+    roots = (tftp_root,) if isinstance(tftp_root, str) else tftp_root
     now = time.time() if now is None else now
     arches: dict[str, int] = {}
     out: list[Event] = []
@@ -106,14 +114,14 @@ def parse_dnsmasq(lines: Iterable[str], tftp_root: str, now: float | None = None
             elif p["what"] == "proxy":
                 out.append(Event(t, "offer", mac=p["mac"], arch=arch))
         elif (s := _SENT.match(msg)) is not None:
-            out.append(Event(t, "sent", s["ip"], path=_relative(s["path"], tftp_root)))
+            out.append(Event(t, "sent", s["ip"], path=_relative(s["path"], roots)))
         elif (s := _NOT_FOUND.match(msg)) is not None:
-            out.append(Event(t, "missing", s["ip"], path=_relative(s["path"], tftp_root)))
+            out.append(Event(t, "missing", s["ip"], path=_relative(s["path"], roots)))
         elif (s := _DENIED.match(msg)) is not None:
-            path = _relative(s["path"], tftp_root)
+            path = _relative(s["path"], roots)
             out.append(Event(t, "denied", path=path, detail=s["why"]))
         elif (s := _FAILED.match(msg)) is not None:
-            out.append(Event(t, "failed", s["ip"], path=_relative(s["path"], tftp_root)))
+            out.append(Event(t, "failed", s["ip"], path=_relative(s["path"], roots)))
         elif (s := _ERROR.match(msg)) is not None:
             out.append(Event(t, "aborted", s["ip"], detail=f"error {s['code']} {s['text']}"))
     return out

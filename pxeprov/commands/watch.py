@@ -44,34 +44,49 @@ def normal_mac(text: str) -> str:
     return ":".join(parts)
 
 
+_HEAD = 64  # bytes at the start of a log that tell one file from the next (copytruncate)
+
+
 @dataclass
 class _Log:
-    """A log file read as it grows; reopened when it is rotated or truncated."""
+    """A log file read as it grows; read again from its start when it is rotated (a new file)
+    or truncated (copytruncate: shorter, or a different start)."""
 
     path: Path
     offset: int = 0
     inode: int = -1
     partial: str = ""
+    head: bytes = b""
+
+    def _head(self) -> bytes:
+        try:
+            with self.path.open("rb") as f:
+                return f.read(_HEAD)
+        except OSError:
+            return b""
 
     def start_at_end(self) -> None:
         try:
             st = self.path.stat()
         except OSError:
             return
-        self.offset, self.inode = st.st_size, st.st_ino
+        self.offset, self.inode, self.head = st.st_size, st.st_ino, self._head()
 
     def read(self) -> list[str]:
         try:
             st = self.path.stat()
         except OSError:
             return []
-        if st.st_ino != self.inode or st.st_size < self.offset:
-            self.offset, self.inode, self.partial = 0, st.st_ino, ""
+        same_start = self._head()[: len(self.head)] == self.head
+        if st.st_ino != self.inode or st.st_size < self.offset or not same_start:
+            self.offset, self.inode, self.partial, self.head = 0, st.st_ino, "", b""
         if st.st_size == self.offset:
             return []
         with self.path.open("rb") as f:
             f.seek(self.offset)
             data = f.read(_MAX_READ)
+        if len(self.head) < _HEAD and self.offset <= len(self.head):
+            self.head = (self.head + data)[:_HEAD]
         self.offset += len(data)
         text = self.partial + data.decode("utf-8", "replace")
         lines = text.split("\n")
@@ -103,11 +118,12 @@ class Watcher:
     tracker: Tracker
     logs: list[tuple[_Log, str]]  # (log, "dnsmasq" | "nginx")
     options: WatchOptions
+    tftp_roots: tuple[str, ...]  # the state's TFTP root, and where it really is (--root)
     said: dict[str, str] = field(default_factory=dict)  # mac -> the last stall said
 
     def events(self, now: float) -> list[Event]:
         found: list[Event] = []
-        tftp_root = str(self.state.tftp_root)
+        tftp_root = self.tftp_roots
         for log, kind in self.logs:
             lines = log.read()
             if kind == "dnsmasq":
@@ -153,7 +169,8 @@ def _watcher(machine: Machine, options: WatchOptions) -> Watcher:
         logs.append((_Log(nginx), "nginx"))
     lookup = _neighbour if machine.root.is_system or options.dnsmasq_log else None
     tracker = Tracker(bootlog.stage_of_files(state, chain), neighbour=lookup)
-    return Watcher(state, tracker, logs, options)
+    roots = (str(state.tftp_root), str(machine.root.path(state.tftp_root)))
+    return Watcher(state, tracker, logs, options, roots)
 
 
 def _time(t: float) -> str:
@@ -172,6 +189,7 @@ def watch(
     if options.since is None:
         for log, _kind in w.logs:
             log.start_at_end()
+    emit(f"Watching {' and '.join(str(log.path) for log, _ in w.logs)} (Ctrl-C ends).")
     shown: dict[str, set[str]] = {}
     while keep_going():
         now = time.time()

@@ -36,7 +36,7 @@ from typing import Literal
 # uefi-sb: OVMF with Microsoft's keys enrolled and Secure Boot enforced (lab/secureboot).
 Firmware = Literal["bios", "uefi", "uefi-sb"]
 # The ordinary DHCP server (lab/secureboot/NOTES.txt: A = dnsmasq, W, Wf = ISC dhcpd).
-Ordinary = Literal["dnsmasq", "W", "Wf"]
+Ordinary = Literal["dnsmasq", "W", "Wf", "none"]
 
 A_ADDR = "10.77.0.1"
 B_ADDR = "10.77.0.2"
@@ -194,6 +194,7 @@ class Dnsmasq:
     proc: subprocess.Popen[bytes]
     log: Path
     output: Path  # stdout+stderr: where dnsmasq reports a config it cannot load
+    ns: str = ""
 
     def stop(self) -> None:
         stop_process(self.proc)
@@ -322,6 +323,7 @@ class NetLab:
     _servers: list[Server] = field(init=False, default_factory=list)
     _dhcp: DhcpServer | None = field(init=False, default=None)
     _ordinary: Ordinary = field(init=False, default="dnsmasq")
+    _ordinary_options: tuple[str, ...] = field(init=False, default=())
     _boots: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
@@ -389,6 +391,28 @@ class NetLab:
         self._dhcp = self.start_dnsmasq("dhcp", self.ns_a, self._write_dhcp_conf())
         self._ordinary = "dnsmasq"
 
+    def add_host(self, name: str, address: str) -> str:
+        """One more namespace on the lab's LAN (a veth into br0) with ``address``/24; its name.
+        Deleted with the lab (or by ``remove_host``)."""
+        ns = f"pxeprov-e2e-{name}-{self.tag}"
+        self._add_namespace(ns)
+        near, far = f"h-{name}"[:15], "eth0"
+        self._ip(self.ns_a, "link", "add", near, "type", "veth", "peer", "name", far, "netns", ns)
+        self._ip(self.ns_a, "link", "set", near, "master", BRIDGE)
+        self._ip(self.ns_a, "link", "set", near, "up")
+        self._ip(ns, "addr", "add", f"{address}/{PREFIX}", "dev", far)
+        self._ip(ns, "link", "set", far, "up")
+        self._wait_link_up(ns, far)
+        return ns
+
+    def remove_host(self, ns: str) -> None:
+        if ns in (self.ns_a, self.ns_b) or ns not in self._namespaces:
+            raise LabError(f"refusing to remove {ns!r}")
+        for server in [x for x in self._servers if isinstance(x, Dnsmasq) and x.ns == ns]:
+            self._stop_server(server)
+        run(["ip", "netns", "del", ns])  # its veth end goes with it, and the other end too
+        self._namespaces.remove(ns)
+
     def _wait_link_up(self, ns: str, ifname: str, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -397,8 +421,9 @@ class NetLab:
             time.sleep(0.1)
         raise LabError(f"{ifname} in {ns} not up after {timeout}s:\n{self._ip(ns, 'link')}")
 
-    def _write_dhcp_conf(self) -> Path:
-        """The lab's A-ra.conf: leases only (no PXE options, no DNS) plus IPv6 RAs.
+    def _write_dhcp_conf(self, options: Sequence[str] = ()) -> Path:
+        """The lab's A-ra.conf: leases only (no PXE options, no DNS) plus IPv6 RAs, and
+        ``options`` (dnsmasq lines: what a misconfigured DHCP server sends).
 
         Without router advertisements iPXE waits ~13 s for IPv6 autoconfiguration.
         """
@@ -412,6 +437,7 @@ class NetLab:
             "log-dhcp",
             "enable-ra",
             f"dhcp-range=::,constructor:{BRIDGE},ra-only",
+            *options,
         ]
         conf.write_text("\n".join(lines) + "\n")
         conf.chmod(0o644)
@@ -448,10 +474,13 @@ class NetLab:
         """Which ordinary DHCP server is running in ns A."""
         return self._ordinary
 
-    def use_ordinary(self, kind: Ordinary, dhcpd: Path | None = None) -> None:
+    def use_ordinary(
+        self, kind: Ordinary, dhcpd: Path | None = None, options: Sequence[str] = ()
+    ) -> None:
         """Make ``kind`` the ordinary DHCP server in ns A (stopping the current one first);
         nothing happens if it already is and still runs. ``dhcpd``: the ISC dhcpd binary,
-        needed for W and Wf.
+        needed for W and Wf; ``options``: more dnsmasq lines for the dnsmasq one; "none": no
+        DHCP server at all.
 
         Only one DHCP server may answer on br0, so the old one is stopped before the new one
         starts; on failure no ordinary server runs and LabError says why.
@@ -459,15 +488,19 @@ class NetLab:
         if self.ns_a not in self._namespaces:
             raise LabError("lab is not up")
         current = self._dhcp
-        if current is not None and self._ordinary == kind and current.proc.poll() is None:
+        same = self._ordinary == kind and tuple(options) == self._ordinary_options
+        if same and (kind == "none" or (current is not None and current.proc.poll() is None)):
             return
-        if kind != "dnsmasq" and dhcpd is None:
+        if kind in ("W", "Wf") and dhcpd is None:
             raise LabError(f"ordinary server {kind} needs the dhcpd binary")
         if current is not None:
             self._stop_server(current)
             self._dhcp = None
-        if kind == "dnsmasq":
-            self._dhcp = self.start_dnsmasq("dhcp", self.ns_a, self._write_dhcp_conf())
+        self._ordinary_options = tuple(options)
+        if kind == "none":
+            pass
+        elif kind == "dnsmasq":
+            self._dhcp = self.start_dnsmasq("dhcp", self.ns_a, self._write_dhcp_conf(options))
         else:
             assert dhcpd is not None  # checked above
             self._dhcp = self.start_dhcpd(kind, dhcpd, self._write_dhcpd_conf(kind))
@@ -570,7 +603,7 @@ class NetLab:
         with output.open("ab") as out:
             # `ip netns exec` execs dnsmasq, so proc.pid is dnsmasq's own PID.
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-        server = Dnsmasq(name=name, proc=proc, log=log, output=output)
+        server = Dnsmasq(name=name, proc=proc, log=log, output=output, ns=ns)
         self._servers.append(server)
         state = wait_started(
             proc, lambda: "started, version" in read_from(log, offset), DNSMASQ_START_TIMEOUT
@@ -633,6 +666,8 @@ class NetLab:
     @property
     def dhcp_log(self) -> Path:
         if self._dhcp is None:
+            if self._ordinary == "none":
+                return self.workdir / "no-dhcp-server.log"  # never written
             raise LabError("no ordinary DHCP server running (lab not up, or a switch failed)")
         return self._dhcp.log
 

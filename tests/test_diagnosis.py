@@ -1,0 +1,339 @@
+"""The pieces `doctor`, `watch` and `status` are made of, each against the real thing: the DHCP
+codec against scapy's decoding, the firewall reader against rulesets nft itself builds in a
+private network namespace, the log readers against lines dnsmasq and nginx wrote, the socket
+table against sockets this test opens. (tests/e2e/test_doctor.py runs the commands on a lab.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from scapy.layers.dhcp import BOOTP, DHCP
+
+from pxeprov import boot, bootlog, dhcpprobe, firewall, ports
+from pxeprov.commands.watch import _Log, normal_mac
+from pxeprov.errors import InputError
+from pxeprov.state import loads
+
+from .conftest import NET, Cli
+
+MAC = bytes.fromhex("525400123456")
+GUID = bytes(range(16))
+
+
+# ---------------------------------------------------------------- the DHCP codec
+
+
+def test_discover_decodes_as_scapy_reads_it() -> None:
+    raw = dhcpprobe.build_discover(MAC, 0x12345678, 7, GUID, b"iPXE")
+    packet = BOOTP(raw)
+    assert (packet.op, packet.xid, packet.flags) == (1, 0x12345678, 0x8000)  # broadcast flag
+    assert packet.chaddr[:6] == MAC
+    options = {o[0]: o[1:] for o in packet[DHCP].options if isinstance(o, tuple)}
+    assert options["message-type"] == (1,)  # DISCOVER
+    assert options["vendor_class_id"] == (b"PXEClient:Arch:00007:UNDI:002001",)
+    assert options["pxe_client_architecture"] == (b"\x00\x07",)
+    assert options["pxe_client_machine_identifier"] == (b"\x00" + GUID,)
+    assert options["user_class"] == (b"iPXE",)
+    assert {66, 67} <= set(options["param_req_list"][0])
+
+
+def _offer(**fields: object) -> bytes:
+    options = fields.pop("options")
+    return bytes(BOOTP(op=2, xid=0xABCDEF01, chaddr=MAC + bytes(10), **fields)
+                 / DHCP(options=[*options, "end"]))  # type: ignore[list-item]  # fmt: skip
+
+
+def test_an_ordinary_offer_with_pxe_settings_as_scapy_builds_it() -> None:
+    raw = _offer(yiaddr="10.0.0.50", siaddr="10.0.0.1", file=b"wds\\boot.efi",
+                 options=[("message-type", "offer"), ("server_id", "10.0.0.1"),
+                          ("vendor_class_id", b"PXEClient"), ("tftp_server_name", b"10.0.0.1\0"),
+                          ("boot-file-name", b"boot\\x64\\wdsmgfw.efi\0")])  # fmt: skip
+    reply = dhcpprobe.parse_reply(raw, "10.0.0.1")
+    assert reply is not None
+    assert (reply.message, reply.xid, reply.yiaddr, reply.server_id) == (
+        "OFFER", 0xABCDEF01, "10.0.0.50", "10.0.0.1")  # fmt: skip
+    assert not reply.is_proxy  # an address is offered: not a proxy
+    assert reply.pxe_settings() == [
+        "option 60 (PXEClient)", "option 66 (10.0.0.1)", "option 67 (boot\\x64\\wdsmgfw.efi)",
+    ]  # fmt: skip
+
+
+def test_a_bootp_file_name_alone_is_found() -> None:
+    raw = _offer(yiaddr="10.0.0.51", file=b"undionly.kpxe",
+                 options=[("message-type", "offer"), ("server_id", "10.0.0.1")])  # fmt: skip
+    reply = dhcpprobe.parse_reply(raw, "10.0.0.1")
+    assert reply is not None and reply.pxe_settings() == ["a BOOTP file name (undionly.kpxe)"]
+
+
+def test_a_proxy_offer_and_its_menu() -> None:
+    menu = struct.pack("!HB", 0x8000, 12) + b"pxeprov BIOS"
+    pxe = bytes([6, 1, 3, 9, len(menu)]) + menu + bytes([10, 8, 0]) + b"pxeprov" + b"\xff"
+    raw = _offer(options=[("message-type", "offer"), ("server_id", "10.0.0.5"),
+                          ("vendor_class_id", b"PXEClient"), ("vendor_specific", pxe)])  # fmt: skip
+    reply = dhcpprobe.parse_reply(raw, "10.0.0.5")
+    assert reply is not None and reply.is_proxy
+    assert reply.menu == ["pxeprov BIOS"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"\x02" * 240, _offer(options=[("message-type", "offer")])[:-30] + b"\x35\xff\x01",
+     bytes(BOOTP(op=1) / DHCP(options=[("message-type", "discover"), "end"]))],
+    ids=["empty", "no-cookie", "truncated-option", "a-request"],
+)  # fmt: skip
+def test_anything_else_is_no_reply(raw: bytes) -> None:
+    reply = dhcpprobe.parse_reply(raw, "10.0.0.9")
+    assert reply is None or reply.message in ("OFFER", "BOOTP")  # never an exception
+
+
+def test_control_characters_in_a_reply_are_escaped() -> None:
+    raw = _offer(file=b"evil\x1b[2Jname", options=[("message-type", "offer")])
+    reply = dhcpprobe.parse_reply(raw, "10.0.0.9")
+    assert reply is not None and reply.file == "evil\\x1b[2Jname"
+
+
+# ---------------------------------------------------------------- the firewall
+
+
+@pytest.fixture
+def netns() -> str:
+    if os.geteuid() != 0:
+        pytest.fail("these tests create a network namespace: run the suite as root")
+    name = f"pxeprov-fw-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    yield name  # type: ignore[misc]
+    subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+PORTS = [firewall.Port("udp", 67, "DHCP"), firewall.Port("udp", 69, "TFTP"),
+         firewall.Port("udp", 4011, "PXE"), firewall.Port("tcp", 8069, "HTTP")]  # fmt: skip
+
+
+def _verdicts(netns: str, rules: str) -> dict[int, tuple[str, str]]:
+    nft = ["ip", "netns", "exec", netns, "nft"]
+    subprocess.run([*nft, "-f", "-"], input=rules, text=True, check=True)
+
+    def runner(argv: list[str] | tuple[str, ...]) -> str | None:
+        done = subprocess.run(["ip", "netns", "exec", netns, *argv], capture_output=True,
+                              text=True, check=False)  # fmt: skip
+        return done.stdout if done.returncode == 0 else None
+
+    found = firewall.check(PORTS, "eth0", runner)  # type: ignore[arg-type]
+    return {f.port.port: (f.verdict, f.where) for f in found}
+
+
+def _table(family: str, *rules: str, policy: str = "accept", chains: str = "") -> str:
+    body = "\n".join(f"    {r}" for r in rules)
+    hook = f"    type filter hook input priority 0; policy {policy};"
+    return f"table {family} filter {{\n{chains}  chain input {{\n{hook}\n{body}\n  }}\n}}\n"
+
+
+RULESETS = {
+    "empty": ("", {67: "accept", 69: "accept", 4011: "accept", 8069: "accept"}),
+    "drop-69": (_table("inet", "udp dport 69 drop"),
+                {67: "accept", 69: "drop", 4011: "accept", 8069: "accept"}),
+    "policy-drop-with-jump": (
+        _table("inet", "ct state established,related accept", 'iifname "eth0" jump pxe',
+               policy="drop",
+               chains="  chain pxe {\n    udp dport { 67, 4011 } accept\n"
+                      "    tcp dport 8069 accept\n  }\n"),
+        {67: "accept", 69: "drop", 4011: "accept", 8069: "accept"},
+    ),
+    "range-reject": (_table("ip", "udp dport 60-70 reject"),
+                     {67: "drop", 69: "drop", 4011: "accept", 8069: "accept"}),
+    "other-interface": (_table("inet", 'iifname "wlan0" udp dport 69 drop'), {69: "accept"}),
+    "by-address": (_table("inet", "ip saddr 192.0.2.0/24 udp dport 69 drop"),
+                   {69: "maybe-drop"}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(RULESETS))
+def test_firewall_verdicts_on_rulesets_nft_built(netns: str, name: str) -> None:
+    rules, expected = RULESETS[name]
+    verdicts = _verdicts(netns, rules)
+    assert {p: verdicts[p][0] for p in expected} == expected, verdicts
+
+
+def test_tftp_replies_need_established_under_a_drop_policy(netns: str) -> None:
+    rules = _table("inet", "udp dport 69 accept", policy="drop")
+    nft = ["ip", "netns", "exec", netns, "nft"]
+    subprocess.run([*nft, "-f", "-"], input=rules, text=True, check=True)
+
+    def runner(argv: list[str] | tuple[str, ...]) -> str | None:
+        done = subprocess.run(["ip", "netns", "exec", netns, *argv], capture_output=True,
+                              text=True, check=False)  # fmt: skip
+        return done.stdout if done.returncode == 0 else None
+
+    ok, why = firewall.tftp_replies_pass(runner)  # type: ignore[arg-type]
+    assert not ok and "accepts no established" in why
+    subprocess.run([*nft, "insert", "rule", "inet", "filter", "input", "ct", "state",
+                    "established,related", "accept"], check=True)  # fmt: skip
+    assert firewall.tftp_replies_pass(runner)[0]  # type: ignore[arg-type]
+
+
+def test_open_commands() -> None:
+    assert firewall.open_commands(PORTS[1:2], "eth0") == [
+        'nft insert rule inet filter input iifname "eth0" udp dport { 69 } accept'
+    ]
+
+
+# ---------------------------------------------------------------- sockets
+
+
+def test_udp_sockets_and_their_owner() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        found = ports.listeners(port, proto="udp")
+        assert [(str(x.address), x.proto) for x in found] == [("127.0.0.1", "udp")]
+        assert (os.getpid(), "python") in found[0].programs or found[0].names
+    assert ports.listeners(port, proto="udp") == []
+
+
+# ---------------------------------------------------------------- the logs
+
+STATE = loads(
+    '[network]\ninterface = "eth0"\naddress = "10.77.0.2"\nsubnet = "10.77.0.0/24"\n'
+    '[[images]]\nname = "cz"\nlabel = "Clonezilla"\nkind = "clonezilla"\n'
+    'kernel = "images/cz/vmlinuz"\ninitrd = "images/cz/initrd.img"\n'
+    'rootfs = "images/cz/filesystem.squashfs"\n'
+)
+ROOT = "/var/lib/tftpboot"
+# What dnsmasq 2.90 wrote for a UEFI client (lab logs), then nginx for its payloads
+DNSMASQ = f"""\
+Nov 28 13:50:35 dnsmasq-dhcp[23414]: DHCP, proxy on subnet 10.77.0.0
+Nov 28 13:50:38 dnsmasq-dhcp[23414]: 3085728430 vendor class: PXEClient:Arch:00007:UNDI:003000
+Nov 28 13:50:38 dnsmasq-dhcp[23414]: 3085728430 PXE(vpxe1) 52:54:00:79:00:02 proxy
+Nov 28 13:50:38 dnsmasq-dhcp[23414]: 3085728430 next server: 10.77.0.2
+Nov 28 13:50:40 dnsmasq-tftp[23414]: error 8 User aborted the transfer received from 10.77.0.131
+Nov 28 13:50:40 dnsmasq-tftp[23414]: sent {ROOT}/snponly.efi to 10.77.0.131
+Nov 28 13:50:41 dnsmasq-tftp[23414]: sent {ROOT}/snponly.efi to 10.77.0.131
+Nov 28 13:50:43 dnsmasq-tftp[23414]: sent {ROOT}/boot.ipxe to 10.77.0.131
+Nov 28 13:50:44 dnsmasq-tftp[23414]: file {ROOT}/pxelinux.cfg/01-52-54-00-79-00-02 not found \
+for 10.77.0.131
+"""  # fmt: skip
+NGINX = (
+    '10.77.0.131 - - [28/Nov/2026:13:50:45 +0000] "GET /images/cz/vmlinuz HTTP/1.1" 200 8222656 '
+    '"-" "iPXE/1.21.1"\n'
+    '10.77.0.131 - - [28/Nov/2026:13:50:49 +0000] "GET /images/cz/initrd.img HTTP/1.1" 200 '
+    '40810276 "-" "iPXE/1.21.1"\n'
+)
+
+
+def _track(dnsmasq: str, nginx: str, chain: boot.UefiChain = "ipxe") -> bootlog.Tracker:
+    now = time.mktime(time.strptime("2026 Nov 28 14:00:00", "%Y %b %d %H:%M:%S"))
+    events = bootlog.parse_dnsmasq(dnsmasq.splitlines(), ROOT, now)
+    events += bootlog.parse_nginx(nginx.splitlines())
+    tracker = bootlog.Tracker(bootlog.stage_of_files(STATE, chain))
+    for event in sorted(events, key=lambda e: e.time):
+        tracker.feed(event)
+    return tracker
+
+
+def test_stages_of_a_uefi_boot_from_the_logs() -> None:
+    client = _track(DNSMASQ, NGINX).clients["52:54:00:79:00:02"]
+    assert (client.firmware, client.ip, client.stage) == ("UEFI", "10.77.0.131", "initrd")
+    assert list(client.reached) == ["offer", "loader", "menu", "kernel", "initrd"]
+    assert client.how["kernel"] == "images/cz/vmlinuz (http)"
+    assert client.problem == ""  # pxelinux's per-client config is looked for and may be missing
+    assert bootlog.expected_next(client, has_rootfs=True) == "rootfs"
+    assert "root filesystem was never asked for" in bootlog.stall_cause(client)
+    line = bootlog.summary_line(client)
+    assert line.startswith("52:54:00:79:00:02  UEFI  10.77.0.131 ")
+    assert line.endswith("proxy offer 0 s -> boot loader 2 s -> menu 5 s -> kernel 7 s -> "
+                         "initrd 11 s")  # fmt: skip
+
+
+def test_a_missing_kernel_and_a_file_dnsmasq_cannot_read() -> None:
+    dnsmasq = DNSMASQ + (
+        f"Nov 28 13:50:45 dnsmasq-tftp[23414]: file {ROOT}/images/cz/vmlinuz not found for "
+        "10.77.0.131\n"
+    )
+    client = _track(dnsmasq, "").clients["52:54:00:79:00:02"]
+    assert client.stage == "menu"
+    assert bootlog.stall_cause(client) == (
+        "images/cz/vmlinuz is not on the server (asked for over TFTP)"
+    )
+    denied = DNSMASQ + (
+        f"Nov 28 13:50:45 dnsmasq-tftp[23414]: cannot access {ROOT}/images/cz/vmlinuz: "
+        "Permission denied\n"
+    )
+    client = _track(denied, "").clients["52:54:00:79:00:02"]
+    assert client.problem == "images/cz/vmlinuz cannot be read by dnsmasq (Permission denied)"
+
+
+def test_shim_without_grub_points_at_the_bootp_file_name() -> None:
+    lines = DNSMASQ.replace("snponly.efi", "shimx64.efi").split("\n")
+    client = _track("\n".join(lines[:7]), "", "grub").clients["52:54:00:79:00:02"]
+    assert client.stage == "loader"
+    assert "boot file name in the ordinary DHCP server's answer" in bootlog.stall_cause(client)
+
+
+def test_hostile_log_text_is_only_data() -> None:
+    line = (
+        "Nov 28 13:50:38 dnsmasq-dhcp[1]: 1 PXE(eth0) 52:54:00:00:00:01 proxy\n"
+        f"Nov 28 13:50:39 dnsmasq-tftp[1]: sent {ROOT}/\x1b[2J;rm -rf / to 10.0.0.9\n"
+    )
+    events = bootlog.parse_dnsmasq(line.splitlines(), ROOT)
+    assert [e.kind for e in events] == ["offer"]  # a path with a space is no "sent" line of ours
+
+
+def test_since_and_mac() -> None:
+    now = 1_800_000_000.0
+    assert bootlog.epoch("10m", now) == now - 600
+    assert bootlog.epoch("2h", now) == now - 7200
+    with pytest.raises(ValueError):
+        bootlog.epoch("yesterday", now)
+    assert normal_mac("52-54-00-AB-CD-EF") == "52:54:00:ab:cd:ef"
+    with pytest.raises(InputError):
+        normal_mac("52:54:00")
+
+
+def test_a_followed_log_survives_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "dnsmasq.log"
+    path.write_text("one\n")
+    log = _Log(path)
+    log.start_at_end()
+    assert log.read() == []
+    with path.open("a") as f:
+        f.write("two\nthr")
+    assert log.read() == ["two"]  # the unfinished line waits
+    with path.open("a") as f:
+        f.write("ee\n")
+    assert log.read() == ["three"]
+    path.rename(tmp_path / "dnsmasq.log.1")  # logrotate without copytruncate
+    path.write_text("four\n")
+    assert log.read() == ["four"]
+    path.write_text("")  # copytruncate
+    with path.open("a") as f:
+        f.write("five\n")
+    assert log.read() == ["five"]
+
+
+# ---------------------------------------------------------------- the commands' edges
+
+
+def test_doctor_on_a_box_that_is_not_set_up(tmp_path: Path, cli: Cli) -> None:
+    r = cli(tmp_path, "doctor", "--json", "--no-probe")
+    assert r.exit_code == 2
+    report = json.loads(r.stdout)
+    expected = {"name": "state", "status": "fail", "message": "pxeprov is not set up here",
+                "fix": "pxeprov init"}  # fmt: skip
+    assert report["checks"] == [expected]
+
+
+def test_watch_without_its_log_says_where(loader_root: Path, cli: Cli) -> None:
+    assert cli(loader_root, "init", *NET, "--no-http").exit_code == 0
+    r = cli(loader_root, "status")
+    assert r.exit_code == 2
+    assert "dnsmasq's log" in r.stderr and "pxeprov-dnsmasq.log does not exist" in r.stderr
+    r = cli(loader_root, "status", "--since", "last tuesday")
+    assert r.exit_code == 2 and "--since 'last tuesday'" in r.stderr
