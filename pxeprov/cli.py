@@ -13,10 +13,11 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from pxeprov import __version__, bootlog, pipeline
+from pxeprov import __version__, bootlog, pipeline, vlab
 from pxeprov.apply import Outcome
 from pxeprov.commands import doctor as doctor_module
 from pxeprov.commands import images, listing
+from pxeprov.commands import verify as verify_module
 from pxeprov.commands import watch as watch_module
 from pxeprov.commands.init import InitOptions, InitResult
 from pxeprov.commands.init import init as init_command
@@ -555,6 +556,64 @@ def status(
             if line.stalled:
                 stage = bootlog.STAGE_WORDS.get(line.client.stage, "nothing")
                 typer.echo(f"    stalled after {stage}: {line.stalled}")
+
+
+@app.command()
+def verify(
+    ctx: typer.Context,
+    image: Annotated[
+        str | None, typer.Option(help="The image to boot [default: the menus' default].")
+    ] = None,
+    firmware: Annotated[
+        str | None,
+        typer.Option(help="bios, uefi and/or uefi-sb, comma-separated [default: all served]."),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds allowed per boot.")] = 300.0,
+    keep: Annotated[bool, typer.Option(help="Keep the logs and serial consoles.")] = False,
+    accel: Annotated[
+        str,
+        typer.Option(help="QEMU's accelerator: tcg (emulation, works everywhere) or kvm (fast)."),
+    ] = "tcg",
+) -> None:
+    """Boot virtual BIOS and UEFI clients (QEMU) from this server's config and TFTP root, on a
+    private network of their own (never the LAN), and report each stage. Exit 0: every client
+    booted; 2: one did not."""
+    with _errors(ctx):
+        firmwares: tuple[vlab.Firmware, ...] = ()
+        if firmware:
+            names = tuple(f.strip() for f in firmware.split(","))
+            bad = [n for n in names if n not in verify_module.NAMES]
+            if bad:
+                raise InputError(f"--firmware {bad[0]!r}: one of bios, uefi, uefi-sb")
+            firmwares = tuple(vlab.FIRMWARES[n] for n in names)
+        if not 30 <= timeout <= 3600:
+            raise InputError(f"--timeout {timeout} must be between 30 and 3600 seconds")
+        if accel not in ("tcg", "kvm"):
+            raise InputError(f"--accel {accel!r}: tcg or kvm")
+        options = verify_module.VerifyOptions(image, firmwares, timeout, keep=keep, accel=accel)
+        result = verify_module.verify(_machine(ctx), options, lambda line: typer.echo(line))
+        for note in result.notes:
+            typer.echo(f"note: {note}")
+        for b in result.boots:
+            verdict = "pass" if b.ok else "FAIL"
+            typer.echo(f"{b.name}: {verdict} ({b.seconds:.0f} s)")
+            for stage, seconds, what in b.reached:
+                typer.echo(f"  {bootlog.STAGE_WORDS[stage]:<16} {seconds:6.1f} s  {what}")
+            if b.kernel_started:
+                typer.echo(f"  {'kernel started':<16} (its console says so)")
+            if b.problem:
+                typer.echo(f"  {b.problem}")
+        if result.scratch is not None:
+            typer.echo(f"kept {result.scratch}")
+        failed = [b.name for b in result.boots if not b.ok]
+        target = f"image {result.image}" if result.image else "the menu"
+        typer.echo(
+            f"Verified: every client reached {target}."
+            if not failed
+            else f"Not verified: {', '.join(failed)} did not reach {target}."
+        )
+    if failed:
+        raise typer.Exit(2)
 
 
 def main() -> None:

@@ -337,3 +337,13 @@ def test_watch_without_its_log_says_where(loader_root: Path, cli: Cli) -> None:
     assert "dnsmasq's log" in r.stderr and "pxeprov-dnsmasq.log does not exist" in r.stderr
     r = cli(loader_root, "status", "--since", "last tuesday")
     assert r.exit_code == 2 and "--since 'last tuesday'" in r.stderr
+
+
+def test_verify_refuses_what_it_cannot_do(loader_root: Path, cli: Cli) -> None:
+    assert cli(loader_root, "init", *NET, "--no-http").exit_code == 0
+    r = cli(loader_root, "verify", "--image", "nope")
+    assert r.exit_code == 2 and "there is no image 'nope' (images: none)" in r.stderr
+    r = cli(loader_root, "verify", "--firmware", "bios,arm")
+    assert r.exit_code == 2 and "--firmware 'arm'" in r.stderr
+    r = cli(loader_root, "verify", "--accel", "hvf")
+    assert r.exit_code == 2 and "--accel 'hvf'" in r.stderr

@@ -23,6 +23,7 @@ FLOORS: list[tuple[str, ...]] = [
         "pxeprov.ports",
         "pxeprov.dhcpprobe",
         "pxeprov.firewall",
+        "pxeprov.vlab",
         "pxeprov.menucheck",
         "pxeprov.journal",
     ),

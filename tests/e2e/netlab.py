@@ -23,18 +23,32 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
-import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-# uefi-sb: OVMF with Microsoft's keys enrolled and Secure Boot enforced (lab/secureboot).
-Firmware = Literal["bios", "uefi", "uefi-sb"]
+# The process primitives, QEMU's command line and the firmware files are pxeprov verify's own
+# (pxeprov/vlab.py): the product's private network and this lab share them.
+from pxeprov.vlab import (
+    OVMF_CODE,
+    OVMF_SB_CODE,
+    OVMF_SB_VARS,
+    OVMF_VARS,
+    QEMU,
+    Firmware,
+    LabError,
+    qemu_argv,
+    read_from,
+    run,
+    size_of,
+    stop_process,
+    wait_started,
+)
+
 # The ordinary DHCP server (lab/secureboot/NOTES.txt: A = dnsmasq, W, Wf = ISC dhcpd).
 Ordinary = Literal["dnsmasq", "W", "Wf", "none"]
 
@@ -48,14 +62,7 @@ TAP = "tap0"
 VETH_A = "vpxe0"
 VETH_B = "vpxe1"
 
-OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
-OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
-# The secboot build (needs SMM and a secure pflash) and a variable store with Microsoft's keys
-# enrolled and Secure Boot on: the firmware runs only Microsoft-signed loaders such as shim.
-OVMF_SB_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.ms.fd")
-OVMF_SB_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
 SECUREBOOT_FILES = (OVMF_SB_CODE, OVMF_SB_VARS)
-QEMU = "qemu-system-x86_64"
 
 # Programs the lab runs; checked up front so a missing package fails with a clear message.
 REQUIRED_PROGRAMS = ("ip", "dnsmasq", QEMU, "timeout")
@@ -85,10 +92,6 @@ _ACCESS_RE = re.compile(
 )
 
 
-class LabError(RuntimeError):
-    """The lab itself (not the system under test) could not be set up or torn down."""
-
-
 def missing_files(files: Sequence[Path]) -> list[str]:
     """One readable sentence per file that does not exist."""
     return [f"file missing: {f}" for f in files if not f.exists()]
@@ -103,87 +106,6 @@ def missing_preconditions() -> list[str]:
         f"program not found on PATH: {p}" for p in REQUIRED_PROGRAMS if shutil.which(p) is None
     ]
     return problems + missing_files(REQUIRED_FILES)
-
-
-def traversable_tempdir(prefix: str) -> Path:
-    """A new temp dir any user may traverse (0755), unlike mkdtemp's 0700 or pytest's tmp_path.
-
-    dnsmasq drops root to user ``dnsmasq`` before serving TFTP, so every directory above a
-    TFTP root must be traversable by others.
-    """
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    path.chmod(0o755)
-    return path
-
-
-def run(argv: Sequence[str], timeout: float = CMD_TIMEOUT) -> str:
-    """Run a short command; return its stdout or raise LabError naming the command and stderr."""
-    try:
-        res = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise LabError(f"timed out after {timeout}s: {' '.join(argv)}") from exc
-    if res.returncode != 0:
-        raise LabError(
-            f"exit {res.returncode}: {' '.join(argv)}\n{res.stderr.strip() or res.stdout.strip()}"
-        )
-    return res.stdout
-
-
-def wait_started(proc: subprocess.Popen[bytes], ready: Callable[[], bool], timeout: float) -> str:
-    """Wait until `ready()` (a server's own sign of life); "" then, else why it never came."""
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if proc.poll() is not None:
-            return f"exited rc={proc.returncode}"
-        if time.monotonic() > deadline:
-            return "timed out"
-        time.sleep(0.05)
-    return ""
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
-    """Stop one process we started: SIGTERM, bounded wait, then SIGKILL (by PID only).
-
-    If the process leads its own process group (``timeout`` makes itself one, and we start
-    it with a new session) the SIGKILL goes to that group, so that QEMU, its only member besides
-    ``timeout`` itself, cannot outlive a stuck ``timeout``.
-    """
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=timeout)
-        return
-    except subprocess.TimeoutExpired:
-        pass
-    # Still unreaped, so the PID (and the group ID equal to it) cannot have been reused.
-    try:
-        if os.getpgid(proc.pid) == proc.pid:
-            os.killpg(proc.pid, signal.SIGKILL)
-        else:
-            proc.kill()
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=timeout)
-
-
-def read_from(path: Path, offset: int) -> str:
-    """Text appended to a log since byte ``offset`` ("" if the file does not exist yet)."""
-    try:
-        with path.open("rb") as f:
-            f.seek(offset)
-            return f.read().decode("utf-8", errors="replace")
-    except FileNotFoundError:
-        return ""
-
-
-def size_of(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
 
 
 @dataclass
@@ -680,41 +602,12 @@ class NetLab:
         vars_copy: Path,
         memory_mb: int | None = None,
     ) -> list[str]:
-        """QEMU exactly as lab.sh (uefi-sb: lab/secureboot/sb.sh) runs it (TCG: /dev/kvm is
-        unusable on these machines). ``memory_mb``: instead of lab.sh's size (a loader holds
-        the whole initrd in memory: a big one needs more)."""
-        if firmware == "uefi-sb":
-            # Secure Boot needs q35 with SMM and a pflash only SMM code may write: otherwise the
-            # OS could rewrite the variable store and switch Secure Boot off. The extra memory
-            # is sb.sh's: shim + GRUB + the installer's initrd in 512 MB is tight.
-            return [
-                QEMU, "-machine", "q35,smm=on", "-m", str(memory_mb or 768), "-nographic",
-                "-serial", f"file:{serial}", "-monitor", "none", "-parallel", "none",
-                "-no-reboot", "-accel", "tcg",
-                "-global", "driver=cfi.pflash01,property=secure,value=on",
-                "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_SB_CODE}",
-                "-drive", f"if=pflash,format=raw,unit=1,file={vars_copy}",
-                "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no",
-                # romfile= (empty): edk2's own PXE client, as in the uefi case below.
-                "-device", f"virtio-net-pci,netdev=n0,mac={mac},bootindex=1,romfile=",
-            ]  # fmt: skip
-        argv = [
-            QEMU, "-m", str(memory_mb or 512), "-nographic",
-            "-serial", f"file:{serial}", "-monitor", "none", "-parallel", "none",
-            "-no-reboot", "-accel", "tcg",
-            "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no",
-        ]  # fmt: skip
-        if firmware == "bios":
-            # SeaBIOS + the NIC's iPXE option ROM does the PXE boot.
-            argv += ["-device", f"e1000,netdev=n0,mac={mac},bootindex=1", "-boot", "n"]
-        else:
-            # romfile= (empty): no iPXE ROM, so edk2's own PXE client runs, as on real firmware.
-            argv += [
-                "-device", f"virtio-net-pci,netdev=n0,mac={mac},bootindex=1,romfile=",
-                "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
-                "-drive", f"if=pflash,format=raw,file={vars_copy}",
-            ]  # fmt: skip
-        return argv
+        """QEMU as lab.sh (uefi-sb: lab/secureboot/sb.sh) runs it, through pxeprov verify's own
+        builder (TCG: /dev/kvm is unusable on these machines). ``memory_mb``: instead of lab.sh's
+        size (a loader holds the whole initrd in memory: a big one needs more); Secure Boot's is
+        sb.sh's: shim + GRUB + the installer's initrd in 512 MB is tight."""
+        default = 768 if firmware == "uefi-sb" else 512
+        return qemu_argv(firmware, mac, serial, vars_copy, memory_mb or default)
 
     def boot(
         self,
