@@ -48,6 +48,7 @@ from pxeprov.vlab import (
     stop_process,
     wait_started,
 )
+from pxeprov.vlab import traversable_tempdir as traversable_tempdir  # the tests' too
 
 # The ordinary DHCP server (lab/secureboot/NOTES.txt: A = dnsmasq, W, Wf = ISC dhcpd).
 Ordinary = Literal["dnsmasq", "W", "Wf", "none"]
