@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ from pxeprov import __version__, bootlog, pipeline, vlab
 from pxeprov.apply import Outcome
 from pxeprov.commands import doctor as doctor_module
 from pxeprov.commands import images, listing
+from pxeprov.commands import plans as plans_module
 from pxeprov.commands import verify as verify_module
 from pxeprov.commands import watch as watch_module
 from pxeprov.commands.init import InitOptions, InitResult
@@ -27,6 +29,7 @@ from pxeprov.network import NetworkRequest
 from pxeprov.paths import Root
 from pxeprov.plan import DirOp, Op, Plan, diff_text, is_text
 from pxeprov.progress import Progress
+from pxeprov.render import plan_label
 
 app = typer.Typer(
     add_completion=False,
@@ -403,10 +406,22 @@ def add_image(
 ) -> None:
     """Add an ISO (a kind pxeprov recognizes, or custom) to the boot menus."""
     options = images.AddImageOptions(
-        source=source, name=name, label=label, kind=kind, sha256=sha256, append=append,
-        default=default, kernel=kernel, initrd=initrd, rootfs=rootfs, locale=locale,
-        keyboard=keyboard, replace=replace, force=force, stall_timeout=stall_timeout,
-    )  # fmt: skip
+        source=source,
+        name=name,
+        label=label,
+        kind=kind,
+        sha256=sha256,
+        append=append,
+        default=default,
+        kernel=kernel,
+        initrd=initrd,
+        rootfs=rootfs,
+        locale=locale,
+        keyboard=keyboard,
+        replace=replace,
+        force=force,
+        stall_timeout=stall_timeout,
+    )
     with _errors(ctx):
         machine = _machine(ctx)
         with _progress_bar() as progress:
@@ -452,6 +467,175 @@ def remove_image(
         typer.echo(f"removed {result.image.name} and {folder}")
 
 
+# ---------------------------------------------------------------- plans
+
+
+@app.command()
+def assign(
+    ctx: typer.Context,
+    macs: Annotated[list[str], typer.Argument(help="The machines' MAC addresses.")],
+    entry: Annotated[
+        str | None, typer.Option(help="Boot this menu entry (an image's name), no menu.")
+    ] = None,
+    local: Annotated[bool, typer.Option("--local", help="Boot from the local disk.")] = False,
+    menu: Annotated[bool, typer.Option("--menu", help="Back to the menu (no plan).")] = False,
+    restore: Annotated[
+        str | None, typer.Option(help="Restore this disk image (Clonezilla) from the repository.")
+    ] = None,
+    save: Annotated[
+        str | None, typer.Option(help="Save the disk as this image (Clonezilla) to the repository.")
+    ] = None,
+    disk: Annotated[str, typer.Option(help="The disk a restore or save uses.")] = "sda",
+    then: Annotated[
+        str, typer.Option(help="After a restore or save: local (boot the disk), reboot, poweroff.")
+    ] = "local",
+    repo: Annotated[
+        str | None,
+        typer.Option(
+            help="The image repository: smb://[user[:password]@]host/share/path, "
+            "nfs://host/path, ssh://user@host/path [default: the state's]."
+        ),
+    ] = None,
+    live: Annotated[
+        str | None, typer.Option(help="The Clonezilla live image that runs the job.")
+    ] = None,
+    once: Annotated[
+        bool, typer.Option(help="For one boot only (imaging plans always are).")
+    ] = False,
+    group: Annotated[str, typer.Option(help="A name for these machines (unassign --group).")] = "",
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Confirm that a restore erases the disk.")
+    ] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite menus edited by hand.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Show what would change; write nothing.")] = False,
+) -> None:
+    """Give machines a plan: an entry, the local disk, or an unattended Clonezilla restore or
+    save, booted without the menu."""
+    with _errors(ctx):
+        chosen = [
+            n
+            for n, v in (
+                ("entry", entry),
+                ("local", local),
+                ("menu", menu),
+                ("restore", restore),
+                ("save", save),
+            )
+            if v
+        ]
+        if len(chosen) != 1:
+            raise InputError(
+                "give one of --entry NAME, --local, --menu, --restore IMAGE, --save IMAGE"
+            )
+        action = chosen[0]
+        if then not in ("local", "reboot", "poweroff"):
+            raise InputError(f"--then {then!r}: one of local, reboot, poweroff")
+        if action == "restore" and not yes and not dry_run and sys.stdin.isatty():
+            answer = input(
+                f"Restore {restore} to {disk} of {', '.join(macs)}: this erases the "
+                "disk on the next network boot. Continue? [y/N] "
+            )
+            yes = answer.strip().lower() in ("y", "yes")
+        options = plans_module.AssignOptions(
+            tuple(macs),
+            action,
+            entry,
+            restore or save,
+            disk,
+            then,
+            repo,
+            once,
+            group,
+            yes or dry_run,
+            force,
+        )
+        machine = _machine(ctx)
+        if action == "menu":
+            result = plans_module.unassign(machine, tuple(macs), dry_run=dry_run, force=force)
+        else:
+            result = plans_module.assign(machine, options, live=live, dry_run=dry_run)
+        _warn(result.notes)
+        for plan in result.plans:
+            typer.echo(
+                f"{plan.mac}: {'no plan: the menu' if action == 'menu' else plan_label(plan)}"
+                + (" (one boot)" if plan.one_shot and action != "menu" else "")
+            )
+            if plan.action == "restore":
+                typer.echo(
+                    f"  {plan.disk} of {plan.mac} is overwritten with {plan.image} on its "
+                    "next network boot"
+                )
+        if result.outcome is None:
+            _print_files(result.plan, diff=True)
+            return
+        _print_outcome(result.outcome)
+
+
+@app.command()
+def unassign(
+    ctx: typer.Context,
+    macs: Annotated[list[str] | None, typer.Argument(help="The machines' MAC addresses.")] = None,
+    group: Annotated[str, typer.Option(help="Every machine of this group.")] = "",
+    force: Annotated[bool, typer.Option(help="Overwrite menus edited by hand.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Show what would change; write nothing.")] = False,
+) -> None:
+    """Remove machines' plans: they get the menu again."""
+    with _errors(ctx):
+        result = plans_module.unassign(
+            _machine(ctx), tuple(macs or ()), group, dry_run=dry_run, force=force
+        )
+        for plan in result.plans:
+            typer.echo(f"{plan.mac}: no plan ({plan_label(plan)} removed)")
+        if result.outcome is None:
+            _print_files(result.plan, diff=True)
+            return
+        _print_outcome(result.outcome)
+
+
+@app.command("plans")
+def plans_(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    dnsmasq_log: Annotated[
+        Path | None, typer.Option(help="dnsmasq's log [default: /var/log/pxeprov-dnsmasq.log].")
+    ] = None,
+) -> None:
+    """Every machine's plan, what it boots now, and its last stage in the logs."""
+    with _errors(ctx):
+        machine = _machine(ctx)
+        seen: dict[str, bootlog.Client] = {}
+        try:
+            found = watch_module.status(
+                machine, watch_module.WatchOptions(since=0.0, dnsmasq_log=dnsmasq_log)
+            )
+            seen = {line.client.mac: line.client for line in found}
+        except InputError:
+            pass  # no log yet: no stage to show
+        views = plans_module.plans(machine, seen)
+        if as_json:
+            typer.echo(
+                json.dumps(
+                    [
+                        {**dataclasses.asdict(v.plan), "what": v.what, "now": v.now, "last": v.last}
+                        for v in views
+                    ],
+                    indent=2,
+                )
+            )
+            return
+        if not views:
+            typer.echo("No machine has a plan: every one gets the menu.")
+        for v in views:
+            once = (
+                f" (one boot; fired {v.plan.fired})"
+                if v.plan.fired
+                else (" (one boot)" if v.plan.one_shot else "")
+            )
+            group = f" [{v.plan.group}]" if v.plan.group else ""
+            typer.echo(f"{v.plan.mac}{group}  {v.what}{once}")
+            typer.echo(f"    boots now: {v.now}" + (f"; last seen: {v.last}" if v.last else ""))
+
+
 # ---------------------------------------------------------------- diagnosis
 
 
@@ -492,9 +676,12 @@ def doctor(
 
 
 def _watch_options(
-    mac: str | None, since: str | None, stall: float, dnsmasq_log: Path | None,
+    mac: str | None,
+    since: str | None,
+    stall: float,
+    dnsmasq_log: Path | None,
     nginx_log: Path | None,
-) -> watch_module.WatchOptions:  # fmt: skip
+) -> watch_module.WatchOptions:
     if not 5 <= stall <= 3600:
         raise InputError(f"--stall {stall} must be between 5 and 3600 seconds")
     when = None
@@ -515,6 +702,7 @@ _SINCE_HELP = "From this time: 10m, 2h, 1d, or 2026-11-28 13:00."
 _STALL_HELP = "Seconds without progress before a client is reported stalled."
 _DNSMASQ_LOG_HELP = "dnsmasq's log [default: /var/log/pxeprov-dnsmasq.log]."
 _NGINX_LOG_HELP = "nginx's access log [default: /var/log/nginx/access.log]."
+_FIRE_HELP = "Mark one-shot plans fired once their machine fetched the plan's kernel."
 
 
 @app.command()
@@ -525,11 +713,14 @@ def watch(
     stall: Annotated[float, typer.Option(help=_STALL_HELP)] = watch_module.DEFAULT_STALL,
     dnsmasq_log: Annotated[Path | None, typer.Option(help=_DNSMASQ_LOG_HELP)] = None,
     nginx_log: Annotated[Path | None, typer.Option(help=_NGINX_LOG_HELP)] = None,
+    fire: Annotated[bool, typer.Option("--fire", help=_FIRE_HELP)] = False,
 ) -> None:
     """Follow clients as they boot: a line per stage (proxy offer, boot loader, menu, kernel,
     initrd, root filesystem), and why a client stalls. Ctrl-C ends it."""
     with _errors(ctx):
-        options = _watch_options(mac, since, stall, dnsmasq_log, nginx_log)
+        options = dataclasses.replace(
+            _watch_options(mac, since, stall, dnsmasq_log, nginx_log), fire=fire
+        )
         try:
             watch_module.watch(_machine(ctx), options, lambda line: typer.echo(line))
         except KeyboardInterrupt:

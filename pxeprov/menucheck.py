@@ -20,6 +20,7 @@ from pxeprov.errors import CommandError
 from pxeprov.syntax import DNSMASQ_MAX_LINE
 
 _LABEL_RE = re.compile(r"[A-Za-z0-9_.-]+")
+_MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _INT_RE = re.compile(r"[0-9]+")
 _IPXE_SPACE = " \t\n\v\f\r"  # isspace() in iPXE's C library
 _CONNECTORS = (";", "&&", "||")
@@ -60,6 +61,7 @@ class IpxeMenu:
     labels: list[str] = field(default_factory=list)
     entries: dict[str, IpxeEntry] = field(default_factory=dict)
     gotos: list[str] = field(default_factory=list)
+    plans: list[str] = field(default_factory=list)  # MACs sent to their plan before the menu
 
 
 def _ipxe_commands(tokens: list[str]) -> list[tuple[list[str], str]]:
@@ -116,7 +118,7 @@ def _allowed_expansion(commands: list[tuple[list[str], str]]) -> bool:
     words = commands[0][0]
     if words == ["goto", "${target}"]:
         return True
-    if words[:2] == ["iseq", "${platform}"]:  # the platform switch: only its first command
+    if words[:2] in (["iseq", "${platform}"], ["iseq", "${mac}"]):  # switches: the first only
         return all("${" not in w for cmd, _ in commands[1:] for w in cmd)
     return (
         bool(words)
@@ -199,6 +201,9 @@ def _platform_switch(
     """`iseq ${platform} efi && goto A || goto B` (an entry that boots differently on BIOS
     and UEFI), and `iseq ${platform} OTHER || item LABEL TEXT` (an item on one platform)."""
     first, connector = commands[0]
+    if len(first) == 3 and first[1] == "${mac}":
+        _plan_switch(commands, section, menu, bad)
+        return
     if len(first) != 3 or first[1] != "${platform}" or first[2] not in ("efi", "pcbios"):
         raise bad("iseq line not of the form `iseq ${platform} efi|pcbios ...`")
     rest = [words for words, _ in commands[1:]]
@@ -222,6 +227,29 @@ def _platform_switch(
         menu.item_platforms[label] = "pcbios" if first[2] == "efi" else "efi"
     else:
         raise bad("iseq line not one of the menu's platform switches")
+
+
+def _plan_switch(
+    commands: list[tuple[list[str], str]], section: str | None, menu: IpxeMenu, bad: Bad
+) -> None:
+    """`iseq ${mac} 52:54:00:12:34:56 && goto plan-525400123456 ||`: a machine's plan, before
+    the menu."""
+    first, connector = commands[0]
+    shape = [(words, c) for words, c in commands[1:]]
+    if (
+        section is not None
+        or not _MAC_RE.fullmatch(first[2])
+        or connector != "&&"
+        or len(shape) != 2
+        or shape[0][1] != "||"
+        or shape[1] != ([], "")
+        or len(shape[0][0]) != 2
+        or shape[0][0][0] != "goto"
+        or shape[0][0][1] != "plan-" + first[2].replace(":", "")
+    ):
+        raise bad("iseq line not of the form `iseq ${mac} MAC && goto plan-HEX ||` before the menu")
+    menu.gotos.append(shape[0][0][1])
+    menu.plans.append(first[2])
 
 
 def _choose(args: list[str], menu: IpxeMenu, bad: Bad) -> None:
@@ -275,6 +303,7 @@ class PxelinuxMenu:
     title: str = ""
     timeout: int | None = None
     ui: str = ""
+    default: str = ""  # DEFAULT: the label booted without a menu
     labels: list[PxelinuxLabel] = field(default_factory=list)
 
 
@@ -308,6 +337,8 @@ def parse_pxelinux(text: str) -> PxelinuxMenu:
                 menu.timeout = int(rest)
             elif keyword == "MENU TITLE" and rest:
                 menu.title = rest
+            elif keyword == "DEFAULT" and _LABEL_RE.fullmatch(rest) and not menu.default:
+                menu.default = rest  # a machine's plan: no menu, this label at once
             elif keyword != "LABEL":
                 raise bad(f"{keyword} is not a directive of pxeprov's menu here")
         if keyword == "LABEL":
@@ -322,6 +353,10 @@ def parse_pxelinux(text: str) -> PxelinuxMenu:
     for label in menu.labels:
         if label.localboot == bool(label.kernel):
             raise MenuError(f"pxelinux menu: label {label.name!r} needs KERNEL or LOCALBOOT")
+    if menu.default and menu.default not in [label.name for label in menu.labels]:
+        raise MenuError(f"pxelinux menu: DEFAULT {menu.default!r} is no label")
+    if menu.default and menu.ui:
+        raise MenuError("pxelinux menu: DEFAULT with a UI module")
     return menu
 
 

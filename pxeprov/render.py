@@ -28,7 +28,7 @@ from pxeprov.paths import (
     NGINX_SITE,
     STATE_FILE,
 )
-from pxeprov.state import Image, State
+from pxeprov.state import Image, Plan, State
 
 
 class Kind(enum.Enum):
@@ -204,6 +204,75 @@ def menu_entry(state: State, image: Image, *, grub_http: bool = False) -> MenuEn
     )
 
 
+@dataclass(frozen=True)
+class PlanEntry:
+    """A machine's plan as the menus write it."""
+
+    mac: str  # 52:54:00:12:34:56
+    key: str  # 525400123456: its labels and ids
+    dashes: str  # 52-54-00-12-34-56: pxelinux's per-client file name
+    now: str  # entry, local, restore, save (menu: no plan rendered)
+    label: str  # what GRUB's entry and pxelinux's label say
+    pxelinux: LoaderBoot | None  # None: local (or that loader cannot boot the entry)
+    ipxe_bios: LoaderBoot | None
+    ipxe_uefi: LoaderBoot | None
+    grub: LoaderBoot | None
+
+
+@dataclass(frozen=True)
+class IpxeBoot:
+    """A label of the iPXE script that boots something: an image's entry, or a plan."""
+
+    label: str
+    comment: str
+    bios: LoaderBoot | None
+    uefi: LoaderBoot | None
+    local: bool  # the plan boots the local disk
+
+
+def plan_label(plan: Plan) -> str:
+    """The plan in words (what it does, fired or not)."""
+    if plan.action == "local":
+        return "Boot from local disk"
+    if plan.action == "entry":
+        return f"Boot {plan.entry}"
+    then = {"local": "then boot from disk", "reboot": "then reboot", "poweroff": "then power off"}
+    verb = "Restore" if plan.action == "restore" else "Save"
+    where = "to" if plan.action == "restore" else "from"
+    return f"{verb} {plan.image} {where} {plan.disk} ({then[plan.then]})"
+
+
+def plan_entry(state: State, plan: Plan, *, grub_http: bool = False) -> PlanEntry | None:
+    """How each loader boots `plan` (None once it boots the menu again)."""
+    if plan.now == "menu":
+        return None
+    key = plan.mac.replace(":", "")
+    dashes = plan.mac.replace(":", "-")
+    boots: list[LoaderBoot | None] = [None, None, None, None]
+    if plan.now != "local":
+        image = next(i for i in state.images if i.name == plan.entry)
+        if plan.imaging:
+            kind = kinds.get(image.kind)
+            args = kind.job_args(image, served(state), plan, plan.repo or state.repo)
+            if args is None:
+                raise InputError(
+                    f"the plan of {plan.mac} runs its job with {image.name}, a {image.kind} "
+                    "image: only a Clonezilla live image runs Clonezilla jobs"
+                )
+            spec = kinds.BootSpec(image.kernel, (image.initrd,) if image.initrd else (), args)
+            specs = dict.fromkeys(kinds.LOADERS, spec)
+        else:
+            specs = kinds.get(image.kind).boots(image, served(state))
+        boots = [
+            _loader_boot(state, image, specs.get("pxelinux"), True),
+            _loader_boot(state, image, specs.get("ipxe-bios"), True),
+            _loader_boot(state, image, specs.get("ipxe-uefi"), True),
+            _loader_boot(state, image, specs.get("grub"), grub_http, grub=True),
+        ]
+    label = "Boot from local disk" if plan.now == "local" else plan_label(plan)
+    return PlanEntry(plan.mac, key, dashes, plan.now, label, *boots)
+
+
 def _default(entries: list[MenuEntry], loader: str) -> str:
     """The label a loader's menu starts on: the default image, when that loader boots it."""
     for entry in entries:
@@ -216,7 +285,24 @@ def context(state: State, chain: UefiChain = "ipxe", *, grub_http: bool = False)
     if state.network is None:
         raise InputError("the state has no network yet", "run `pxeprov init`")
     entries = [menu_entry(state, image, grub_http=grub_http) for image in state.images]
+    plans = [p for p in (plan_entry(state, x, grub_http=grub_http) for x in state.plans) if p]
+    ipxe_boots = [
+        IpxeBoot(f"img-{e.name}", "", e.ipxe_bios, e.ipxe_uefi, False)
+        for e in entries
+        if e.ipxe_bios or e.ipxe_uefi
+    ] + [
+        IpxeBoot(
+            f"plan-{p.key}",
+            f"The plan of {p.mac}: {p.label}",
+            p.ipxe_bios,
+            p.ipxe_uefi,
+            p.now == "local",
+        )
+        for p in plans
+    ]
     return {
+        "plans": plans,
+        "ipxe_boots": ipxe_boots,
         "chains": boot.served(state, chain),
         "ipxe_script": boot.IPXE_SCRIPT,
         "version": __version__,
@@ -285,6 +371,16 @@ def render(
         name, template = boot.MENUS[fmt]
         text = render_template(env, template, ctx)
         files.append(ManagedFile(tftp / name, Kind.GENERATED, content=text.encode(), syntax=fmt))
+    if "pxelinux" in boot.menus(chains):
+        # pxelinux looks for pxelinux.cfg/01-<mac> before pxelinux.cfg/default: one per plan
+        for plan in ctx["plans"]:
+            if plan.now != "local" and plan.pxelinux is None:
+                continue  # pxelinux cannot boot that entry: the menu, as for everyone
+            text = render_template(env, "pxelinux.cfg/plan.j2", {**ctx, "plan": plan})
+            path = tftp / "pxelinux.cfg" / f"01-{plan.dashes}"
+            files.append(
+                ManagedFile(path, Kind.GENERATED, content=text.encode(), syntax="pxelinux")
+            )
     files.append(
         ManagedFile(STATE_FILE, Kind.EDIT, edit=lambda _current: state_mod.dumps(state).encode())
     )

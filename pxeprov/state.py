@@ -142,6 +142,119 @@ class Image:
             raise InputError(f"variant {self.variant[:40]!r} must match [a-z0-9._-]*")
 
 
+PlanAction = Literal["entry", "local", "restore", "save"]
+PLAN_ACTIONS: tuple[PlanAction, ...] = ("entry", "local", "restore", "save")
+THEN: tuple[str, ...] = ("reboot", "poweroff", "local")
+_MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+# Whole disks as Linux names them in the live system (no partitions): the disk a job uses
+_DISK_RE = re.compile(r"(sd|vd|xvd)[a-z]{1,2}|hd[a-z]|nvme\d{1,2}n\d{1,2}|mmcblk\d{1,2}")
+# Clonezilla image names: a directory of the repository, in ocs-sr's command line
+_OCS_IMAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_FIRED_RE = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)?")
+# A repository URL, as Clonezilla's ocs_repository takes it. The password may only hold
+# characters that neither the URL, nor mount.cifs' option string, nor a kernel command line,
+# nor Clonezilla's parse_cmdline_option (which sources it as shell) read as syntax.
+_REPO_RE = re.compile(
+    r"(?P<scheme>smb|smb3|nfs|nfs4|ssh)://"
+    r"(?:(?P<user>[A-Za-z0-9._-]{1,32})(?::(?P<password>[A-Za-z0-9._~+=-]{1,64}))?@)?"
+    r"(?P<host>[A-Za-z0-9][A-Za-z0-9.-]{0,252})(?::(?P<port>\d{1,5}))?"
+    r"(?P<path>/[A-Za-z0-9._/-]{0,200})"
+)
+
+
+def normal_mac(value: str, what: str = "MAC address") -> str:
+    """52:54:00:ab:cd:ef from any common spelling (dashes, dots, upper case)."""
+    text = value.strip().lower().replace("-", ":")
+    if "." in text:  # Cisco's 5254.00ab.cdef
+        text = text.replace(".", "")
+    if ":" not in text and len(text) == 12:
+        text = ":".join(text[i : i + 2] for i in range(0, 12, 2))
+    if not _MAC_RE.fullmatch(text):
+        raise InputError(f"{what} {value[:40]!r} is not a MAC address like 52:54:00:12:34:56")
+    first = int(text[:2], 16)
+    if first & 1 or text == "00:00:00:00:00:00":
+        raise InputError(f"{what} {text} is a multicast or empty address, not a machine's")
+    return text
+
+
+def check_repo(value: str, what: str = "repository") -> str:
+    if not _REPO_RE.fullmatch(value):
+        raise InputError(
+            f"{what} {value[:80]!r} must be smb://[user[:password]@]host/share/path, "
+            "nfs://host/path, nfs4://host/path or ssh://user@host[:port]/path",
+            "a password may hold letters, digits and ._~+=- only",
+        )
+    return value
+
+
+def repo_parts(value: str) -> dict[str, str]:
+    m = _REPO_RE.fullmatch(value)
+    assert m is not None, value
+    return {k: v or "" for k, v in m.groupdict().items()}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one machine (by MAC) boots instead of the menu: an entry, its local disk, or a
+    Clonezilla job (restore or save a disk image) run by a Clonezilla live image."""
+
+    mac: str
+    action: PlanAction
+    entry: str = ""  # entry: the image it boots; restore/save: the Clonezilla live image
+    image: str = ""  # restore/save: the disk image, a directory of the repository
+    disk: str = "sda"
+    then: str = "reboot"  # restore/save: reboot, poweroff, or local (reboot to the disk)
+    repo: str = ""  # restore/save: the repository ("" = the state's)
+    once: bool = False  # the plan stands for one boot: after its kernel is fetched, `after`
+    fired: str = ""  # when a one-shot plan's kernel was fetched (UTC), "" before
+    group: str = ""  # a name for a group of machines assigned together
+
+    def __post_init__(self) -> None:
+        if normal_mac(self.mac, "plans.mac") != self.mac:
+            raise InputError(f"plans.mac {self.mac!r} must be written like 52:54:00:12:34:56")
+        if self.action not in PLAN_ACTIONS:
+            raise InputError(f"plans.action must be one of {', '.join(PLAN_ACTIONS)}")
+        if self.action == "local" and self.entry:
+            raise InputError("plans.entry is for the entry, restore and save actions")
+        if self.action != "local":
+            check_name(self.entry, "plans.entry")
+        if self.action in ("restore", "save"):
+            if not _OCS_IMAGE_RE.fullmatch(self.image):
+                raise InputError(
+                    f"plans.image {self.image[:70]!r} must match [A-Za-z0-9][A-Za-z0-9._-]*"
+                )
+            if not _DISK_RE.fullmatch(self.disk):
+                raise InputError(f"plans.disk {self.disk[:30]!r} is not a disk like sda or nvme0n1")
+            if self.then not in THEN:
+                raise InputError(f"plans.then must be one of {', '.join(THEN)}")
+            if self.repo:
+                check_repo(self.repo, "plans.repo")
+        elif self.image or self.repo:
+            raise InputError("plans.image and plans.repo are for the restore and save actions")
+        if not _FIRED_RE.fullmatch(self.fired):
+            raise InputError(f"plans.fired {self.fired[:40]!r} must be like 2026-11-28T13:00:00Z")
+        if self.group:
+            check_name(self.group, "plans.group")
+
+    @property
+    def imaging(self) -> bool:
+        return self.action in ("restore", "save")
+
+    @property
+    def one_shot(self) -> bool:
+        """Imaging plans always stand for one boot: a restore repeated at every boot is never
+        what anyone wants."""
+        return self.once or self.imaging
+
+    @property
+    def now(self) -> str:
+        """What the machine boots now: its action, or after a one-shot fired, `local` (an
+        imaging plan with `then local`) or `menu`."""
+        if not self.fired:
+            return self.action
+        return "local" if self.imaging and self.then == "local" else "menu"
+
+
 @dataclass(frozen=True)
 class State:
     network: Network | None = None
@@ -155,7 +268,9 @@ class State:
     # The port `init` gives pxeprov's site when another web server already serves port 80.
     http_fallback_port: int = DEFAULT_HTTP_FALLBACK_PORT
     http_base_url: str = ""  # payloads from another web server (a CDN) instead
+    repo: str = ""  # the image repository of Clonezilla jobs (plans may name their own)
     images: tuple[Image, ...] = field(default_factory=tuple)
+    plans: tuple[Plan, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         check_tftp_root(str(self.tftp_root), "server.tftp_root")
@@ -175,6 +290,21 @@ class State:
             raise InputError(f"image name {duplicates[0]!r} is used twice in the state")
         if sum(image.default for image in self.images) > 1:
             raise InputError("more than one image is marked default")
+        if self.repo:
+            check_repo(self.repo, "imaging.repo")
+        macs = [plan.mac for plan in self.plans]
+        twice = sorted({m for m in macs if macs.count(m) > 1})
+        if twice:
+            raise InputError(f"the machine {twice[0]} has two plans in the state")
+        known = set(names)
+        for plan in self.plans:
+            if plan.action != "local" and plan.entry not in known:
+                raise InputError(
+                    f"the plan of {plan.mac} names the image {plan.entry!r}, which is not in "
+                    "the menus"
+                )
+            if plan.imaging and not (plan.repo or self.repo):
+                raise InputError(f"the plan of {plan.mac} has no repository (and the state none)")
 
     @property
     def payload_base(self) -> str | None:
@@ -219,7 +349,8 @@ def loads(text: str, where: str = "state") -> State:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{where}: not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - {"network", "server", "menu", "http", "images"})
+    unknown = sorted(set(data) - {"network", "server", "menu", "http", "images", "imaging",
+                                  "plans"})  # fmt: skip
     if unknown:
         raise InputError(f"{where}: unknown key {unknown[0]}")
     try:
@@ -269,7 +400,36 @@ def _from_dict(data: dict[str, Any], where: str) -> State:
     if not isinstance(images, list):
         raise InputError(f"{where}: images must be an array of tables ([[images]])")
     kwargs["images"] = tuple(_image(entry, where, i) for i, entry in enumerate(images))
+    imaging = _table(data, "imaging", {"repo"}, where)
+    if "repo" in imaging:
+        kwargs["repo"] = _typed(imaging, "repo", str, where)
+    plans = data.get("plans", [])
+    if not isinstance(plans, list):
+        raise InputError(f"{where}: plans must be an array of tables ([[plans]])")
+    kwargs["plans"] = tuple(_plan(entry, where, i) for i, entry in enumerate(plans))
     return State(**kwargs)
+
+
+_PLAN_KEYS = {f.name for f in fields(Plan)}
+
+
+def _plan(entry: Any, where: str, index: int) -> Plan:
+    if not isinstance(entry, dict):
+        raise InputError(f"{where}: each [[plans]] entry must be a table")
+    unknown = sorted(set(entry) - _PLAN_KEYS)
+    if unknown:
+        raise InputError(f"{where}: unknown key plans.{unknown[0]}")
+    missing = sorted({"mac", "action"} - set(entry))
+    if missing:
+        raise InputError(f"{where}: a plan has no {missing[0]}")
+    kwargs: dict[str, Any] = {}
+    for f in fields(Plan):
+        if f.name in entry:
+            kwargs[f.name] = _typed(entry, f.name, bool if f.name == "once" else str, where)
+    try:
+        return Plan(**kwargs)
+    except InputError as exc:
+        raise InputError(f"{where}: plans[{index}]: {exc.message}", exc.hint) from None
 
 
 _IMAGE_KEYS = {f.name for f in fields(Image)}
@@ -322,8 +482,12 @@ def dumps(state: State) -> str:
         "fallback_port": state.http_fallback_port,
         "base_url": state.http_base_url,
     }
+    if state.repo:
+        data["imaging"] = {"repo": state.repo}
     if state.images:
         data["images"] = [_image_table(image) for image in state.images]
+    if state.plans:
+        data["plans"] = [_plan_table(plan) for plan in state.plans]
     return HEADER + "\n" + tomli_w.dumps(data)
 
 
@@ -337,6 +501,13 @@ def _image_table(image: Image) -> dict[str, Any]:
     if not image.variant:
         del table["variant"]
     return table
+
+
+def _plan_table(plan: Plan) -> dict[str, Any]:
+    """Only what the plan uses: the state file stays readable."""
+    defaults = {f.name: f.default for f in fields(Plan)}
+    keep = {"mac", "action"} | ({"disk", "then"} if plan.imaging else set())
+    return {k: v for k, v in asdict(plan).items() if k in keep or v != defaults[k]}
 
 
 # ---------------------------------------------------------------- address parsing

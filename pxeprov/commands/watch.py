@@ -15,10 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pxeprov import boot, bootlog, pipeline, system
+from pxeprov import state as state_mod
 from pxeprov.bootlog import Client, Event, Tracker
+from pxeprov.commands import plans as plans_command
 from pxeprov.errors import InputError
 from pxeprov.paths import DNSMASQ_LOG, NGINX_ACCESS_LOG
 from pxeprov.pipeline import Machine
+from pxeprov.render import plan_label
 from pxeprov.state import State
 
 POLL = 0.5  # seconds between looks at the logs
@@ -33,15 +36,11 @@ class WatchOptions:
     stall: float = DEFAULT_STALL
     dnsmasq_log: Path | None = None
     nginx_log: Path | None = None
+    fire: bool = False  # mark one-shot plans fired when their machine fetched the kernel
 
 
 def normal_mac(text: str) -> str:
-    digits = text.lower().replace("-", ":").replace(".", "")
-    parts = digits.split(":") if ":" in digits else [digits[i : i + 2] for i in range(0, 12, 2)]
-    if len(parts) != 6 or not all(len(p) == 2 and all(c in "0123456789abcdef" for c in p)
-                                  for p in parts):  # fmt: skip
-        raise InputError(f"--mac {text!r} is not a MAC address like 52:54:00:12:34:56")
-    return ":".join(parts)
+    return state_mod.normal_mac(text, "--mac")
 
 
 _HEAD = 64  # bytes at the start of a log that tell one file from the next (copytruncate)
@@ -204,6 +203,9 @@ def watch(
                     emit(f"{_time(client.reached[stage])}  {client.mac}  {client.firmware:<5} "
                          f"{client.ip or '-':<15} {bootlog.STAGE_WORDS[stage]}{what}")  # fmt: skip
                     w.said.pop(client.mac, None)
+            if options.fire and "kernel" in client.reached:
+                for line in _fire(machine, w, client):
+                    emit(line)
         for client in w.tracker.clients.values():
             if not w.wanted(client):
                 continue
@@ -213,6 +215,24 @@ def watch(
                 stage = bootlog.STAGE_WORDS.get(client.stage, "nothing")
                 emit(f"{_time(now)}  {client.mac}  stalled after {stage}: {why}")
         time.sleep(POLL)
+
+
+def _fire(machine: Machine, w: Watcher, client: Client) -> list[str]:
+    """A one-shot plan whose kernel this client fetched is fired (the state says so, and the
+    menus no longer send the machine to it)."""
+    plan = next((p for p in w.state.plans if p.mac == client.mac), None)
+    if plan is None or not plan.one_shot or plan.fired:
+        return []
+    image = next((i for i in w.state.images if i.name == plan.entry), None)
+    if image is None or image.kernel != client.kernel:
+        return []
+    fired = plans_command.fire(machine, {client.mac}, client.reached["kernel"])
+    w.state = pipeline.load_state(machine.root)
+    return [
+        f"{_time(time.time())}  {p.mac}  plan fired ({plan_label(p)}): from now on it boots "
+        + {"local": "its local disk", "menu": "the menu"}[p.now]
+        for p in fired
+    ]
 
 
 def _stage_detail(client: Client, stage: str) -> str:

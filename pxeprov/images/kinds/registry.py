@@ -22,7 +22,7 @@ from typing import ClassVar, Protocol
 from pxeprov.boot.chains import LoaderFile
 from pxeprov.errors import ImageError, InputError
 from pxeprov.images.isofs import Entry
-from pxeprov.state import Image
+from pxeprov.state import Image, Plan
 
 VERSION_LIMIT = 48  # characters of a version kept: the label stays within syntax.MAX_TEXT
 # What the files every kind serves are called under images/<name>/, whatever the ISO calls them.
@@ -141,6 +141,11 @@ class ImageKind(ABC):
         """Refuse an image of this kind (ImageError), or say what add-image tells the user about
         it (notes, warnings)."""
         return []
+
+    def job_args(self, image: Image, served: Served, plan: Plan, repo: str) -> str | None:
+        """The kernel arguments that run `plan` (a restore or save job) unattended, or None
+        when this kind cannot run jobs."""
+        return None
 
     def boots(self, image: Image, served: Served) -> dict[str, BootSpec]:
         """How each loader (LOADERS) boots the image; a loader left out cannot. By default

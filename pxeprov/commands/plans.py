@@ -1,0 +1,208 @@
+"""`assign`, `unassign`, `plans`: what a machine (by MAC) boots instead of the menu.
+
+A plan is state like the rest: each change goes through the pipeline (planned, validated by
+every loader's checker, applied with rollback), and the menus render it with each loader's own
+means (pxelinux's pxelinux.cfg/01-<mac>, GRUB's $net_default_mac, iPXE's ${mac}).
+
+Imaging plans (restore, save) stand for one boot, as do plans assigned with --once: once the
+machine fetched its plan's kernel (`pxeprov watch --fire`, which the logs tell), the plan is
+marked fired, and the machine boots its disk (`--then local`) or the menu again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+from pxeprov import bootlog, pipeline
+from pxeprov.apply import Outcome
+from pxeprov.errors import InputError
+from pxeprov.pipeline import Change, Machine
+from pxeprov.plan import Plan as FilePlan
+from pxeprov.render import plan_label
+from pxeprov.state import Plan, State, check_repo, normal_mac
+
+ACTIONS = ("entry", "local", "menu", "restore", "save")
+
+
+@dataclass(frozen=True)
+class AssignOptions:
+    macs: tuple[str, ...]
+    action: str  # entry, local, menu (no plan), restore, save
+    entry: str | None = None  # entry: the image; restore/save: the Clonezilla live image
+    image: str | None = None  # restore/save: the disk image in the repository
+    disk: str = "sda"
+    then: str = "local"
+    repo: str | None = None
+    once: bool = False
+    group: str = ""
+    yes: bool = False  # a restore overwrites the disk: said yes to
+    force: bool = False
+
+
+@dataclass
+class PlansResult:
+    plans: list[Plan]  # the plans changed (assign) or removed (unassign)
+    plan: FilePlan
+    outcome: Outcome | None  # None: a dry run
+    notes: list[str] = field(default_factory=list)
+
+
+def _macs(values: tuple[str, ...]) -> list[str]:
+    if not values:
+        raise InputError("give at least one MAC address")
+    macs = [normal_mac(v) for v in values]
+    twice = sorted({m for m in macs if macs.count(m) > 1})
+    if twice:
+        raise InputError(f"the MAC address {twice[0]} is given twice")
+    return macs
+
+
+def _live_image(state: State, wanted: str | None) -> str:
+    """The Clonezilla live image that runs a job: the one asked for, else the only one."""
+    clonezilla = [i.name for i in state.images if i.kind == "clonezilla"]
+    if wanted is not None:
+        if wanted not in clonezilla:
+            raise InputError(
+                f"--live {wanted!r} is not a Clonezilla image of the menus "
+                f"({', '.join(clonezilla) or 'there is none'})"
+            )
+        return wanted
+    if len(clonezilla) != 1:
+        raise InputError(
+            "imaging runs a Clonezilla live image: "
+            + ("add one with `pxeprov add-image`" if not clonezilla
+               else f"choose one with --live ({', '.join(clonezilla)})"),
+        )  # fmt: skip
+    return clonezilla[0]
+
+
+def new_plans(state: State, options: AssignOptions, live: str | None = None) -> list[Plan]:
+    """The plans `assign` asks for, checked against the state (raises InputError)."""
+    if options.action not in ACTIONS:
+        raise InputError(f"the action must be one of {', '.join(ACTIONS)}")
+    macs = _macs(options.macs)
+    if options.action == "menu":
+        return []
+    names = [i.name for i in state.images]
+    entry = ""
+    if options.action == "entry":
+        if options.entry not in names:
+            raise InputError(
+                f"--entry {options.entry!r} is not an entry of the menus "
+                f"({', '.join(names) or 'there is none'})"
+            )
+        entry = options.entry or ""
+    elif options.action in ("restore", "save"):
+        entry = _live_image(state, live)
+        if options.repo is not None:
+            check_repo(options.repo, "--repo")
+        elif not state.repo:
+            raise InputError(
+                "no image repository: give --repo smb://host/share/path (or nfs://, ssh://)",
+                "`pxeprov repo init` makes this box serve one",
+            )
+        if options.action == "restore" and not options.yes:
+            raise InputError(
+                f"restoring {options.image} overwrites {options.disk} of "
+                f"{', '.join(macs)}: add --yes to confirm"
+            )
+    return [
+        Plan(
+            mac=mac,
+            action=options.action,  # type: ignore[arg-type]  # checked above
+            entry=entry,
+            image=options.image or "" if options.action in ("restore", "save") else "",
+            disk=options.disk if options.action in ("restore", "save") else "sda",
+            then=options.then if options.action in ("restore", "save") else "reboot",
+            repo=(options.repo or "") if options.action in ("restore", "save") else "",
+            once=options.once,
+            group=options.group,
+        )
+        for mac in macs
+    ]
+
+
+def assign(
+    machine: Machine, options: AssignOptions, *, live: str | None = None, dry_run: bool = False
+) -> PlansResult:
+    made: list[Plan] = []
+
+    def build(previous: State) -> Change:
+        plans = new_plans(previous, options, live)
+        made[:] = plans
+        macs = set(_macs(options.macs))
+        kept = tuple(p for p in previous.plans if p.mac not in macs)
+        return Change(previous.with_changes(plans=kept + tuple(plans)))
+
+    done = pipeline.run(machine, build, dry_run=dry_run, force=options.force)
+    return PlansResult(made, done.plan, done.outcome, done.warnings)
+
+
+def unassign(
+    machine: Machine,
+    macs: tuple[str, ...],
+    group: str = "",
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+) -> PlansResult:
+    removed: list[Plan] = []
+
+    def build(previous: State) -> Change:
+        wanted = set(_macs(macs)) if macs else set()
+        if not macs and not group:
+            raise InputError("give MAC addresses, or --group NAME")
+        gone = [p for p in previous.plans if p.mac in wanted or (group and p.group == group)]
+        if not gone:
+            raise InputError("none of those machines has a plan (`pxeprov plans` lists them)")
+        removed[:] = gone
+        return Change(
+            previous.with_changes(plans=tuple(p for p in previous.plans if p not in gone))
+        )
+
+    done = pipeline.run(machine, build, dry_run=dry_run, force=force)
+    return PlansResult(removed, done.plan, done.outcome, done.warnings)
+
+
+def fire(machine: Machine, macs: set[str], when: float | None = None) -> list[Plan]:
+    """Mark the one-shot plans of `macs` fired (their kernel was fetched): from now on those
+    machines boot their disk or the menu. The plans fired."""
+    fired: list[Plan] = []
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+    def build(previous: State) -> Change:
+        plans = []
+        fired.clear()
+        for p in previous.plans:
+            if p.mac in macs and p.one_shot and not p.fired:
+                p = replace(p, fired=stamp)
+                fired.append(p)
+            plans.append(p)
+        return Change(previous.with_changes(plans=tuple(plans)))
+
+    pipeline.run(machine, build)
+    return fired
+
+
+@dataclass(frozen=True)
+class PlanView:
+    plan: Plan
+    what: str  # the plan in words
+    now: str  # what the machine boots now
+    last: str  # its last stage in the logs, "" when none
+
+
+def plans(machine: Machine, last_seen: dict[str, bootlog.Client] | None = None) -> list[PlanView]:
+    state = pipeline.load_state(machine.root)
+    seen = last_seen or {}
+    out = []
+    for p in state.plans:
+        client = seen.get(p.mac)
+        last = ""
+        if client is not None and client.stage:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(client.reached[client.stage]))
+            last = f"{bootlog.STAGE_WORDS[client.stage]} at {when}"
+        now = {"menu": "the menu", "local": "its local disk"}.get(p.now, plan_label(p))
+        out.append(PlanView(p, plan_label(p), now, last))
+    return out
