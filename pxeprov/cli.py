@@ -19,6 +19,7 @@ from pxeprov.apply import Outcome
 from pxeprov.commands import doctor as doctor_module
 from pxeprov.commands import images, listing
 from pxeprov.commands import plans as plans_module
+from pxeprov.commands import repo as repo_module
 from pxeprov.commands import verify as verify_module
 from pxeprov.commands import watch as watch_module
 from pxeprov.commands.init import InitOptions, InitResult
@@ -26,7 +27,7 @@ from pxeprov.commands.init import init as init_command
 from pxeprov.errors import ConflictError, InputError, NotServingError, PxeprovError
 from pxeprov.images import kinds
 from pxeprov.network import NetworkRequest
-from pxeprov.paths import Root
+from pxeprov.paths import DEFAULT_REPO_PATH, Root
 from pxeprov.plan import DirOp, Op, Plan, diff_text, is_text
 from pxeprov.progress import Progress
 from pxeprov.render import plan_label
@@ -634,6 +635,36 @@ def plans_(
             group = f" [{v.plan.group}]" if v.plan.group else ""
             typer.echo(f"{v.plan.mac}{group}  {v.what}{once}")
             typer.echo(f"    boots now: {v.now}" + (f"; last seen: {v.last}" if v.last else ""))
+
+
+repo_app = typer.Typer(
+    no_args_is_help=True, help="The image repository of Clonezilla jobs (restores and saves)."
+)
+app.add_typer(repo_app, name="repo")
+
+
+@repo_app.command("init")
+def repo_init(
+    ctx: typer.Context,
+    path: Annotated[str, typer.Option(help="The directory to share.")] = DEFAULT_REPO_PATH,
+    dry_run: Annotated[bool, typer.Option(help="Show what would change; write nothing.")] = False,
+) -> None:
+    """Share a directory of this box with Samba as the image repository: read-only for
+    guests (restores), writable for the account pxeprov-imaging (saves)."""
+    with _errors(ctx):
+        result = repo_module.repo_init(_machine(ctx), path, dry_run=dry_run)
+        _warn(result.notes)
+        if result.outcome is None:
+            _print_files(result.plan, diff=True)
+            return
+        _print_outcome(result.outcome)
+        typer.echo(f"Restores read {result.read_url} (the default repository of plans).")
+        if result.write_url:
+            typer.echo(
+                f"Saves: --repo {result.write_url}\n(its password is in "
+                "/etc/pxeprov/repo-password; a boot line is readable by anyone on the LAN who "
+                "can fetch TFTP or HTTP files: this account can write the image share only)"
+            )
 
 
 # ---------------------------------------------------------------- diagnosis

@@ -29,6 +29,10 @@ NGINX_SITE = PurePosixPath("/etc/nginx/conf.d/pxeprov.conf")
 DNSMASQ_LOG = PurePosixPath("/var/log/pxeprov-dnsmasq.log")
 NGINX_ACCESS_LOG = PurePosixPath("/var/log/nginx/access.log")  # Debian's, for every site
 LOGROTATE = PurePosixPath("/etc/logrotate.d/pxeprov")
+SAMBA_CONF = PurePosixPath("/etc/samba/smb.conf")
+SAMBA_SHARES = PurePosixPath("/etc/samba/pxeprov.conf")
+REPO_PASSWORD = PurePosixPath("/etc/pxeprov/repo-password")  # 0600: the write account's
+DEFAULT_REPO_PATH = "/srv/pxeprov/images"
 
 
 def check_relative(value: str, what: str) -> PurePosixPath:

@@ -44,6 +44,10 @@ def _dnsmasq_check(conf: Path) -> None:
     system.dnsmasq_test(conf)
 
 
+def _samba_check(conf: Path) -> None:
+    system.testparm_check(conf)
+
+
 def _logrotate_check(conf: Path) -> None:
     menucheck.check_logrotate(conf)
     system.logrotate_check(conf)
@@ -57,6 +61,7 @@ VALIDATORS: dict[str, Validator] = {
     "ipxe": menucheck.check_ipxe,
     "pxelinux": menucheck.check_pxelinux,
     "logrotate": _logrotate_check,
+    "samba": _samba_check,
 }
 
 
@@ -71,6 +76,7 @@ class Machine:
         default_factory=lambda: {
             "dnsmasq": system.Service("dnsmasq"),
             "nginx": system.Service("nginx", verb="reload-or-restart"),
+            "smbd": system.Service("smbd"),
         }
     )
     validators: dict[str, Validator] = field(default_factory=lambda: dict(VALIDATORS))

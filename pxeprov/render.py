@@ -26,6 +26,8 @@ from pxeprov.paths import (
     DNSMASQ_MAIN,
     LOGROTATE,
     NGINX_SITE,
+    SAMBA_CONF,
+    SAMBA_SHARES,
     STATE_FILE,
 )
 from pxeprov.state import Image, Plan, State
@@ -348,6 +350,23 @@ def set_dnsmasq_except(current: bytes | None) -> bytes:
     return ("\n".join(out) + "\n").encode("utf-8", "surrogateescape")
 
 
+_INCLUDE = f"include = {SAMBA_SHARES}"
+
+
+def include_shares(current: bytes | None) -> bytes:
+    """smb.conf with pxeprov's shares included, once, at its end; everything else kept (no
+    smb.conf yet, before the package: a minimal one)."""
+    text = (current or b"[global]\n").decode("utf-8", "surrogateescape")
+    if any(line.strip() == _INCLUDE for line in text.splitlines()):
+        return text.encode("utf-8", "surrogateescape")
+    if not text.endswith("\n"):
+        text += "\n"
+    text += (
+        f"\n# Added by pxeprov: its image repository shares (`pxeprov repo init`).\n{_INCLUDE}\n"
+    )
+    return text.encode("utf-8", "surrogateescape")
+
+
 def render(
     state: State,
     template_override_dir: Path | None = None,
@@ -387,6 +406,26 @@ def render(
     files.append(
         ManagedFile(DNSMASQ_DEFAULTS, Kind.EDIT, edit=set_dnsmasq_except, service="dnsmasq")
     )
+    if state.repo_path:
+        shares = render_template(
+            env, "samba/pxeprov.conf.j2", {**ctx, "repo_path": state.repo_path}
+        )
+        files += [
+            ManagedFile(
+                SAMBA_SHARES,
+                Kind.GENERATED,
+                content=shares.encode(),
+                service="smbd",
+                syntax="samba",
+            ),
+            ManagedFile(SAMBA_CONF, Kind.EDIT, edit=include_shares, service="smbd"),
+            # the share's directory comes with its README
+            ManagedFile(
+                PurePosixPath(state.repo_path) / "README.txt",
+                Kind.GENERATED,
+                content=render_template(env, "samba/README.txt.j2", ctx).encode(),
+            ),
+        ]
     logrotate = render_template(env, "logrotate.j2", ctx)
     files.append(
         ManagedFile(LOGROTATE, Kind.GENERATED, content=logrotate.encode(), syntax="logrotate")

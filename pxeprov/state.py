@@ -269,6 +269,7 @@ class State:
     http_fallback_port: int = DEFAULT_HTTP_FALLBACK_PORT
     http_base_url: str = ""  # payloads from another web server (a CDN) instead
     repo: str = ""  # the image repository of Clonezilla jobs (plans may name their own)
+    repo_path: str = ""  # the directory this box shares with Samba as a repository ("" none)
     images: tuple[Image, ...] = field(default_factory=tuple)
     plans: tuple[Plan, ...] = field(default_factory=tuple)
 
@@ -292,6 +293,8 @@ class State:
             raise InputError("more than one image is marked default")
         if self.repo:
             check_repo(self.repo, "imaging.repo")
+        if self.repo_path:
+            check_tftp_root(self.repo_path, "imaging.path")  # the same rules as a served root
         macs = [plan.mac for plan in self.plans]
         twice = sorted({m for m in macs if macs.count(m) > 1})
         if twice:
@@ -400,9 +403,11 @@ def _from_dict(data: dict[str, Any], where: str) -> State:
     if not isinstance(images, list):
         raise InputError(f"{where}: images must be an array of tables ([[images]])")
     kwargs["images"] = tuple(_image(entry, where, i) for i, entry in enumerate(images))
-    imaging = _table(data, "imaging", {"repo"}, where)
+    imaging = _table(data, "imaging", {"repo", "path"}, where)
     if "repo" in imaging:
         kwargs["repo"] = _typed(imaging, "repo", str, where)
+    if "path" in imaging:
+        kwargs["repo_path"] = _typed(imaging, "path", str, where)
     plans = data.get("plans", [])
     if not isinstance(plans, list):
         raise InputError(f"{where}: plans must be an array of tables ([[plans]])")
@@ -482,8 +487,11 @@ def dumps(state: State) -> str:
         "fallback_port": state.http_fallback_port,
         "base_url": state.http_base_url,
     }
-    if state.repo:
-        data["imaging"] = {"repo": state.repo}
+    if state.repo or state.repo_path:
+        data["imaging"] = {
+            "repo": state.repo,
+            **({"path": state.repo_path} if state.repo_path else {}),
+        }
     if state.images:
         data["images"] = [_image_table(image) for image in state.images]
     if state.plans:

@@ -316,6 +316,16 @@ def grub_args(value: object) -> str:
     return " ".join(grub_word(word) for word in str(value).split())
 
 
+def samba_value(value: object) -> str:
+    """A value of smb.conf: the rest of its line, so no line break, no trailing backslash (it
+    joins the next line), no %-substitution, no spaces at either end (Samba trims them)."""
+    text = str(value)
+    _no_control(text, "Samba value")
+    if text != text.strip() or text.endswith("\\") or "%" in text:
+        raise InputError(f"{text[:60]!r} cannot be a value of smb.conf")
+    return text
+
+
 FILTERS = {
     "dnsmasq_bare": dnsmasq_bare,
     "dnsmasq_quoted": dnsmasq_quoted,
@@ -325,4 +335,5 @@ FILTERS = {
     "grub_quoted": grub_quoted,
     "grub_word": grub_word,
     "grub_args": grub_args,
+    "samba_value": samba_value,
 }

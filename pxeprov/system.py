@@ -48,6 +48,8 @@ PACKAGE_OF = {
     "systemctl": "systemd",
     "grub-script-check": "grub-common",
     "logrotate": "logrotate",
+    "testparm": "samba-common-bin",
+    "smbpasswd": "samba-common-bin",
     "qemu-system-x86_64": "qemu-system-x86",
     "xorriso": "xorriso",
 }
@@ -59,6 +61,7 @@ def run(
     check: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
     env: Mapping[str, str] | None = None,
+    stdin: str | None = None,
 ) -> Completed:
     """Run `argv`; with `check`, a non-zero exit becomes a CommandError naming the command."""
     log.debug("run: %s", " ".join(argv))
@@ -71,7 +74,7 @@ def run(
             timeout=timeout,
             env=full_env,
             check=False,
-            stdin=subprocess.DEVNULL,
+            **({"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}),
         )
     except FileNotFoundError:
         package = PACKAGE_OF.get(Path(argv[0]).name)
@@ -328,6 +331,19 @@ def logrotate_check(conf: Path) -> None:
     if have("logrotate"):
         with tempfile.TemporaryDirectory(prefix="pxeprov-logrotate-") as tmp:
             run(["logrotate", "--debug", "--state", f"{tmp}/state", str(conf)], timeout=30)
+
+
+def testparm_check(conf: Path) -> None:
+    """Samba's own reading of a config file (`testparm -s`): its errors, or none."""
+    if not have("testparm"):
+        raise CommandError(
+            "testparm is not installed, so the Samba config cannot be validated",
+            "install the package samba-common-bin",
+        )
+    done = run(["testparm", "-s", str(conf)], check=False, timeout=30)
+    if done.returncode != 0 or "Loaded services file OK" not in done.stderr + done.stdout:
+        errors = [line for line in done.stderr.splitlines() if "rror" in line or "Unknown" in line]
+        raise CommandError(f"testparm refuses {conf}: {(errors or ['no OK'])[0].strip()}")
 
 
 def nginx_test(site: Path) -> None:

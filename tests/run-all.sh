@@ -25,11 +25,13 @@ fi
 # memtest86+ and the installer: images the tests boot; grub-pc-bin, grub-efi-amd64-bin, mtools:
 # grub-mkrescue, for a bootable ISO booted as it is; mmdebstrap, squashfs-tools: the live image
 # the userspace tests boot (built once, cached in /var/cache/pxeprov-tests); nftables: the
-# firewall rules `pxeprov doctor` is tested against.
+# firewall rules `pxeprov doctor` is tested against; clonezilla, drbl, partclone, parted, gdisk,
+# dosfstools: the disk image the restore test saves (ocs-sr savedisk); samba: its repository.
 apt-get install -y -q --no-install-recommends \
     dnsmasq-base pxelinux syslinux-common ipxe grub-common \
     qemu-system-x86 ovmf debian-installer-12-netboot-amd64 memtest86+ \
     grub-pc-bin grub-efi-amd64-bin mtools mmdebstrap squashfs-tools nftables \
+    clonezilla drbl partclone parted samba smbclient gdisk dosfstools e2fsprogs \
     nginx-light xorriso curl tftp-hpa iproute2 strace openssl python3 python3-venv
 if [ -n "$ours" ]; then
     rm -f "$policy"

@@ -213,3 +213,32 @@ def test_a_fired_one_shot_plan_boots_the_disk_or_the_menu(server: Path, cli: Cli
     out = cli(server, "plans").stdout
     assert "boots now: its local disk" in out and "fired 20" in out
     assert plans_command.fire(machine, {MAC}) == []  # once only
+
+
+def test_repo_init_shares_a_directory_with_samba(server: Path, cli: Cli) -> None:
+    smb = server / "etc/samba/smb.conf"
+    smb.parent.mkdir(parents=True)
+    smb.write_text("[global]\n   workgroup = OFFICE\n\n[homes]\n   browseable = no\n")
+    r = cli(server, "repo", "init")
+    assert r.exit_code == 0, r.stderr
+    assert "skipped: the Samba account pxeprov-imaging (--root is not /)" in r.stderr
+    assert "Restores read smb://127.0.0.1/pxeprov-images/" in r.stdout
+    shares = (server / "etc/samba/pxeprov.conf").read_text()
+    assert "[pxeprov-images]\n  comment = pxeprov disk images (read-only)\n" in shares
+    assert shares.count("path = /srv/pxeprov/images\n") == 2
+    assert "valid users = pxeprov-imaging" in shares
+    done = subprocess.run(["testparm", "-s", str(server / "etc/samba/pxeprov.conf")],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert "Loaded services file OK" in done.stderr, done.stderr
+    text = smb.read_text()
+    assert text.startswith("[global]\n   workgroup = OFFICE\n") and "[homes]" in text
+    assert text.count("include = /etc/samba/pxeprov.conf") == 1
+    assert (server / "srv/pxeprov/images/README.txt").is_file()
+    assert load_state(Root.of(server)).repo == "smb://127.0.0.1/pxeprov-images/"
+    again = cli(server, "repo", "init")
+    assert again.exit_code == 0 and smb.read_text() == text
+    assert "updated" not in again.stdout and "created" not in again.stdout
+    # plans now restore from it, as guests: no password in any boot line
+    assert cli(server, "assign", MAC, "--restore", "img", "--yes").exit_code == 0
+    args = pxelinux_plan(server).labels[0].append
+    assert "//127.0.0.1/pxeprov-images /home/partimag" in args and "@" not in args

@@ -82,6 +82,8 @@ def packages(state: State) -> tuple[str, ...]:
             names += c.packages
     if state.http:
         names += HTTP_PACKAGES
+    if state.repo_path:
+        names.append("samba")  # the image repository this box serves
     return tuple(dict.fromkeys(names))
 
 

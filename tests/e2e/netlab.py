@@ -620,6 +620,7 @@ class NetLab:
         stop_grace: float = KERNEL_GRACE,
         memory_mb: int | None = None,
         marks: Mapping[str, tuple[Path, str]] | None = None,
+        qemu_extra: Sequence[str] = (),
     ) -> BootEvidence:
         """PXE-boot one VM on tap0 until the kernel prints (plus a grace period) or ``limit``.
 
@@ -628,7 +629,7 @@ class NetLab:
         fail ends as soon as the failure is on record instead of at ``limit``. ``memory_mb``: see
         ``qemu_argv``. ``marks``: name -> (log file, regex); the evidence's ``marks`` say when
         (seconds after QEMU start, to the polling interval) each regex first matched what this
-        boot appended to its log file.
+        boot appended to its log file. ``qemu_extra``: more QEMU arguments (a disk, ...).
         """
         if self.ns_a not in self._namespaces:
             raise LabError("lab is not up")
@@ -652,6 +653,7 @@ class NetLab:
             "timeout", "-k", "5", str(int(limit) + HARD_STOP_SLACK),
             "ip", "netns", "exec", self.ns_a,
             *self.qemu_argv(firmware, mac, serial, vars_copy, memory_mb),
+            *qemu_extra,
         ]  # fmt: skip
         (self.workdir / f"qemu-{case}.cmd").write_text(" ".join(argv) + "\n")
         t0 = time.monotonic()

@@ -62,7 +62,7 @@ def _repository(url: str, read_only: bool) -> str:
     parts = repo_parts(url)
     if parts["scheme"] in ("smb", "smb3") and not parts["user"]:
         options = "guest,ro,vers=3.0" if read_only else "guest,vers=3.0"
-        share = f"//{parts['host']}{parts['path']}"
+        share = f"//{parts['host']}{parts['path'].rstrip('/')}"
         return f'ocs_prerun="mount -t cifs -o {options} {share} /home/partimag"'
     return f'ocs_repository="{url}"'
 

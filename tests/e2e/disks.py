@@ -1,0 +1,100 @@
+"""Small disks for the imaging tests: a source disk made here (GPT, an ext4 and a FAT partition
+with files), saved with Clonezilla's own `ocs-sr savedisk` on this machine into a repository
+directory, and the partitions of any disk image hashed to compare a restore with its source.
+
+Loop devices are this machine's: each is detached in a `finally`. This kernel reads no
+partition tables by itself (`losetup -P` gives no partitions): `partx -a` adds them. ocs-sr runs
+in a private mount namespace whose /var/log, /var/lib/clonezilla, /tmp and /home/partimag are
+the test's own directories, so nothing it writes stays on the host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+SIZE_MB = 200
+TOOLS = ("ocs-sr", "partclone.ext4", "partclone.vfat", "sgdisk", "partx", "mkfs.ext4",
+         "mkfs.vfat", "mcopy")  # fmt: skip
+
+
+def sh(*argv: str, timeout: float = 600, **kw: object) -> str:
+    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
+                          check=False, **kw)  # type: ignore[call-overload]  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(argv)} failed ({done.returncode}):\n{done.stdout}{done.stderr}"
+        )
+    out: str = done.stdout
+    return out
+
+
+@contextmanager
+def attached(image: Path) -> Iterator[str]:
+    """The disk image as a loop device with its partitions (/dev/loopNpM)."""
+    device = sh("losetup", "--find", "--show", str(image)).strip()
+    try:
+        sh("partx", "-a", device)
+        yield device
+    finally:
+        subprocess.run(["partx", "-d", device], capture_output=True, check=False)
+        subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
+
+
+def make_source_disk(image: Path, work: Path) -> None:
+    """GPT: partition 1 ext4 (80 MiB) with some files, partition 2 FAT (60 MiB) with one."""
+    with image.open("wb") as f:
+        f.truncate(SIZE_MB << 20)  # sparse: free blocks are zero, so restores compare byte-wise
+    sh("sgdisk", "-n", "1:2048:+80M", "-t", "1:8300", "-n", "2:0:+60M", "-t", "2:ef00",
+       str(image))  # fmt: skip
+    payload = work / "payload"
+    payload.mkdir()
+    for i in range(5):
+        (payload / f"file-{i}.bin").write_bytes(os.urandom(1 << 20))
+    (payload / "hello.txt").write_text("restored by pxeprov\n")
+    with attached(image) as device:
+        sh("mkfs.ext4", "-q", "-d", str(payload), "-L", "pxeprov-src", f"{device}p1")
+        sh("mkfs.vfat", "-n", "PXEPROVFAT", f"{device}p2")
+        sh("mcopy", "-i", f"{device}p2", str(payload / "hello.txt"), "::hello.txt")
+
+
+def save_image(image: Path, repository: Path, name: str, work: Path) -> str:
+    """`ocs-sr savedisk` of the disk image into `repository`/`name`; its output."""
+    private = work / "ocs-private"
+    for d in ("log", "lib", "tmp", "home"):
+        (private / d).mkdir(parents=True, exist_ok=True)
+    with attached(image) as device:
+        disk = Path(device).name
+        script = (
+            f"mount --bind {private}/log /var/log && "
+            f"mkdir -p /var/lib/clonezilla && mount --bind {private}/lib /var/lib/clonezilla && "
+            f"mount --bind {private}/tmp /tmp && "
+            f"ocs-sr -batch -nogui -or {repository} -q2 -j2 -z1p -i 0 -sfsck -scs -senc -noabo "
+            f"-p true savedisk {name} {disk}"
+        )
+        return sh("unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+                  timeout=900, stdin=subprocess.DEVNULL)  # fmt: skip
+
+
+def partition_hashes(image: Path) -> list[str]:
+    """SHA-256 of each partition of the disk image, in order."""
+    with attached(image) as device:
+        parts = sorted(Path("/dev").glob(f"{Path(device).name}p*"), key=lambda p: p.name)
+        out = []
+        for part in parts:
+            h = hashlib.sha256()
+            with part.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+            out.append(h.hexdigest())
+        return out
+
+
+def partition_table(image: Path) -> str:
+    """The GPT as sgdisk prints it, without the disk GUID line (the same table restored)."""
+    text = sh("sgdisk", "-p", str(image))
+    return "\n".join(line for line in text.splitlines() if not line.startswith("Disk "))
