@@ -11,6 +11,7 @@ import os
 import socket
 import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -347,3 +348,17 @@ def test_verify_refuses_what_it_cannot_do(loader_root: Path, cli: Cli) -> None:
     assert r.exit_code == 2 and "--firmware 'arm'" in r.stderr
     r = cli(loader_root, "verify", "--accel", "hvf")
     assert r.exit_code == 2 and "--accel 'hvf'" in r.stderr
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(loader_root: Path, cli: Cli) -> None:
+    """`pxeprov render | head`: the reader is gone before pxeprov writes (`true` reads
+    nothing), so its first write fails with EPIPE; it ends quietly, with no traceback."""
+    assert cli(loader_root, "init", *NET, "--no-http").exit_code == 0
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c",
+         f"{sys.executable} -m pxeprov --root {loader_root} render | true"],
+        capture_output=True, text=True, timeout=60, check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    assert done.returncode not in (0,), "the pipe did not break: nothing was tested"
+    assert "Traceback" not in done.stderr and "error:" not in done.stderr, done.stderr
