@@ -52,7 +52,10 @@ ExecStart=/usr/local/sbin/live-userspace-marker
 WantedBy=multi-user.target
 EOF
 # Clonezilla live runs its jobs from tty1 (autologin, ocs-live-run-menu); the same parameters,
-# read by the same helpers, without a terminal:
+# read by the same helpers, without a terminal. The job runs after the marker, so it is wanted by
+# the marker's unit, not by multi-user.target: a unit multi-user.target wants is ordered before
+# it, and "after the marker, which is after multi-user.target" would be an ordering cycle, which
+# systemd breaks by dropping one of the two jobs (either one, from boot to boot).
 cat > "$W/ocs-job.sh" <<'EOF'
 #!/bin/bash
 DRBL_SCRIPT_PATH=/usr/share/drbl
@@ -95,7 +98,7 @@ StandardInput=null
 TimeoutStartSec=infinity
 
 [Install]
-WantedBy=multi-user.target
+WantedBy=live-userspace-marker.service
 EOF
 
 SOURCES="deb $MIRROR/debian bookworm main
@@ -122,7 +125,7 @@ mmdebstrap --variant=minbase --components=main --include="$PACKAGES" \
   --customize-hook="install -m 0644 '$W/marker.service' \"\$1/etc/systemd/system/live-userspace-marker.service\"" \
   --customize-hook="install -m 0755 '$W/ocs-job.sh' \"\$1/usr/local/sbin/ocs-job\"" \
   --customize-hook="install -m 0644 '$W/ocs-job.service' \"\$1/etc/systemd/system/ocs-job.service\"" \
-  --customize-hook='mkdir -p "$1/etc/systemd/system/multi-user.target.wants" && ln -sf /etc/systemd/system/live-userspace-marker.service /etc/systemd/system/ocs-job.service "$1/etc/systemd/system/multi-user.target.wants/"' \
+  --customize-hook='mkdir -p "$1/etc/systemd/system/multi-user.target.wants" "$1/etc/systemd/system/live-userspace-marker.service.wants" && ln -sf /etc/systemd/system/live-userspace-marker.service "$1/etc/systemd/system/multi-user.target.wants/" && ln -sf /etc/systemd/system/ocs-job.service "$1/etc/systemd/system/live-userspace-marker.service.wants/"' \
   --customize-hook='chroot "$1" update-initramfs -u -k all' \
   --customize-hook='chroot "$1" apt-get install -y -q --no-install-recommends dracut-core dracut-network dracut-live' \
   --customize-hook='kver=$(ls "$1/lib/modules" | sort -V | tail -1); chroot "$1" dracut --no-hostonly --force --kver "$kver" --add "livenet dmsquash-live network-legacy" --omit "plymouth" /boot/livenet-initrd.img' \

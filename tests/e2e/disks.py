@@ -2,10 +2,13 @@
 with files), saved with Clonezilla's own `ocs-sr savedisk` on this machine into a repository
 directory, and the partitions of any disk image hashed to compare a restore with its source.
 
-Loop devices are this machine's: each is detached in a `finally`. This kernel reads no
-partition tables by itself (`losetup -P` gives no partitions): `partx -a` adds them. ocs-sr runs
-in a private mount namespace whose /var/log, /var/lib/clonezilla, /tmp and /home/partimag are
-the test's own directories, so nothing it writes stays on the host.
+Loop devices are this machine's: each is detached in a `finally`. Whether the kernel reads a
+loop device's partition table by itself, and when, differs between machines of the same kind
+(here `losetup -P` gives no partitions; on CI they were there before `partx -a`, which then
+fails): `partx -u` adds what is missing and keeps what is there, and the partitions' nodes are
+waited for. ocs-sr runs in a private mount namespace whose /var/log, /var/lib/clonezilla and
+/tmp are the test's own directories, so nothing it writes stays on the host; the repository is
+bound at /mnt there first (it may itself live under /tmp).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,12 +37,25 @@ def sh(*argv: str, timeout: float = 600, **kw: object) -> str:
     return out
 
 
+def _partitions(image: Path) -> int:
+    """How many partitions the image's table holds (sgdisk's listing)."""
+    listing = sh("sgdisk", "-p", str(image)).splitlines()
+    return sum(1 for line in listing if line[:6].strip().isdigit())
+
+
 @contextmanager
 def attached(image: Path) -> Iterator[str]:
     """The disk image as a loop device with its partitions (/dev/loopNpM)."""
-    device = sh("losetup", "--find", "--show", str(image)).strip()
+    count = _partitions(image)
+    device = sh("losetup", "--find", "--show", "--partscan", str(image)).strip()
     try:
-        sh("partx", "-a", device)
+        sh("partx", "-u", device)
+        nodes = [Path(f"{device}p{n}") for n in range(1, count + 1)]
+        deadline = time.monotonic() + 30
+        while not all(n.is_block_device() for n in nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{device}: partition nodes missing: {[str(n) for n in nodes]}")
+            time.sleep(0.1)
         yield device
     finally:
         subprocess.run(["partx", "-d", device], capture_output=True, check=False)
@@ -72,8 +89,9 @@ def save_image(image: Path, repository: Path, name: str, work: Path) -> str:
         script = (
             f"mount --bind {private}/log /var/log && "
             f"mkdir -p /var/lib/clonezilla && mount --bind {private}/lib /var/lib/clonezilla && "
+            f"mount --bind {repository} /mnt && "
             f"mount --bind {private}/tmp /tmp && "
-            f"ocs-sr -batch -nogui -or {repository} -q2 -j2 -z1p -i 0 -sfsck -scs -senc -noabo "
+            f"ocs-sr -batch -nogui -or /mnt -q2 -j2 -z1p -i 0 -sfsck -scs -senc -noabo "
             f"-p true savedisk {name} {disk}"
         )
         return sh("unshare", "--mount", "--propagation", "private", "sh", "-c", script,

@@ -42,6 +42,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 MAC = "52:54:00:77:10:01"
 RESTORE_LIMIT = 1200.0  # ~5 min under TCG here; margin for a loaded CI machine
 CONSOLE = "console=ttyS0,115200n8"
+FAILED = r"PXEPROV-OCS-RESULT (?!rc=0\b)|Kernel panic"
 SAMBA_DIRS = ("/var/log/samba", "/var/lib/samba", "/run/samba", "/var/cache/samba")
 
 
@@ -165,7 +166,9 @@ def test_unattended_restore(lab: NetLab, make_dir: MakeDir, root: Path, samba: P
         while "Watching " not in out.read_text():
             assert watcher.poll() is None and time.monotonic() < deadline, out.read_text()
             time.sleep(0.2)
+        # Success is QEMU powering itself off; a failed job or a panic ends the boot at once.
         ev = lab.boot("bios", MAC, served.running, limit=RESTORE_LIMIT, memory_mb=2048,
+                      stop_on=FAILED, stop_grace=2.0,
                       qemu_extra=["-drive", f"file={target},if=virtio,format=raw"])  # fmt: skip
     finally:
         watcher.send_signal(signal.SIGINT)
