@@ -90,6 +90,11 @@ def test_lazy_reader_sees_what_pycdlib_sees(
         for path, data in expected.items():
             entry = iso.lookup(path)
             assert entry is not None, path
+            if any(other.startswith(path + "/") for other in expected):
+                # a file beside a directory of the same name (ISO 9660 names, after xorriso
+                # mapped `-` to `_`): by name, the directory is what paths go through
+                assert entry.is_dir, path
+                continue
             assert entry.size == len(data)
             with iso_path.open("rb") as f:
                 got = b"".join(os.pread(f.fileno(), n, o) for o, n in entry.extents)

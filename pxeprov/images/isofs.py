@@ -275,6 +275,10 @@ class Volume:
                 pending = (name, runs, 0)
                 continue
             pending = None
+            if name in out and out[name].is_dir:
+                # Plain ISO 9660 may hold a file NAME;1 beside a directory NAME (xorriso maps
+                # `-` to `_`): by name, the directory is what paths go through.
+                continue
             mode = None
             if b"PX" in rr and len(rr[b"PX"]) >= 4:
                 mode = _u32(rr[b"PX"], 0)
