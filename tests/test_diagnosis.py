@@ -163,6 +163,69 @@ def test_firewall_verdicts_on_rulesets_nft_built(netns: str, name: str) -> None:
     assert {p: verdicts[p][0] for p in expected} == expected, verdicts
 
 
+DATA = Path(__file__).with_name("data")
+# A box whose admin opened TFTP and HTTP with ufw (`ufw allow in on eth0 to any port 69 proto
+# udp`, `ufw allow 8069/tcp`): the ruleset ufw 0.36 made, as `iptables-save` printed it.
+UFW = (DATA / "ufw-allow-69-8069.rules").read_text()
+LEGACY_OPEN = """\
+*filter
+:INPUT DROP [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:pxe - [0:0]
+-A INPUT -i lo -j ACCEPT
+-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -s 192.0.2.0/24 -j DROP
+-A INPUT -i eth0 -j pxe
+-A pxe -p udp -m multiport --dports 67,69 -j ACCEPT
+-A pxe -p tcp -m tcp --dport 8069 -m comment --comment "pxeprov's web server" -j ACCEPT
+-A pxe -j RETURN
+COMMIT
+"""
+
+
+@pytest.mark.parametrize("tool", ["iptables-nft-restore", "iptables-legacy-restore"])
+@pytest.mark.parametrize(
+    ("name", "rules", "expected"),
+    [
+        ("ufw", UFW, {67: ("drop", "ufw"), 69: ("accept", ""), 4011: ("drop", "ufw"),
+                      8069: ("accept", "")}),
+        # an address rule before the accepts: pxeprov cannot tell whether clients are in it
+        ("policy-drop-with-accepts", LEGACY_OPEN,
+         {67: ("maybe-drop", "iptables"), 69: ("maybe-drop", "iptables"),
+          4011: ("maybe-drop", "iptables"), 8069: ("maybe-drop", "iptables")}),
+        ("accepts", LEGACY_OPEN.replace("-A INPUT -s 192.0.2.0/24 -j DROP\n", ""),
+         {67: ("accept", ""), 69: ("accept", ""), 4011: ("drop", "iptables"),
+          8069: ("accept", "")}),
+    ],
+)  # fmt: skip
+def test_firewall_verdicts_on_iptables_rulesets(
+    netns: str, tool: str, name: str, rules: str, expected: dict[int, tuple[str, str]]
+) -> None:
+    """iptables rules, ufw's among them, loaded for real (nft-backed and legacy), read from
+    what iptables-save prints: accepts after a DROP policy count, ufw's chains are followed, and
+    the fix is the command of the firewall that drops."""
+    subprocess.run(["ip", "netns", "exec", netns, tool], input=rules, text=True, check=True)
+
+    def runner(argv: list[str] | tuple[str, ...]) -> str | None:
+        done = subprocess.run(["ip", "netns", "exec", netns, *argv], capture_output=True,
+                              text=True, check=False)  # fmt: skip
+        return done.stdout if done.returncode == 0 else None
+
+    found = {f.port.port: f for f in firewall.check(PORTS, "eth0", runner)}  # type: ignore[arg-type]
+    legacy = tool == "iptables-legacy-restore"
+    for port, (verdict, backend) in expected.items():
+        f = found[port]
+        if backend == "iptables" and legacy:
+            backend = "iptables-legacy"
+        assert (f.verdict, f.backend if verdict != "accept" else "") == (verdict, backend), f
+    assert firewall.tftp_replies_pass(runner)[0]  # type: ignore[arg-type]  # all accept them
+    tftp = firewall.open_commands([found[4011]], "eth0")
+    assert tftp == (["ufw allow in on eth0 to any port 4011 proto udp"] if name == "ufw"
+                    else [f"{'iptables-legacy' if legacy else 'iptables'} -I INPUT -i eth0 -p udp "
+                          "--dport 4011 -j ACCEPT"])  # fmt: skip
+
+
 def test_tftp_replies_need_established_under_a_drop_policy(netns: str) -> None:
     rules = _table("inet", "udp dport 69 accept", policy="drop")
     nft = ["ip", "netns", "exec", netns, "nft"]
@@ -180,9 +243,19 @@ def test_tftp_replies_need_established_under_a_drop_policy(netns: str) -> None:
     assert firewall.tftp_replies_pass(runner)[0]  # type: ignore[arg-type]
 
 
-def test_open_commands() -> None:
-    assert firewall.open_commands(PORTS[1:2], "eth0") == [
-        'nft insert rule inet filter input iifname "eth0" udp dport { 69 } accept'
+def test_open_commands_are_those_of_the_firewall_that_drops() -> None:
+    tftp, http = PORTS[1], PORTS[3]
+    findings = [
+        firewall.Finding(tftp, "drop", "-", "nft", ("ip", "filter", "INPUT")),
+        firewall.Finding(http, "drop", "-", "ufw"),
+        firewall.Finding(tftp, "drop", "-", "iptables-legacy"),
+        firewall.Finding(http, "maybe-drop", "-", "iptables"),
+    ]
+    assert firewall.open_commands(findings, "eth0") == [
+        'nft insert rule ip filter INPUT iifname "eth0" udp dport 69 accept',
+        "ufw allow in on eth0 to any port 8069 proto tcp",
+        "iptables-legacy -I INPUT -i eth0 -p udp --dport 69 -j ACCEPT",
+        "iptables -I INPUT -i eth0 -p tcp --dport 8069 -j ACCEPT",
     ]
 
 

@@ -342,7 +342,7 @@ def _firewall(state: State) -> Iterator[Check]:
     ]
     if state.http and not state.http_base_url:
         wanted.append(firewall.Port("tcp", state.http_port, "HTTP"))
-    if not system.have("nft") and not system.have("iptables-legacy-save"):
+    if not any(system.have(t) for t in ("nft", "iptables-nft-save", "iptables-legacy-save")):
         yield Check("firewall", "info", "no nft or iptables here: no firewall rules to read")
         return
     findings = firewall.check(wanted, state.network.interface)
@@ -354,7 +354,7 @@ def _firewall(state: State) -> Iterator[Check]:
             f"firewall.{f.port.proto}{f.port.port}",
             status,
             f"the firewall {verb} {f.port.proto.upper()} {f.port.port} ({f.port.what}): {f.where}",
-            "; ".join(firewall.open_commands([f.port], state.network.interface)),
+            "; ".join(firewall.open_commands([f], state.network.interface)),
         )
     ok, where = firewall.tftp_replies_pass()
     if not ok:
