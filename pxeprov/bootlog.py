@@ -158,6 +158,8 @@ def stage_of_files(state: State, chain: boot.UefiChain) -> dict[str, str]:
         stages.setdefault(name, "loader")
     for name, _template in boot.MENUS.values():
         stages[name] = "menu"
+    for plan in state.plans:  # pxelinux reads a machine's plan from its own file
+        stages[f"pxelinux.cfg/01-{plan.mac.replace(':', '-')}"] = "menu"
     for image in state.images:
         stages[image.kernel] = "kernel"
         if image.initrd:
@@ -211,6 +213,14 @@ class Client:
     def started(self) -> float:
         return min(self.reached.values()) if self.reached else self.last
 
+    def new_boot(self) -> None:
+        """The machine boots again (a proxy offer after it had its menu): its stages start
+        afresh. Loaders ask the proxy again before their menu (iPXE after the firmware's PXE,
+        GRUB after shim): those offers belong to the same boot."""
+        if self.reached and STAGES.index(self.stage) >= STAGES.index("menu"):
+            self.reached, self.files, self.how = {}, [], {}
+            self.kernel, self.problem = "", ""
+
 
 @dataclass
 class Tracker:
@@ -243,6 +253,7 @@ class Tracker:
         """Take one event; the client it moved (or None)."""
         if event.kind == "offer":
             client = self._client(event.mac)
+            client.new_boot()
             if event.arch is not None:
                 client.arch = event.arch
             client.reach("offer", event.time)
@@ -250,6 +261,7 @@ class Tracker:
         if event.kind == "pair":
             self.by_ip[event.ip] = event.mac
             client = self._client(event.mac)
+            client.new_boot()
             client.ip = event.ip
             if event.arch is not None:
                 client.arch = event.arch

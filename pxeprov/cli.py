@@ -308,6 +308,15 @@ def list_(
                 typer.echo(f"   {'':<24} from {e.source} (SHA-256 {checksum})")
         for i, c in enumerate(found.chains):
             typer.echo(f"{'Boot loaders:' if i == 0 else '':<13} {c.client} -> {c.summary}")
+        for i, p in enumerate(found.plans):
+            once = (
+                f" (one boot; fired {p.fired})"
+                if p.fired
+                else (" (one boot)" if p.one_shot else "")
+            )
+            typer.echo(
+                f"{'Plans:' if i == 0 else '':<13} {p.mac}  {p.what}{once}; boots now: {p.now}"
+            )
 
 
 # ---------------------------------------------------------------- images
@@ -486,10 +495,16 @@ def assign(
     save: Annotated[
         str | None, typer.Option(help="Save the disk as this image (Clonezilla) to the repository.")
     ] = None,
-    disk: Annotated[str, typer.Option(help="The disk a restore or save uses.")] = "sda",
+    disk: Annotated[
+        str | None, typer.Option(help="The disk a restore or save uses [default: sda].")
+    ] = None,
     then: Annotated[
-        str, typer.Option(help="After a restore or save: local (boot the disk), reboot, poweroff.")
-    ] = "local",
+        str | None,
+        typer.Option(
+            help="After a restore or save: local (boot the disk), reboot, poweroff "
+            "[default: local]."
+        ),
+    ] = None,
     repo: Annotated[
         str | None,
         typer.Option(
@@ -529,6 +544,9 @@ def assign(
                 "give one of --entry NAME, --local, --menu, --restore IMAGE, --save IMAGE"
             )
         action = chosen[0]
+        if action not in ("restore", "save") and (disk is not None or then is not None):
+            raise InputError("--disk and --then are for --restore and --save")
+        disk, then = disk or "sda", then or "local"
         if then not in ("local", "reboot", "poweroff"):
             raise InputError(f"--then {then!r}: one of local, reboot, poweroff")
         if action == "restore" and not yes and not dry_run and sys.stdin.isatty():
@@ -617,7 +635,13 @@ def plans_(
             typer.echo(
                 json.dumps(
                     [
-                        {**dataclasses.asdict(v.plan), "what": v.what, "now": v.now, "last": v.last}
+                        {
+                            **dataclasses.asdict(v.plan),
+                            "one_shot": v.plan.one_shot,
+                            "what": v.what,
+                            "now": v.now,
+                            "last": v.last,
+                        }
                         for v in views
                     ],
                     indent=2,

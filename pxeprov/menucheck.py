@@ -430,3 +430,43 @@ def parse_logrotate(text: str) -> list[str]:
 
 def check_logrotate(path: Path) -> None:
     parse_logrotate(path.read_text(encoding="utf-8", errors="strict"))
+
+
+# ---------------------------------------------------------------- the watcher's systemd unit
+
+_UNIT_SECTIONS = {"Unit": {"Description", "After"},
+                  "Service": {"Type", "ExecStart", "Environment", "Restart", "RestartSec"},
+                  "Install": {"WantedBy"}}  # fmt: skip
+_UNIT_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 .,:/=_+-]*")
+
+
+def parse_unit(text: str) -> dict[str, dict[str, str]]:
+    """A systemd unit of the form pxeprov writes (pxeprov-watch.service): its three sections,
+    each with its known keys once, values of plain characters (no specifiers `%`, no quotes, no
+    line continuations). {section: {key: value}}."""
+    sections: dict[str, dict[str, str]] = {}
+    current: str | None = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = re.fullmatch(r"\[(\w+)\]", line)
+        if m is not None:
+            if m[1] not in _UNIT_SECTIONS or m[1] in sections:
+                raise MenuError(f"unit line {number}: unexpected section {line[:40]!r}")
+            current = m[1]
+            sections[current] = {}
+            continue
+        key, eq, value = line.partition("=")
+        if current is None or not eq or key not in _UNIT_SECTIONS[current]:
+            raise MenuError(f"unit line {number}: unexpected {line[:60]!r}")
+        if key in sections[current] or not _UNIT_VALUE.fullmatch(value):
+            raise MenuError(f"unit line {number}: {key} is repeated or holds {value[:60]!r}")
+        sections[current][key] = value
+    if set(sections) != set(_UNIT_SECTIONS) or "ExecStart" not in sections["Service"]:
+        raise MenuError("unit: [Unit], [Service] with ExecStart=, and [Install] are expected")
+    return sections
+
+
+def check_unit(path: Path) -> None:
+    parse_unit(path.read_text(encoding="utf-8", errors="strict"))

@@ -29,6 +29,9 @@ NGINX_SITE = PurePosixPath("/etc/nginx/conf.d/pxeprov.conf")
 DNSMASQ_LOG = PurePosixPath("/var/log/pxeprov-dnsmasq.log")
 NGINX_ACCESS_LOG = PurePosixPath("/var/log/nginx/access.log")  # Debian's, for every site
 LOGROTATE = PurePosixPath("/etc/logrotate.d/pxeprov")
+# `pxeprov watch --fire` as a service: fires one-shot plans without anyone at a terminal
+WATCH_UNIT = PurePosixPath("/etc/systemd/system/pxeprov-watch.service")
+WATCH_LOG = PurePosixPath("/var/log/pxeprov-watch.log")  # its output where systemd does not run
 SAMBA_CONF = PurePosixPath("/etc/samba/smb.conf")
 SAMBA_SHARES = PurePosixPath("/etc/samba/pxeprov.conf")
 REPO_PASSWORD = PurePosixPath("/etc/pxeprov/repo-password")  # 0600: the write account's

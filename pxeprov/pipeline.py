@@ -10,13 +10,14 @@ returns the plan). Nothing here prints; results go back to the CLI.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from pxeprov import boot, journal, menucheck, render, system
+from pxeprov import boot, journal, menucheck, render, syntax, system
 from pxeprov import state as state_mod
 from pxeprov.apply import STAGING, TRASH, Outcome, Validator, apply, check_conflicts
 from pxeprov.boot import UefiChain
@@ -62,6 +63,7 @@ VALIDATORS: dict[str, Validator] = {
     "pxelinux": menucheck.check_pxelinux,
     "logrotate": _logrotate_check,
     "samba": _samba_check,
+    "systemd": menucheck.check_unit,
 }
 
 
@@ -77,6 +79,7 @@ class Machine:
             "dnsmasq": system.Service("dnsmasq"),
             "nginx": system.Service("nginx", verb="reload-or-restart"),
             "smbd": system.Service("smbd"),
+            "pxeprov-watch": system.Service("pxeprov-watch", program="pxeprov", own_unit=True),
         }
     )
     validators: dict[str, Validator] = field(default_factory=lambda: dict(VALIDATORS))
@@ -150,12 +153,29 @@ def override_dir(root: Root) -> Path:
     return root.path(TEMPLATE_OVERRIDE_DIR)
 
 
+def check_tftp_root_on_disk(root: Root, tftp_root: PurePosixPath) -> None:
+    """The TFTP root as the filesystem has it: a symbolic link (it, or a directory above it)
+    may not lead into a tree the state's rules refuse (`/srv/tftp -> /etc` would serve /etc)."""
+    real = Path(os.path.realpath(root.path(tftp_root)))
+    base = Path(os.path.realpath(root.base))
+    if base != Path("/"):
+        try:
+            real = Path("/") / real.relative_to(base)
+        except ValueError:
+            raise InputError(
+                f"the TFTP root {tftp_root} is a symbolic link that leads out of {root.base}"
+            ) from None
+    if real != Path(tftp_root):
+        syntax.check_tftp_root(str(real), f"the TFTP root {tftp_root} leads to")
+
+
 def plan_change(
     machine: Machine, change: Change, *, preview: bool = False
 ) -> tuple[Plan, UefiChain]:
     """The plan that brings the root to the change. `preview`: files still to come with a
     package are shown as pending instead of missing."""
     root = machine.root
+    check_tftp_root_on_disk(root, change.state.tftp_root)
     pending = change.install + change.optional
     chain, _warnings = boot.resolve_uefi(change.state, root, preview=preview or bool(pending))
     boot.check_https(change.state, root, chain)

@@ -29,6 +29,8 @@ from pxeprov.paths import (
     SAMBA_CONF,
     SAMBA_SHARES,
     STATE_FILE,
+    WATCH_LOG,
+    WATCH_UNIT,
 )
 from pxeprov.state import Image, Plan, State
 
@@ -321,6 +323,7 @@ def context(state: State, chain: UefiChain = "ipxe", *, grub_http: bool = False)
         },
         "http_port": state.http_port,
         "dnsmasq_log": str(DNSMASQ_LOG),
+        "watch_log": str(WATCH_LOG),
     }
 
 
@@ -429,6 +432,16 @@ def render(
     logrotate = render_template(env, "logrotate.j2", ctx)
     files.append(
         ManagedFile(LOGROTATE, Kind.GENERATED, content=logrotate.encode(), syntax="logrotate")
+    )
+    watcher = render_template(env, "pxeprov-watch.service.j2", ctx)
+    files.append(
+        ManagedFile(
+            WATCH_UNIT,
+            Kind.GENERATED,
+            content=watcher.encode(),
+            service="pxeprov-watch",
+            syntax="systemd",
+        )
     )
     if state.http:
         site = render_template(env, "nginx-site.conf.j2", ctx)

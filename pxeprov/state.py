@@ -5,8 +5,10 @@ Typed and frozen; unknown keys are rejected; `dumps(loads(text))` round-trips.
 
 from __future__ import annotations
 
+import calendar
 import ipaddress
 import re
+import time
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import PurePosixPath
@@ -18,6 +20,7 @@ from pxeprov.errors import InputError
 from pxeprov.paths import DEFAULT_TFTP_ROOT
 from pxeprov.syntax import (
     check_args,
+    check_image_name,
     check_interface,
     check_name,
     check_path,
@@ -117,7 +120,7 @@ class Image:
 
     def __post_init__(self) -> None:
         # The keys' own names, so that a bad state file says which key is wrong.
-        check_name(self.name, "name")
+        check_image_name(self.name, "name")
         check_text(self.label, "label")
         if not _KIND_RE.fullmatch(self.kind):
             raise InputError(f"kind {self.kind!r} must match [a-z0-9][a-z0-9-]*")
@@ -142,22 +145,34 @@ class Image:
             raise InputError(f"variant {self.variant[:40]!r} must match [a-z0-9._-]*")
 
 
+def utc_stamp(when: float | None = None) -> str:
+    """A time as plans record it: 2026-11-28T13:00:00Z (UTC, to the second)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
+def stamp_epoch(stamp: str) -> float | None:
+    """A plan's recorded time as epoch seconds; None for "" (not recorded)."""
+    if not stamp:
+        return None
+    return float(calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")))
+
+
 PlanAction = Literal["entry", "local", "restore", "save"]
 PLAN_ACTIONS: tuple[PlanAction, ...] = ("entry", "local", "restore", "save")
 THEN: tuple[str, ...] = ("reboot", "poweroff", "local")
 _MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 # Whole disks as Linux names them in the live system (no partitions): the disk a job uses
-_DISK_RE = re.compile(r"(sd|vd|xvd)[a-z]{1,2}|hd[a-z]|nvme\d{1,2}n\d{1,2}|mmcblk\d{1,2}")
+_DISK_RE = re.compile(r"(sd|vd|xvd)[a-z]{1,2}|hd[a-z]|nvme[0-9]{1,2}n[0-9]{1,2}|mmcblk[0-9]{1,2}")
 # Clonezilla image names: a directory of the repository, in ocs-sr's command line
 _OCS_IMAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_FIRED_RE = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)?")
+_FIRED_RE = re.compile(r"([0-9]{4}-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]Z)?")
 # A repository URL, as Clonezilla's ocs_repository takes it. The password may only hold
 # characters that neither the URL, nor mount.cifs' option string, nor a kernel command line,
 # nor Clonezilla's parse_cmdline_option (which sources it as shell) read as syntax.
 _REPO_RE = re.compile(
     r"(?P<scheme>smb|smb3|nfs|nfs4|ssh)://"
     r"(?:(?P<user>[A-Za-z0-9._-]{1,32})(?::(?P<password>[A-Za-z0-9._~+=-]{1,64}))?@)?"
-    r"(?P<host>[A-Za-z0-9][A-Za-z0-9.-]{0,252})(?::(?P<port>\d{1,5}))?"
+    r"(?P<host>[A-Za-z0-9][A-Za-z0-9.-]{0,252})(?::(?P<port>[0-9]{1,5}))?"
     r"(?P<path>/[A-Za-z0-9._/-]{0,200})"
 )
 
@@ -207,6 +222,9 @@ class Plan:
     repo: str = ""  # restore/save: the repository ("" = the state's)
     once: bool = False  # the plan stands for one boot: after its kernel is fetched, `after`
     fired: str = ""  # when a one-shot plan's kernel was fetched (UTC), "" before
+    # when the plan was assigned (UTC): only a boot after it fires the plan ("" in older states:
+    # any boot seen)
+    assigned: str = ""
     group: str = ""  # a name for a group of machines assigned together
 
     def __post_init__(self) -> None:
@@ -231,8 +249,13 @@ class Plan:
                 check_repo(self.repo, "plans.repo")
         elif self.image or self.repo:
             raise InputError("plans.image and plans.repo are for the restore and save actions")
-        if not _FIRED_RE.fullmatch(self.fired):
-            raise InputError(f"plans.fired {self.fired[:40]!r} must be like 2026-11-28T13:00:00Z")
+        for key, stamp in (("fired", self.fired), ("assigned", self.assigned)):
+            try:
+                ok = bool(_FIRED_RE.fullmatch(stamp)) and (stamp_epoch(stamp) or 1) > 0
+            except ValueError:  # 2026-13-45T99:99:99Z
+                ok = False
+            if not ok:
+                raise InputError(f"plans.{key} {stamp[:40]!r} must be like 2026-11-28T13:00:00Z")
         if self.group:
             check_name(self.group, "plans.group")
 

@@ -13,6 +13,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pxeprov.errors import CommandError
+from pxeprov.paths import WATCH_LOG
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +174,11 @@ class Packages:
 
 
 # Where Debian's init scripts keep the daemons' pids (a box without systemd)
-PID_FILES = {"dnsmasq": Path("/run/dnsmasq/dnsmasq.pid"), "nginx": Path("/run/nginx.pid")}
+PID_FILES = {
+    "dnsmasq": Path("/run/dnsmasq/dnsmasq.pid"),
+    "nginx": Path("/run/nginx.pid"),
+    "pxeprov-watch": Path("/run/pxeprov-watch.pid"),  # written by pxeprov when it starts it
+}
 
 
 class Service:
@@ -185,11 +191,16 @@ class Service:
         verb: str = "restart",
         run_dir: Path = Path("/run/systemd/system"),
         init_dir: Path = Path("/etc/init.d"),
+        *,
+        program: str | None = None,
+        own_unit: bool = False,
     ) -> None:
         self.unit = unit
         self.verb = verb  # nginx: reload-or-restart, so open downloads are not cut
         self._run_dir = run_dir
         self._init_dir = init_dir
+        self.program = program or unit  # the program that must be installed
+        self.own_unit = own_unit  # its unit file is pxeprov's: systemd reloads it first
 
     def systemd_running(self) -> bool:
         # sd_booted(3): systemd is PID 1 exactly when this directory exists.
@@ -203,7 +214,7 @@ class Service:
     def manageable(self) -> bool:
         return (
             self.systemd_running() or self.init_script() is not None or self.unit in _DIRECT
-        ) and have(self.unit)
+        ) and have(self.program)
 
     def how(self) -> str:
         """How it is started, in words, for pxeprov's output."""
@@ -231,13 +242,19 @@ class Service:
         pid_file = PID_FILES.get(self.unit)
         try:
             pid = int(pid_file.read_text().split()[0]) if pid_file is not None else 0
+            if pid <= 0:
+                return None
             os.kill(pid, 0)
         except (OSError, ValueError, IndexError):
             return None
-        return pid if pid > 0 else None
+        if self.unit in _SPAWNED and not _is_watcher(pid):
+            return None  # a stale pid file: that pid is another process now
+        return pid
 
     def enable_and_restart(self) -> None:
         if self.systemd_running():
+            if self.own_unit:
+                run(["systemctl", "daemon-reload"], timeout=120)
             run(["systemctl", "enable", "--quiet", self.unit])
             run(["systemctl", self.verb, self.unit], timeout=120)
             return
@@ -263,6 +280,9 @@ class Service:
             _stop(pid)
         pid_file = PID_FILES[self.unit]
         pid_file.parent.mkdir(parents=True, exist_ok=True)
+        if self.unit in _SPAWNED:
+            _spawn(_DIRECT[self.unit](), pid_file, _SPAWNED[self.unit])
+            return
         run(_DIRECT[self.unit](), timeout=60)
 
 
@@ -298,10 +318,51 @@ def _dnsmasq_argv() -> list[str]:
     return argv
 
 
+def _watch_argv() -> list[str]:
+    """pxeprov's own watcher, run by the Python that runs this pxeprov."""
+    return [sys.executable, "-m", "pxeprov", "watch", "--fire"]
+
+
+def _is_watcher(pid: int) -> bool:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"pxeprov" in argv and b"watch" in argv
+
+
+def _spawn(argv: list[str], pid_file: Path, log: Path, wait: float = 1.0) -> None:
+    """Start a daemon that does not detach itself: its own session, its output appended to
+    `log`, its pid in `pid_file`; it must still run after `wait` seconds."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+    except OSError as exc:
+        raise CommandError(f"cannot start {argv[0]}: {exc.strerror}") from None
+    pid_file.write_text(f"{proc.pid}\n")
+    try:
+        rc = proc.wait(timeout=wait)
+    except subprocess.TimeoutExpired:
+        return  # it runs
+    pid_file.unlink(missing_ok=True)
+    raise CommandError(f"{' '.join(argv[1:4])} exited at once ({rc}): see {log}")
+
+
 _DIRECT: dict[str, Callable[[], list[str]]] = {
     "dnsmasq": _dnsmasq_argv,
     "nginx": lambda: ["nginx"],  # daemonizes; /etc/nginx/nginx.conf names /run/nginx.pid
+    "pxeprov-watch": _watch_argv,
 }
+# Daemons that stay in the foreground: started by _spawn, their output in a log of their own
+_SPAWNED: dict[str, Path] = {"pxeprov-watch": Path(str(WATCH_LOG))}
 
 
 def dnsmasq_test(conf_file: Path) -> None:

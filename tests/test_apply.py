@@ -25,8 +25,15 @@ CONF = "etc/dnsmasq.d/pxeprov.conf"
 class FakeService(Service):
     """systemd as seen by pxeprov; `fail` restarts fail, and it records what was asked."""
 
-    def __init__(self, systemd: bool = True, active: bool = True, fail: int = 0) -> None:
-        super().__init__("dnsmasq")
+    def __init__(
+        self,
+        systemd: bool = True,
+        active: bool = True,
+        fail: int = 0,
+        unit: str = "dnsmasq",
+        program: str | None = None,
+    ) -> None:
+        super().__init__(unit, program=program)
         self.systemd, self.active, self.fail = systemd, active, fail
         self.restarts = 0
         self.seen_conf: list[bytes] = []
@@ -50,10 +57,32 @@ class FakeService(Service):
             raise CommandError("`systemctl restart dnsmasq` failed (exit 1): job failed")
 
 
-def run(root: Path, service: FakeService, state: State) -> list[tuple[str, str]]:
+def fake_watcher() -> FakeService:
+    return FakeService(unit="pxeprov-watch", program="sh")  # whether pxeprov is on PATH or not
+
+
+def run(
+    root: Path, service: FakeService, state: State, watcher: FakeService | None = None
+) -> list[tuple[str, str]]:
     plan = make_plan(render.render(state), Root.of(root))
-    services = {"dnsmasq": service}
+    services = {"dnsmasq": service, "pxeprov-watch": watcher or fake_watcher()}
     return apply(plan, Root.of(root), force=False, validators=VALIDATORS, services=services).lines
+
+
+def test_the_watcher_is_started_with_its_unit_and_left_running(loader_root: Path) -> None:
+    """pxeprov-watch (`watch --fire`, which fires one-shot plans) is a service like dnsmasq:
+    started when its unit is new, started again when it is not running, otherwise left alone
+    (it reads the state itself: a menu change needs no restart)."""
+    dnsmasq, watcher = FakeService(), fake_watcher()
+    lines = run(loader_root, dnsmasq, State(network=NET), watcher)
+    assert watcher.restarts == 1 and ("restarted", "pxeprov-watch (enabled at boot)") in lines
+    unit = (loader_root / "etc/systemd/system/pxeprov-watch.service").read_text()
+    assert "ExecStart=pxeprov watch --fire\n" in unit
+    run(loader_root, dnsmasq, State(network=NET, menu_timeout=3), watcher)
+    assert watcher.restarts == 1
+    watcher.active = False
+    run(loader_root, dnsmasq, State(network=NET, menu_timeout=3), watcher)
+    assert watcher.restarts == 2
 
 
 def test_restart_only_when_dnsmasq_config_changes(loader_root: Path) -> None:

@@ -19,9 +19,9 @@ import pytest
 from scapy.layers.dhcp import BOOTP, DHCP
 
 from pxeprov import boot, bootlog, dhcpprobe, firewall, ports
-from pxeprov.commands.watch import _Log, normal_mac
+from pxeprov.commands.watch import _Log, due, normal_mac
 from pxeprov.errors import InputError
-from pxeprov.state import loads
+from pxeprov.state import Plan, loads, utc_stamp
 
 from .conftest import NET, Cli
 
@@ -349,6 +349,53 @@ def test_shim_without_grub_points_at_the_bootp_file_name() -> None:
     client = _track("\n".join(lines[:7]), "", "grub").clients["52:54:00:79:00:02"]
     assert client.stage == "loader"
     assert "boot file name in the ordinary DHCP server's answer" in bootlog.stall_cause(client)
+
+
+SECOND_BOOT = f"""\
+Nov 28 13:55:10 dnsmasq-dhcp[23414]: 3085728431 PXE(vpxe1) 52:54:00:79:00:02 proxy
+Nov 28 13:55:12 dnsmasq-tftp[23414]: sent {ROOT}/snponly.efi to 10.77.0.131
+Nov 28 13:55:14 dnsmasq-tftp[23414]: sent {ROOT}/boot.ipxe to 10.77.0.131
+"""  # fmt: skip
+SECOND_KERNEL = (
+    '10.77.0.131 - - [28/Nov/2026:13:55:16 +0000] "GET /images/cz/vmlinuz HTTP/1.1" 200 8222656 '
+    '"-" "iPXE/1.21.1"\n'
+)
+
+
+def _at(clock: str) -> float:
+    return time.mktime(time.strptime(f"2026 Nov 28 {clock}", "%Y %b %d %H:%M:%S"))
+
+
+def test_a_machine_that_boots_again_starts_its_stages_afresh() -> None:
+    """A proxy offer after the menu is a new boot (a restore's reboot, the next day's boot);
+    the offers loaders ask for before their menu (iPXE after the firmware) are the same boot."""
+    tracker = _track(DNSMASQ + SECOND_BOOT, NGINX)
+    client = tracker.clients["52:54:00:79:00:02"]
+    assert list(client.reached) == ["offer", "loader", "menu"]
+    assert client.reached["offer"] == _at("13:55:10") and client.kernel == ""
+    client = _track(DNSMASQ + SECOND_BOOT, NGINX + SECOND_KERNEL).clients["52:54:00:79:00:02"]
+    assert client.reached["kernel"] == _at("13:55:16")
+
+
+def test_a_one_shot_plan_fires_only_on_a_boot_after_it_was_assigned() -> None:
+    """The logs still hold boots from before a plan existed: they never fire it (a restore
+    would be skipped). A --local plan fires when the machine fetched its menu, which sends it to
+    its disk (it fetches no kernel)."""
+    mac = "52:54:00:79:00:02"
+    between = utc_stamp(_at("13:52:00"))
+    entry = Plan(mac, "entry", entry="cz", once=True, assigned=between)
+    local = Plan(mac, "local", once=True, assigned=between)
+    first = _track(DNSMASQ, NGINX).clients[mac]
+    assert first.kernel == "images/cz/vmlinuz"
+    assert due(entry, STATE, first) is None and due(local, STATE, first) is None
+    older = Plan(mac, "entry", entry="cz", once=True)  # a state from before plans had the time
+    assert due(older, STATE, first) == _at("13:50:45")
+    again = _track(DNSMASQ + SECOND_BOOT, NGINX + SECOND_KERNEL).clients[mac]
+    assert due(entry, STATE, again) == _at("13:55:16")
+    assert due(local, STATE, again) == _at("13:55:14")  # its menu: boot.ipxe
+    assert due(Plan(mac, "entry", entry="cz", assigned=between), STATE, again) is None  # always
+    fired = Plan(mac, "entry", entry="cz", once=True, assigned=between, fired=between)
+    assert due(fired, STATE, again) is None
 
 
 def test_hostile_log_text_is_only_data() -> None:

@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from pxeprov import menucheck
 from pxeprov.commands import plans as plans_command
+from pxeprov.commands import watch as watch_command
 from pxeprov.paths import Root
 from pxeprov.pipeline import Machine, load_state
 
@@ -133,6 +136,24 @@ def test_save_plan_with_an_account_uses_ocs_repository(server: Path, cli: Cli) -
     assert 'ocs_repository="smb3://ocs:s3cret@10.1.1.1/images-rw/"' in args
     assert "savedisk golden sda" in args and "-noabo" in args
     assert "ocs_final_action=poweroff" in args
+    # the password is in a file any client can fetch: said, with what to do about it
+    assert "warning: the password of ocs@10.1.1.1 is in the boot line" in r.stderr
+    assert "write access to the image share only" in r.stderr
+    r = cli(server, "assign", OTHER, "--restore", "golden", "--repo", REPO, "--yes")
+    assert r.exit_code == 0 and "password" not in r.stderr
+
+
+def test_list_shows_the_plans(server: Path, cli: Cli) -> None:
+    assert cli(server, "assign", MAC, "--entry", "live", "--once").exit_code == 0
+    assert cli(server, "assign", OTHER, "--local").exit_code == 0
+    out = cli(server, "list").stdout
+    assert f"Plans:        {MAC}  Boot live (one boot); boots now: Boot live\n" in out
+    assert f"{OTHER}  Boot from local disk; boots now: its local disk" in out
+    plans = json.loads(cli(server, "list", "--json").stdout)["plans"]
+    assert [(p["mac"], p["one_shot"], p["fired"]) for p in plans] == [
+        (MAC, True, ""),
+        (OTHER, False, ""),
+    ]
 
 
 def test_ipxe_sends_the_machine_to_its_plan(http_server: Path, cli: Cli) -> None:
@@ -165,7 +186,9 @@ def test_ipxe_sends_the_machine_to_its_plan(http_server: Path, cli: Cli) -> None
         ([MAC, "--save", "img", "--repo", REPO, "--disk", "$(reboot)"], "plans.disk"),
         ([MAC, "--local", "--menu"], "give one of"),
         ([MAC, MAC.upper(), "--local"], "given twice"),
-        ([MAC, "--entry", "live", "--then", "later"], "--then 'later'"),
+        ([MAC, "--restore", "img", "--repo", REPO, "--yes", "--then", "later"], "--then 'later'"),
+        ([MAC, "--entry", "live", "--then", "poweroff"], "--then are for --restore and --save"),
+        ([MAC, "--local", "--disk", "sdb"], "--disk and --then are for --restore and --save"),
     ],
 )  # fmt: skip
 def test_bad_plans_are_refused_and_change_nothing(
@@ -213,6 +236,71 @@ def test_a_fired_one_shot_plan_boots_the_disk_or_the_menu(server: Path, cli: Cli
     out = cli(server, "plans").stdout
     assert "boots now: its local disk" in out and "fired 20" in out
     assert plans_command.fire(machine, {MAC}) == []  # once only
+
+
+def _boot_lines(mac: str, at: float) -> tuple[str, str]:
+    """dnsmasq's and nginx's lines of one iPXE boot of `mac` at `at` (a UEFI client)."""
+
+    def t(offset: float) -> str:
+        return time.strftime("%b %e %H:%M:%S", time.localtime(at + offset))
+
+    ip, root = "127.0.0.9", "/var/lib/tftpboot"
+    dnsmasq = (
+        f"{t(0)} dnsmasq-dhcp[7]: 1 vendor class: PXEClient:Arch:00007:UNDI:003000\n"
+        f"{t(0)} dnsmasq-dhcp[7]: 1 PXE(lo) {mac} proxy\n"
+        f"{t(1)} dnsmasq-tftp[7]: sent {root}/snponly.efi to {ip}\n"
+        f"{t(2)} dnsmasq-tftp[7]: sent {root}/boot.ipxe to {ip}\n"
+    )
+    stamp = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(at + 3))
+    nginx = f'{ip} - - [{stamp}] "GET /images/cz/vmlinuz HTTP/1.1" 200 5 "-" "iPXE/1.0"\n'
+    return dnsmasq, nginx
+
+
+def test_the_watcher_fires_a_plan_assigned_while_it_runs(
+    http_server: Path, cli: Cli, tmp_path: Path
+) -> None:
+    """pxeprov-watch runs for days: a plan assigned after it started, for a machine whose
+    earlier boot it saw, fires on that machine's next boot, not on the boot before the plan."""
+    dnsmasq_log, nginx_log = tmp_path / "dnsmasq.log", tmp_path / "access.log"
+    dnsmasq_log.write_text("")
+    nginx_log.write_text("")
+    machine = Machine(root=Root.of(http_server))
+    options = watch_command.WatchOptions(dnsmasq_log=dnsmasq_log, nginx_log=nginx_log, fire=True)
+    said: list[str] = []
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=watch_command.watch, args=(machine, options, said.append, lambda: not stop.is_set())
+    )
+    thread.start()
+
+    def wait_for(words: str) -> None:
+        deadline = time.monotonic() + 20
+        while not any(words in line for line in said):
+            assert thread.is_alive() and time.monotonic() < deadline, said
+            time.sleep(0.1)
+
+    def boot(at: float) -> None:
+        d, n = _boot_lines(MAC, at)
+        with dnsmasq_log.open("a") as f:
+            f.write(d)
+        with nginx_log.open("a") as f:
+            f.write(n)
+
+    try:
+        wait_for("Watching ")
+        boot(time.time() - 60)  # before the plan
+        wait_for("kernel")
+        assert cli(http_server, "assign", MAC, "--entry", "cz", "--once").exit_code == 0
+        time.sleep(1.5)  # the log's clock has seconds
+        assert not load_state(Root.of(http_server)).plans[0].fired
+        boot(time.time())
+        wait_for("plan fired")
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    plan = load_state(Root.of(http_server)).plans[0]
+    assert plan.fired and plan.now == "menu"
+    assert "plan-525400123456" not in (http_server / TFTP / "boot.ipxe").read_text()
 
 
 def test_repo_init_shares_a_directory_with_samba(server: Path, cli: Cli) -> None:

@@ -239,7 +239,9 @@ def init(machine: Machine, options: InitOptions, *, dry_run: bool = False) -> In
         boot.served(state, done.chain),
     )
     if done.outcome is not None and machine.root.is_system:
-        result.serving, result.not_serving = serving(state)
+        result.serving, result.not_serving = serving(
+            state, watcher=machine.services.get("pxeprov-watch")
+        )
     if done.outcome is not None:
         if done.installed:
             done.outcome.lines.insert(0, ("installed", " ".join(done.installed)))
@@ -253,9 +255,11 @@ def init(machine: Machine, options: InitOptions, *, dry_run: bool = False) -> In
 SERVING_WAIT = 5.0  # seconds a freshly started daemon gets to bind its sockets
 
 
-def serving(state: State, wait: float = SERVING_WAIT) -> tuple[list[str], list[str]]:
-    """Whether dnsmasq (and nginx with HTTP) listens where clients will ask: (what serves, what
-    does not), in words."""
+def serving(
+    state: State, wait: float = SERVING_WAIT, watcher: system.Service | None = None
+) -> tuple[list[str], list[str]]:
+    """Whether dnsmasq (and nginx with HTTP) listens where clients will ask, and pxeprov-watch
+    runs: (what serves, what does not), in words."""
     assert state.network is not None
     address = state.network.address
     deadline = time.monotonic() + wait
@@ -279,6 +283,13 @@ def serving(state: State, wait: float = SERVING_WAIT) -> tuple[list[str], list[s
                 good.append(f"nginx serves the payloads on {address}:{state.http_port}")
             else:
                 bad.append(f"nginx does not listen on {address}:{state.http_port}")
+        if watcher is not None and watcher.manageable():
+            pid = watcher.pid() if not watcher.systemd_running() else None
+            if watcher.is_active():
+                good.append(f"pxeprov-watch{f' (pid {pid})' if pid else ''} follows the boots "
+                            "and fires one-shot plans")  # fmt: skip
+            else:
+                bad.append("pxeprov-watch does not run (one-shot plans would not fire)")
         if not bad or time.monotonic() > deadline:
             return good, bad
         time.sleep(0.2)

@@ -39,11 +39,23 @@ class ChainItem:
 
 
 @dataclass(frozen=True)
+class PlanItem:
+    """A machine with a plan (`pxeprov plans` says more: its last stage seen)."""
+
+    mac: str
+    what: str  # the plan in words
+    now: str  # what it boots now
+    one_shot: bool
+    fired: str
+
+
+@dataclass(frozen=True)
 class Listing:
     title: str
     menu_timeout: int
     entries: tuple[MenuItem, ...]
     chains: tuple[ChainItem, ...]
+    plans: tuple[PlanItem, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         entries = [asdict(e) for e in self.entries]
@@ -54,6 +66,7 @@ class Listing:
             "menu_timeout": self.menu_timeout,
             "entries": entries,
             "chains": [asdict(c) for c in self.chains],
+            "plans": [asdict(p) for p in self.plans],
         }
 
 
@@ -89,4 +102,14 @@ def listing(machine: Machine) -> Listing:
             ChainItem(c.client, c.firmware, c.arch, c.offer, c.summary, c.signed)
             for c in boot.served(state, uefi)
         )
-    return Listing(state.title, state.menu_timeout, menu_items(state), chains)
+    plans = tuple(
+        PlanItem(
+            p.mac,
+            render.plan_label(p),
+            {"menu": "the menu", "local": "its local disk"}.get(p.now, render.plan_label(p)),
+            p.one_shot,
+            p.fired,
+        )
+        for p in state.plans
+    )
+    return Listing(state.title, state.menu_timeout, menu_items(state), chains, plans)

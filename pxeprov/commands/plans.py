@@ -5,8 +5,9 @@ every loader's checker, applied with rollback), and the menus render it with eac
 means (pxelinux's pxelinux.cfg/01-<mac>, GRUB's $net_default_mac, iPXE's ${mac}).
 
 Imaging plans (restore, save) stand for one boot, as do plans assigned with --once: once the
-machine fetched its plan's kernel (`pxeprov watch --fire`, which the logs tell), the plan is
-marked fired, and the machine boots its disk (`--then local`) or the menu again.
+machine fetched its plan's kernel after the plan was assigned (a `--local` plan: its menu, which
+sends it to its disk), `pxeprov watch --fire` (the pxeprov-watch service) marks the plan fired,
+and the machine boots its disk (`--then local`) or the menu again.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pxeprov.errors import InputError
 from pxeprov.pipeline import Change, Machine
 from pxeprov.plan import Plan as FilePlan
 from pxeprov.render import plan_label
-from pxeprov.state import Plan, State, check_repo, normal_mac
+from pxeprov.state import Plan, State, check_repo, normal_mac, repo_parts, utc_stamp
 
 ACTIONS = ("entry", "local", "menu", "restore", "save")
 
@@ -77,8 +78,11 @@ def _live_image(state: State, wanted: str | None) -> str:
     return clonezilla[0]
 
 
-def new_plans(state: State, options: AssignOptions, live: str | None = None) -> list[Plan]:
-    """The plans `assign` asks for, checked against the state (raises InputError)."""
+def new_plans(
+    state: State, options: AssignOptions, live: str | None = None, now: float | None = None
+) -> list[Plan]:
+    """The plans `assign` asks for, checked against the state (raises InputError), stamped
+    with the time of `now` (only a boot after it fires a one-shot plan)."""
     if options.action not in ACTIONS:
         raise InputError(f"the action must be one of {', '.join(ACTIONS)}")
     macs = _macs(options.macs)
@@ -118,6 +122,7 @@ def new_plans(state: State, options: AssignOptions, live: str | None = None) -> 
             repo=(options.repo or "") if options.action in ("restore", "save") else "",
             once=options.once,
             group=options.group,
+            assigned=utc_stamp(now),
         )
         for mac in macs
     ]
@@ -133,10 +138,34 @@ def assign(
         made[:] = plans
         macs = set(_macs(options.macs))
         kept = tuple(p for p in previous.plans if p.mac not in macs)
-        return Change(previous.with_changes(plans=kept + tuple(plans)))
+        warnings = []
+        repo = (options.repo or previous.repo) if plans and plans[0].imaging else ""
+        if repo and repo_parts(repo)["password"]:
+            warnings.append(
+                f"the password of {repo_parts(repo)['user']}@{repo_parts(repo)['host']} is in "
+                "the boot line of these machines: anyone on the LAN who can fetch TFTP or HTTP "
+                "files can read it. Give this account write access to the image share only "
+                "(restores need no account: a read-only guest share)"
+            )
+        return Change(previous.with_changes(plans=kept + tuple(plans)), warnings=tuple(warnings))
 
     done = pipeline.run(machine, build, dry_run=dry_run, force=options.force)
-    return PlansResult(made, done.plan, done.outcome, done.warnings)
+    notes = list(done.warnings)
+    if done.outcome is not None and any(p.one_shot for p in made):
+        notes += _watcher_note(machine)
+    return PlansResult(made, done.plan, done.outcome, notes)
+
+
+def _watcher_note(machine: Machine) -> list[str]:
+    """A one-shot plan fires only while pxeprov-watch follows the logs: say so when it does not
+    run (on this box; nothing is said under --root)."""
+    watcher = machine.services.get("pxeprov-watch")
+    if watcher is None or not machine.root.is_system or watcher.is_active():
+        return []
+    return [
+        "pxeprov-watch is not running: a one-shot plan fires (and a restore runs only once) "
+        "while it follows the logs. `pxeprov init` starts it, or run `pxeprov watch --fire`"
+    ]
 
 
 def unassign(
@@ -169,7 +198,7 @@ def fire(machine: Machine, macs: set[str], when: float | None = None) -> list[Pl
     """Mark the one-shot plans of `macs` fired (their kernel was fetched): from now on those
     machines boot their disk or the menu. The plans fired."""
     fired: list[Plan] = []
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+    stamp = utc_stamp(when)
 
     def build(previous: State) -> Change:
         plans = []

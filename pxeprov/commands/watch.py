@@ -19,10 +19,10 @@ from pxeprov import state as state_mod
 from pxeprov.bootlog import Client, Event, Tracker
 from pxeprov.commands import plans as plans_command
 from pxeprov.errors import InputError
-from pxeprov.paths import DNSMASQ_LOG, NGINX_ACCESS_LOG
+from pxeprov.paths import DNSMASQ_LOG, NGINX_ACCESS_LOG, STATE_FILE
 from pxeprov.pipeline import Machine
 from pxeprov.render import plan_label
-from pxeprov.state import State
+from pxeprov.state import Plan, State
 
 POLL = 0.5  # seconds between looks at the logs
 DEFAULT_STALL = 30.0  # seconds without progress before a client is called stalled
@@ -119,6 +119,22 @@ class Watcher:
     options: WatchOptions
     tftp_roots: tuple[str, ...]  # the state's TFTP root, and where it really is (--root)
     said: dict[str, str] = field(default_factory=dict)  # mac -> the last stall said
+    state_sig: tuple[int, int, int] = (0, 0, 0)  # the state file when it was read
+
+    def refresh(self, machine: Machine) -> None:
+        """The state again when its file changed (a plan assigned, an image added while this
+        watches): the stages of files and the plans follow it."""
+        sig = _state_signature(machine)
+        if sig == self.state_sig:
+            return
+        self.state_sig = sig
+        self.state = pipeline.load_state(machine.root)
+        chain, _ = boot.resolve_uefi(self.state, machine.root, preview=True)
+        self.tracker.stages = bootlog.stage_of_files(self.state, chain)
+        if self.state.http and all(kind != "nginx" for _, kind in self.logs):
+            log = _Log(self.options.nginx_log or machine.root.path(NGINX_ACCESS_LOG))
+            log.start_at_end()
+            self.logs.append((log, "nginx"))
 
     def events(self, now: float) -> list[Event]:
         found: list[Event] = []
@@ -151,25 +167,35 @@ class Watcher:
         return bootlog.stall_cause(client)
 
 
+def _state_signature(machine: Machine) -> tuple[int, int, int]:
+    try:
+        st = machine.root.path(STATE_FILE).stat()
+    except OSError:
+        return (0, 0, 0)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def _watcher(machine: Machine, options: WatchOptions) -> Watcher:
+    sig = _state_signature(machine)
     state = pipeline.load_state(machine.root)
     if state.network is None:
         raise InputError("pxeprov is not set up here", "run `pxeprov init`")
     chain, _ = boot.resolve_uefi(state, machine.root, preview=True)
     dnsmasq = options.dnsmasq_log or machine.root.path(DNSMASQ_LOG)
-    if not dnsmasq.is_file():
+    # The service (`watch --fire`) may start before dnsmasq made its log: it waits for it.
+    if not dnsmasq.is_file() and not (options.fire and options.dnsmasq_log is None):
         raise InputError(
             f"dnsmasq's log {dnsmasq} does not exist",
             "run `pxeprov init` (its config logs there), or give --dnsmasq-log",
         )
     logs = [(_Log(dnsmasq), "dnsmasq")]
     nginx = options.nginx_log or machine.root.path(NGINX_ACCESS_LOG)
-    if state.http and nginx.is_file():
+    if state.http and (nginx.is_file() or options.fire):
         logs.append((_Log(nginx), "nginx"))
     lookup = _neighbour if machine.root.is_system or options.dnsmasq_log else None
     tracker = Tracker(bootlog.stage_of_files(state, chain), neighbour=lookup)
     roots = (str(state.tftp_root), str(machine.root.path(state.tftp_root)))
-    return Watcher(state, tracker, logs, options, roots)
+    return Watcher(state, tracker, logs, options, roots, state_sig=sig)
 
 
 def _time(t: float) -> str:
@@ -192,6 +218,7 @@ def watch(
     shown: dict[str, set[str]] = {}
     while keep_going():
         now = time.time()
+        w.refresh(machine)
         for event in w.events(now):
             client = w.tracker.feed(event)
             if client is None or not w.wanted(client):
@@ -203,7 +230,7 @@ def watch(
                     emit(f"{_time(client.reached[stage])}  {client.mac}  {client.firmware:<5} "
                          f"{client.ip or '-':<15} {bootlog.STAGE_WORDS[stage]}{what}")  # fmt: skip
                     w.said.pop(client.mac, None)
-            if options.fire and "kernel" in client.reached:
+            if options.fire and client.reached:
                 for line in _fire(machine, w, client):
                     emit(line)
         for client in w.tracker.clients.values():
@@ -217,17 +244,36 @@ def watch(
         time.sleep(POLL)
 
 
+def due(plan: Plan, state: State, client: Client) -> float | None:
+    """When `client` carried out its one-shot `plan` (None: not yet): it fetched the plan's
+    kernel (a `--local` plan: its menu, which sends it to its disk) after the plan was
+    assigned. A boot before the assignment, still in the logs, never fires it."""
+    if not plan.one_shot or plan.fired:
+        return None
+    if plan.action == "local":
+        stage = "menu"
+    else:
+        image = next((i for i in state.images if i.name == plan.entry), None)
+        if image is None or image.kernel != client.kernel:
+            return None
+        stage = "kernel"
+    when = client.reached.get(stage)
+    after = state_mod.stamp_epoch(plan.assigned)
+    if when is None or (after is not None and int(when) < after):
+        return None
+    return when
+
+
 def _fire(machine: Machine, w: Watcher, client: Client) -> list[str]:
-    """A one-shot plan whose kernel this client fetched is fired (the state says so, and the
-    menus no longer send the machine to it)."""
+    """A one-shot plan this client carried out is fired (the state says so, and the menus no
+    longer send the machine to it)."""
+    w.refresh(machine)
     plan = next((p for p in w.state.plans if p.mac == client.mac), None)
-    if plan is None or not plan.one_shot or plan.fired:
+    when = due(plan, w.state, client) if plan is not None else None
+    if plan is None or when is None:
         return []
-    image = next((i for i in w.state.images if i.name == plan.entry), None)
-    if image is None or image.kernel != client.kernel:
-        return []
-    fired = plans_command.fire(machine, {client.mac}, client.reached["kernel"])
-    w.state = pipeline.load_state(machine.root)
+    fired = plans_command.fire(machine, {client.mac}, when)
+    w.refresh(machine)
     return [
         f"{_time(time.time())}  {p.mac}  plan fired ({plan_label(p)}): from now on it boots "
         + {"local": "its local disk", "menu": "the menu"}[p.now]

@@ -21,7 +21,7 @@ from pathlib import Path
 from .netlab import LabError, run, stop_process
 
 ANCHOR_SECONDS = 7200
-DAEMON_PID_FILES = ("run/dnsmasq/dnsmasq.pid", "run/nginx.pid")
+DAEMON_PID_FILES = ("run/dnsmasq/dnsmasq.pid", "run/nginx.pid", "run/pxeprov-watch.pid")
 
 
 class Box:

@@ -91,7 +91,8 @@ def test_install_and_init_serve_without_systemd(lab: NetLab, box: Box) -> None:
     assert "started directly" in r.stdout or "/etc/init.d/dnsmasq" in r.stdout, r.stdout
     assert box.path("/opt/pxeprov/bin/pxeprov").exists()
     assert box.path("/usr/local/bin/pxeprov").is_symlink()
-    assert len(box.daemons()) == 2
+    assert re.search(r"Serving: pxeprov-watch \(pid \d+\) follows the boots", r.stdout), r.stdout
+    assert len(box.daemons()) == 3  # dnsmasq, nginx, and pxeprov's own watcher
 
     r = box.run(["pxeprov", "add-image", str(DI.parent.parent), "--name", "di", "--default",
                  "--append", CONSOLE])  # fmt: skip
