@@ -38,7 +38,7 @@ from pxeprov.errors import FilesystemError
 from pxeprov.paths import JOURNAL, Root
 
 MAX_JOURNAL = 256 << 20  # boot loaders included, a journal is a few MB
-_TEMP_RE = re.compile(r"\..+\.pxeprov-\d+\.tmp")
+_TEMP_RE = re.compile(r"\..+\.pxeprov-[0-9]+\.tmp")
 Restart = Callable[[str], None]
 
 

@@ -74,13 +74,18 @@ MAX_URL = 200
 DNSMASQ_MAX_LINE = 1000  # dnsmasq reads a line in pieces of 1024 bytes (MAXDNAME + NUL)
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
-_COMPONENT_RE = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9._+-]*")
+# A path's names: no leading '.' (hidden, never served) nor '-' (iPXE's `kernel` and `initrd`
+# read a word starting with '-' as an option).
+_COMPONENT_RE = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9._+-]*")
 _IFACE_RE = re.compile(r"[A-Za-z0-9_.+-]{1,15}")
 _BARE_RE = re.compile(r"[A-Za-z0-9._+/-]+")  # dnsmasq and nginx words written without quotes
 # Parentheses are ordinary characters in GRUB's lexer (grub-core/script/yylex.l): devices such
 # as (http,10.0.0.2:8069) stay readable.
 _GRUB_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./:=,+@%-()")
-_URL_RE = re.compile(r"https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~/%+-]*)?")
+_URL_RE = re.compile(
+    r"https?://(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])"
+    r"(?::(?P<port>[0-9]{1,5}))?(?:/[A-Za-z0-9._~/%+-]*)?"
+)
 _IPXE_TERMINATORS = (";", "&&", "||")
 
 # What a TFTP root may not be, nor be inside: the system's own trees, and pxeprov's own state.
@@ -131,10 +136,28 @@ def check_name(value: str, what: str = "image name") -> str:
     return value
 
 
+# Names the menus use for their own entries: pxelinux's `LABEL local`, iPXE's `:img-NAME-bios`
+# and `:img-NAME-uefi` for an image that boots differently on each firmware.
+RESERVED_NAMES = ("local",)
+RESERVED_SUFFIXES = ("-bios", "-uefi")
+
+
+def check_image_name(value: str, what: str = "image name") -> str:
+    """An image's name: as `check_name`, and none of the menus' own labels."""
+    check_name(value, what)
+    if value in RESERVED_NAMES or value.endswith(RESERVED_SUFFIXES):
+        raise _refuse(what, value, "is a name the menus use for their own entries ('local', "
+                      "names ending in -bios or -uefi)")  # fmt: skip
+    return value
+
+
 def check_text(value: str, what: str = "label") -> str:
-    """Labels and the menu title."""
+    """Labels and the menu title. Not starting with '-': iPXE's `menu` and GRUB's `menuentry`
+    would read it as an option (`menu --delete`, `menuentry '--users=x'`)."""
     if not value.strip():
         raise _refuse(what, value, "must not be empty")
+    if value.startswith("-"):
+        raise _refuse(what, value, "must not start with '-' (menus read that as an option)")
     if len(value) > MAX_TEXT:
         raise _refuse(what, value, f"is longer than {MAX_TEXT} characters")
     if value != value.strip():
@@ -216,9 +239,10 @@ def check_interface(value: str, what: str = "network interface") -> str:
 
 
 def check_url(value: str, what: str = "HTTP base URL") -> str:
-    if len(value) > MAX_URL or not _URL_RE.fullmatch(value):
-        raise _refuse(what, value, "must be like http://10.0.0.5/pxe (an address or host, a path "
-                      "of A-Z a-z 0-9 . _ ~ % + / -, no spaces)")  # fmt: skip
+    m = _URL_RE.fullmatch(value) if len(value) <= MAX_URL else None
+    if m is None or (m["port"] is not None and not 1 <= int(m["port"]) <= 65535):
+        raise _refuse(what, value, "must be like http://10.0.0.5/pxe (an address or host, a port "
+                      "1-65535, a path of A-Z a-z 0-9 . _ ~ % + / -, no spaces)")  # fmt: skip
     return value
 
 
@@ -236,6 +260,7 @@ def label_from_iso(text: str, limit: int = 64) -> str:
     "" when nothing is left."""
     line = text.strip().splitlines()[0] if text.strip() else ""
     kept = " ".join("".join(c if c in _LABEL_CHARS else " " for c in line).split())
+    kept = kept.lstrip("- ")  # a leading '-' would read as a menu command's option
     if len(kept) > limit:  # cut at a word's end
         cut = kept[: limit + 1].rsplit(" ", 1)[0]
         kept = cut if cut else kept[:limit]

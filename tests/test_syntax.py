@@ -31,6 +31,7 @@ from pxeprov.state import Image, Network, State, loads
 from .conftest import NET as CLI_NET
 from .conftest import Cli, snapshot
 from .grubwords import words
+from .isos import clonezilla_files, make_iso
 
 # nginx -t binds the listen address: it must be one this machine has.
 NET = Network("lo", ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv4Network("127.0.0.0/8"))
@@ -246,8 +247,9 @@ def test_interface_is_data(name: str) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["http://x/a b", "http://x/a;b", "http://x/${y}", "http://x/a\nb", "ftp://x/", "http://x/#"],
-)
+    ["http://x/a b", "http://x/a;b", "http://x/${y}", "http://x/a\nb", "ftp://x/", "http://x/#",
+     "http://x:99999/", "http://x:0/", "http://a:b:c/", "http://[/", "http://-x/"],
+)  # fmt: skip
 def test_bad_base_urls_are_refused(url: str) -> None:
     with pytest.raises(InputError, match="base URL"):
         syntax.check_url(url, "HTTP base URL")
@@ -347,6 +349,9 @@ def test_hostile_state_fails_every_command_naming_the_key(loader_root: Path, cli
         ("--tftp-root", "/var", "contains /var/lib/pxeprov"),
         ("--interface", "lo\ninterface=eth1", "--interface"),
         ("--http-base-url", "http://x/a;b", "--http-base-url"),
+        ("--http-base-url", "http://x:99999/", "a port 1-65535"),
+        # iPXE's `menu` (and GRUB's `menuentry`) would take it for an option: no menu at all
+        ("--title", "--delete Evil", "must not start with '-'"),
     ],
 )
 def test_options_are_refused_naming_them(
@@ -372,3 +377,85 @@ def test_admin_template_cannot_write_raw_control_characters(tmp_path: Path) -> N
     state = State(network=NET, images=(image(),))
     with pytest.raises(InputError, match="control character"):
         render.render(state, override)
+
+
+def test_a_tftp_root_that_links_into_a_system_tree_is_refused(loader_root: Path, cli: Cli) -> None:
+    """/srv/tftp -> ../etc: the path is fine as text, but every file under /etc would be served
+    (and pxeprov's loaders and menus written there)."""
+    assert cli(loader_root, "init", *CLI_NET).exit_code == 0
+    (loader_root / "srv").mkdir()
+    (loader_root / "srv/tftp").symlink_to("../etc")
+    before = snapshot(loader_root)
+    r = cli(loader_root, "init", *CLI_NET, "--tftp-root", "/srv/tftp")
+    assert r.exit_code == 2, r.stdout
+    assert "the TFTP root /srv/tftp leads to '/etc' is inside /etc" in r.stderr, r.stderr
+    assert snapshot(loader_root) == before
+    (loader_root / "srv/tftp").unlink()
+    (loader_root / "srv/tftp").symlink_to("/var/lib")  # absolute: out of --root
+    r = cli(loader_root, "init", *CLI_NET, "--tftp-root", "/srv/tftp")
+    assert r.exit_code == 2 and "leads out of" in r.stderr, r.stderr
+    (loader_root / "srv/tftp").unlink()
+    (loader_root / "srv/tftp-real").mkdir()
+    (loader_root / "srv/tftp").symlink_to("tftp-real")  # a link to a served tree is fine
+    assert cli(loader_root, "init", *CLI_NET, "--tftp-root", "/srv/tftp").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("kernel", "--name", "images[0].kernel '--name' must be a relative path"),
+        ("initrd", "images/cz/-a", "images[0].initrd"),
+        ("label", "--users=nobody", "images[0].label '--users=nobody' must not start with '-'"),
+        ("name", "local", "the menus use for their own entries"),
+        ("name", "mt-uefi", "the menus use for their own entries"),
+    ],
+)
+def test_state_values_that_menus_would_read_as_options_or_their_own_labels(
+    key: str, value: str, words: str
+) -> None:
+    """iPXE's `kernel`/`initrd` take a word starting with '-' for an option, GRUB's `menuentry`
+    a title starting with '--'; `local` and NAME-bios/NAME-uefi are the menus' own labels."""
+    data = base_state()
+    images = data["images"]
+    assert isinstance(images, list)
+    images[0][key] = value
+    with pytest.raises(InputError) as exc:
+        loads(tomli_w.dumps(data), where="pxeprov.toml")
+    assert words in exc.value.message
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("disk", "nvme\u0661n\u0661"), ("assigned", "2026-13-45T99:99:99Z"),
+     ("fired", "\uff12026-11-28T13:00:00Z"), ("repo", "nfs://10.0.0.1:\u0668\u0660/x")],
+)  # fmt: skip
+def test_plan_values_are_ascii_and_real_times(key: str, value: str) -> None:
+    data = base_state()
+    data["plans"] = [{"mac": "52:54:00:12:34:56", "action": "restore", "entry": "cz",
+                      "image": "img", "disk": "sda", "then": "local", key: value}]  # fmt: skip
+    with pytest.raises(InputError) as exc:
+        loads(tomli_w.dumps(data), where="pxeprov.toml")
+    assert f"plans.{key}" in exc.value.message or "plans[0]" in exc.value.message
+
+
+def test_an_iso_label_never_starts_with_a_dash() -> None:
+    assert syntax.label_from_iso("--users=x Live 1.0\n") == "users x Live 1.0"
+    assert syntax.label_from_iso("- - -") == ""
+
+
+def test_an_image_may_not_take_a_name_of_the_menus_own(
+    loader_root: Path, cli: Cli, tmp_path: Path
+) -> None:
+    """`local` is pxelinux's label for the disk, NAME-bios/NAME-uefi iPXE's for an image that
+    boots differently per firmware: refused up front (exit 2, naming --name), not by the
+    menu checker after the copy."""
+    assert cli(loader_root, "init", *CLI_NET, "--no-http").exit_code == 0
+    iso = make_iso(tmp_path / "local.iso", clonezilla_files())
+    before = snapshot(loader_root)
+    r = cli(loader_root, "add-image", str(iso))
+    assert r.exit_code == 2 and "the menus use for their own entries" in r.stderr, r.stderr
+    assert "give --name" in r.stderr
+    r = cli(loader_root, "add-image", str(iso), "--name", "cz-uefi")
+    assert r.exit_code == 2 and "--name 'cz-uefi'" in r.stderr, r.stderr
+    assert snapshot(loader_root) == before
+    assert cli(loader_root, "add-image", str(iso), "--name", "cz").exit_code == 0

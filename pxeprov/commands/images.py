@@ -83,7 +83,10 @@ def derive_name(filename: str) -> str:
     stem = re.sub(r"[^a-z0-9._-]+", "-", stem).lstrip("._-")[: syntax.MAX_NAME].rstrip("._-")
     if not stem:
         raise InputError(f"cannot derive an image name from {filename!r}", "give --name")
-    return stem
+    try:
+        return syntax.check_image_name(stem, f"the name derived from {filename[-60:]!r}")
+    except InputError as exc:
+        raise InputError(exc.message, "give --name") from None
 
 
 def _image_dir(state: State, name: str) -> PurePosixPath:
@@ -98,7 +101,7 @@ def _require_network(state: State) -> None:
 def check_options(options: AddImageOptions) -> None:
     """The options, checked by the state's rules and named as the user typed them (exit 2)."""
     if options.name is not None:
-        syntax.check_name(options.name, "--name")
+        syntax.check_image_name(options.name, "--name")
     if options.label is not None:
         syntax.check_text(options.label, "--label")
     if options.kind is not None and options.kind not in kinds.names():

@@ -22,7 +22,7 @@ from pxeprov.state import Image
 from pxeprov.syntax import label_from_iso
 
 EFI = "memtest.efi"
-_VERSION = re.compile(r"v(\d+\.\d+)")
+_VERSION = re.compile(r"v([0-9]+\.[0-9]+)")
 
 
 def kernel_version(head: bytes) -> str:

@@ -23,7 +23,7 @@ from pxeprov.state import Image
 from pxeprov.syntax import label_from_iso, version_from_iso
 
 WHOLE = "image.iso"
-_VERSION = re.compile(r"\b(\d+\.\d+(?:\.\d+)?)\b")
+_VERSION = re.compile(r"\b([0-9]+\.[0-9]+(?:\.[0-9]+)?)\b")
 
 
 class Ubuntu(ImageKind):
