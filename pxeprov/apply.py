@@ -331,7 +331,7 @@ def _undo(plan: Plan, dirs: list[_Dir], root: Root, restart: journal.Restart | N
     a kill during the undo is completed by the next run as an undo)."""
     backward = _backward(plan, dirs, os.getpid())
     journal.commit(root, backward)
-    journal.carry_out(root, backward, restart)
+    journal.carry_out(root, backward, restart, keep_going=True)
     _drop_staging(root, dirs)
     journal.clear(root)
 

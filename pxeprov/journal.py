@@ -28,13 +28,14 @@ import binascii
 import json
 import re
 import shutil
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pxeprov import fsutil
-from pxeprov.errors import FilesystemError
+from pxeprov.errors import FilesystemError, PxeprovError
 from pxeprov.paths import JOURNAL, Root
 
 MAX_JOURNAL = 256 << 20  # boot loaders included, a journal is a few MB
@@ -121,10 +122,23 @@ def pending(root: Root) -> Journal | None:
     return None if raw is None else Journal.loads(raw, path)
 
 
-def carry_out(root: Root, journal: Journal, restart: Restart | None) -> None:
-    """Every step, in order. Each one is idempotent: carrying a journal out twice is once."""
+def carry_out(
+    root: Root, journal: Journal, restart: Restart | None, *, keep_going: bool = False
+) -> None:
+    """Every step, in order. Each one is idempotent: carrying a journal out twice is once.
+    `keep_going` (an undo): a step that fails does not stop the others (each put back is one
+    less file of the wrong set); the first failure is raised at the end, and the journal stays
+    for the next run to complete."""
+    first: PxeprovError | None = None
     for step in journal.steps:
-        _STEPS[step["do"]](root, journal, step, restart)
+        try:
+            _STEPS[step["do"]](root, journal, step, restart)
+        except PxeprovError as exc:
+            if not keep_going:
+                raise
+            first = first or exc
+    if first is not None:
+        raise first
 
 
 def recover(root: Root, restart: Restart | None) -> str | None:
@@ -166,8 +180,16 @@ def _path(root: Root, step: dict[str, Any], key: str) -> Path:
 
 
 def _write(root: Root, journal: Journal, step: dict[str, Any], _r: Restart | None) -> None:
-    mode = step.get("mode", 0o644)
-    fsutil.write_atomic(_path(root, step, "path"), journal.blobs[step["blob"]], int(mode))
+    mode = int(step.get("mode", 0o644))
+    path, data = _path(root, step, "path"), journal.blobs[step["blob"]]
+    try:
+        st = path.lstat()
+        same = stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == mode
+        if same and st.st_size == len(data) and path.read_bytes() == data:
+            return  # already so (an undo of a write that never happened): nothing to write
+    except OSError:
+        pass
+    fsutil.write_atomic(path, data, mode)
 
 
 def _remove(root: Root, _j: Journal, step: dict[str, Any], _r: Restart | None) -> None:

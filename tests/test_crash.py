@@ -162,3 +162,30 @@ def test_journal_is_completed_and_reported(loader_root: Path, cli: Cli, tmp_path
     assert r.exit_code == 0, r.stderr
     assert "completed the changes of an interrupted run" in r.stderr
     assert "cz" in cli(loader_root, "list").stdout
+
+
+def test_a_write_that_fails_midway_puts_the_old_set_back(loader_root: Path, cli: Cli) -> None:
+    """The menus and the state are written, then dnsmasq's config cannot be (its directory made
+    immutable): exit 7, and the undo puts the menus and the state back. The file that could not
+    be written still holds its old bytes, so putting it back writes nothing (writing it would
+    fail the same way and stop the undo half way, leaving new menus beside the old config)."""
+    assert cli(loader_root, "init", *NET).exit_code == 0
+    watched = ("var/lib/tftpboot/boot.ipxe", "etc/pxeprov/pxeprov.toml",
+               "etc/dnsmasq.d/pxeprov.conf", "var/lib/pxeprov/manifest.json")  # fmt: skip
+    before = {p: (loader_root / p).read_bytes() for p in watched}
+    frozen = loader_root / "etc/dnsmasq.d"
+    done = subprocess.run(["chattr", "+i", str(frozen)], capture_output=True, check=False)
+    if done.returncode != 0:
+        pytest.fail(f"chattr +i is needed here (ext4 or xfs /tmp): {done.stderr!r}")
+    try:
+        r = cli(loader_root, "init", "--title", "New title", "--subnet", "127.0.0.0/16")
+    finally:
+        subprocess.run(["chattr", "-i", str(frozen)], check=True)
+    assert r.exit_code == 7, r.stderr
+    assert "pxeprov.conf" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert {p: (loader_root / p).read_bytes() for p in watched} == before
+    assert leftovers(loader_root) == []
+    r = cli(loader_root, "init", "--title", "New title", "--subnet", "127.0.0.0/16")
+    assert r.exit_code == 0, r.stderr
+    assert "changed by hand" not in r.stdout + r.stderr
+    assert "New title" in (loader_root / "var/lib/tftpboot/boot.ipxe").read_text()
