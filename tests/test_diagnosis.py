@@ -19,8 +19,11 @@ import pytest
 from scapy.layers.dhcp import BOOTP, DHCP
 
 from pxeprov import boot, bootlog, dhcpprobe, firewall, ports
+from pxeprov.commands import doctor
 from pxeprov.commands.watch import _Log, due, normal_mac
 from pxeprov.errors import InputError
+from pxeprov.paths import Root
+from pxeprov.pipeline import Machine
 from pxeprov.state import Plan, loads, utc_stamp
 
 from .conftest import NET, Cli
@@ -482,3 +485,29 @@ def test_a_reader_that_leaves_early_gets_no_traceback(loader_root: Path, cli: Cl
     )  # fmt: skip
     assert done.returncode not in (0,), "the pipe did not break: nothing was tested"
     assert "Traceback" not in done.stderr and "error:" not in done.stderr, done.stderr
+
+
+def test_doctor_looks_at_every_file_an_image_serves(tmp_path: Path) -> None:
+    """An installer's tree and its dot files are served too: a missing one is named."""
+    state = loads(
+        '[network]\ninterface = "eth0"\naddress = "10.77.0.2"\nsubnet = "10.77.0.0/24"\n'
+        '[[images]]\nname = "rocky"\nkind = "fedora-installer"\nkernel = "images/rocky/vmlinuz"\n'
+        'initrd = "images/rocky/initrd.img"\n'
+        'files = ["images/rocky/.treeinfo", "images/rocky/images/"]\n'
+    )
+    tftp = tmp_path / "var/lib/tftpboot/images/rocky"
+    (tftp / "images").mkdir(parents=True)
+    for name in ("vmlinuz", "initrd.img", ".treeinfo"):
+        (tftp / name).write_bytes(b"x")
+    machine = Machine(root=Root.of(tmp_path))
+
+    def image_findings() -> list[str]:
+        return [c.message for c in doctor._files(machine, state, "ipxe") if "of image" in c.message]
+
+    assert image_findings() == []  # (the loaders and menus are not there: not looked at here)
+    (tftp / ".treeinfo").unlink()
+    (tftp / "images").rmdir()
+    assert image_findings() == [
+        "/var/lib/tftpboot/images/rocky/.treeinfo (file of image rocky) is missing",
+        "/var/lib/tftpboot/images/rocky/images (tree of image rocky) is missing",
+    ]

@@ -196,6 +196,10 @@ def _served_files(state: State, chain: boot.UefiChain) -> dict[str, str]:
             files[image.initrd] = f"initrd of image {image.name}"
         if image.rootfs:
             files[image.rootfs] = f"root filesystem of image {image.name}"
+        for extra in image.files:  # a tree ("…/") is looked at as its directory
+            files[extra.rstrip("/")] = f"{'tree' if extra.endswith('/') else 'file'} of image " + (
+                image.name
+            )
     return files
 
 
@@ -220,7 +224,7 @@ def _files(machine: Machine, state: State, chain: boot.UefiChain) -> Iterator[Ch
     for rel, what in sorted(files.items()):
         path = tftp_root / rel
         shown = state.tftp_root / rel
-        if not path.is_file():
+        if not (path.is_dir() if what.startswith("tree") else path.is_file()):
             problems += 1
             image = what.rsplit(" ", 1)[-1]
             fix = (

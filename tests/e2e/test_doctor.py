@@ -198,7 +198,9 @@ def test_firewall_dropping_tftp(lab: NetLab, server: Served) -> None:
     assert d.code == 2, d.text
     check = d.find("firewall.udp69", "fail")
     assert "the firewall drops UDP 69 (TFTP): rule inet pxeprovtest input" in check["message"]
-    assert "udp dport { 69 } accept" in check["fix"]
+    # the fix goes where the drop is: the head of that table's chain
+    assert check["fix"].startswith("nft insert rule inet pxeprovtest input iifname "), check["fix"]
+    assert check["fix"].endswith(" udp dport 69 accept"), check["fix"]
     assert not [c for c in d.checks("fail") if c["name"] in ("firewall.udp67", "firewall.udp4011")]
 
 
