@@ -309,11 +309,7 @@ def list_(
         for i, c in enumerate(found.chains):
             typer.echo(f"{'Boot loaders:' if i == 0 else '':<13} {c.client} -> {c.summary}")
         for i, p in enumerate(found.plans):
-            once = (
-                f" (one boot; fired {p.fired})"
-                if p.fired
-                else (" (one boot)" if p.one_shot else "")
-            )
+            once = _one_boot(p.one_shot, p.fired)
             typer.echo(
                 f"{'Plans:' if i == 0 else '':<13} {p.mac}  {p.what}{once}; boots now: {p.now}"
             )
@@ -651,14 +647,17 @@ def plans_(
         if not views:
             typer.echo("No machine has a plan: every one gets the menu.")
         for v in views:
-            once = (
-                f" (one boot; fired {v.plan.fired})"
-                if v.plan.fired
-                else (" (one boot)" if v.plan.one_shot else "")
-            )
+            once = _one_boot(v.plan.one_shot, v.plan.fired)
             group = f" [{v.plan.group}]" if v.plan.group else ""
             typer.echo(f"{v.plan.mac}{group}  {v.what}{once}")
             typer.echo(f"    boots now: {v.now}" + (f"; last seen: {v.last}" if v.last else ""))
+
+
+def _one_boot(one_shot: bool, fired: str) -> str:
+    """ " (one boot)", with when it fired; "" for a plan that stands."""
+    if fired:
+        return f" (one boot; fired {fired})"
+    return " (one boot)" if one_shot else ""
 
 
 repo_app = typer.Typer(

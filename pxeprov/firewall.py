@@ -365,9 +365,49 @@ def _run(argv: Sequence[str]) -> str | None:
 _RANK = {"accept": 0, "unknown": 1, "maybe-drop": 2, "drop": 3}
 
 
-def check(ports: Sequence[Port], interface: str, runner: Runner = _run) -> list[Finding]:
-    """What the firewall does to a new packet of each port on `interface`: a packet must pass
-    nftables' own chains, iptables-nft's and iptables-legacy's; the worst verdict counts."""
+@dataclass(frozen=True)
+class Rules:
+    """This host's rules, read once: nftables' JSON and both iptables listings."""
+
+    nft: _Ruleset
+    iptables: tuple[tuple[_Iptables, Backend, str], ...]  # (rules, whose, the command read)
+    skip: tuple[tuple[str, str, str], ...]  # nft base chains read from iptables-nft's listing
+
+    def check(self, ports: Sequence[Port], interface: str) -> list[Finding]:
+        """What the firewall does to a new packet of each port on `interface`: a packet must
+        pass nftables' own chains, iptables-nft's and iptables-legacy's; the worst verdict
+        counts."""
+        out = []
+        for port in ports:
+            verdict, where, chain = self.nft.verdict(port, interface, self.skip)
+            finding = Finding(port, verdict, where, "nft" if where else "", chain)
+            for parsed, backend, source in self.iptables:
+                if parsed.empty:
+                    continue
+                v, w = parsed.verdict(port, interface)
+                if _RANK[v] > _RANK[finding.verdict]:
+                    finding = Finding(port, v, f"{source}: {w}", backend)
+            out.append(finding)
+        return out
+
+    def tftp_replies_pass(self) -> tuple[bool, str]:
+        """Whether the client's ACKs reach dnsmasq's TFTP data port (an ephemeral one): every
+        input base chain whose policy is drop must accept established/related packets, in
+        itself or in a chain it jumps to (ufw's ufw-before-input)."""
+        for parsed, _backend, source in self.iptables:
+            if parsed.policies.get("INPUT") == "DROP" and not parsed.accepts_established("INPUT"):
+                return False, f"{source}: INPUT drops by policy and accepts no established"
+        for chain in self.nft.chains:
+            if chain.get("hook") != "input" or chain.get("policy") != "drop":
+                continue
+            key = (chain["family"], chain["table"], chain["name"])
+            if key not in self.skip and not self.nft.accepts_established(key):
+                return False, f"chain {' '.join(key)} drops by policy and accepts no established"
+        return True, ""
+
+
+def read(runner: Runner = _run) -> Rules:
+    """Run `nft -j list ruleset`, `iptables-nft-save` and `iptables-legacy-save` once each."""
     text = runner(["nft", "-j", "list", "ruleset"])
     items: list[Json] = []
     if text:
@@ -375,58 +415,26 @@ def check(ports: Sequence[Port], interface: str, runner: Runner = _run) -> list[
             items = json.loads(text).get("nftables", [])
         except ValueError:
             items = []
-    ruleset = _Ruleset(items)
     tables: list[tuple[_Iptables, Backend, str]] = []
     skip: list[tuple[str, str, str]] = []
-    for argv, backend in ((["iptables-nft-save"], "iptables"),
-                          (["iptables-legacy-save"], "iptables-legacy")):  # fmt: skip
-        listing = runner(argv)
+    for tool, backend in (("iptables-nft-save", "iptables"),
+                          ("iptables-legacy-save", "iptables-legacy")):  # fmt: skip
+        listing = runner([tool])
         if not listing:
             continue
         parsed = _Iptables(listing)
         if backend == "iptables" and "INPUT" in parsed.policies:
             skip.append(("ip", "filter", "INPUT"))  # walked here, with what nft's JSON hides
-        if not parsed.empty:
-            tables.append((parsed, "ufw" if parsed.is_ufw else backend, argv[0]))  # type: ignore[arg-type]
-    out = []
-    for port in ports:
-        verdict, where, chain = ruleset.verdict(port, interface, skip)
-        finding = Finding(port, verdict, where, "nft" if where else "", chain)
-        for parsed, backend, source in tables:
-            v, w = parsed.verdict(port, interface)
-            if _RANK[v] > _RANK[finding.verdict]:
-                finding = Finding(port, v, f"{source}: {w}", backend)
-        out.append(finding)
-    return out
+        tables.append((parsed, "ufw" if parsed.is_ufw else backend, tool))  # type: ignore[arg-type]
+    return Rules(_Ruleset(items), tuple(tables), tuple(skip))
+
+
+def check(ports: Sequence[Port], interface: str, runner: Runner = _run) -> list[Finding]:
+    return read(runner).check(ports, interface)
 
 
 def tftp_replies_pass(runner: Runner = _run) -> tuple[bool, str]:
-    """Whether the client's ACKs reach dnsmasq's TFTP data port (an ephemeral one): every input
-    base chain whose policy is drop must accept established/related packets, in itself or in a
-    chain it jumps to (ufw's ufw-before-input)."""
-    text = runner(["nft", "-j", "list", "ruleset"])
-    try:
-        items = json.loads(text).get("nftables", []) if text else []
-    except ValueError:
-        items = []
-    ruleset = _Ruleset(items)
-    skip: set[tuple[str, str, str]] = set()
-    for argv in (["iptables-nft-save"], ["iptables-legacy-save"]):
-        listing = runner(argv)
-        if not listing:
-            continue
-        parsed = _Iptables(listing)
-        if argv[0] == "iptables-nft-save" and "INPUT" in parsed.policies:
-            skip.add(("ip", "filter", "INPUT"))
-        if parsed.policies.get("INPUT") == "DROP" and not parsed.accepts_established("INPUT"):
-            return False, f"{argv[0]}: INPUT drops by policy and accepts no established"
-    for chain in ruleset.chains:
-        if chain.get("hook") != "input" or chain.get("policy") != "drop":
-            continue
-        key = (chain["family"], chain["table"], chain["name"])
-        if key not in skip and not ruleset.accepts_established(key):
-            return False, f"chain {' '.join(key)} drops by policy and accepts no established"
-    return True, ""
+    return read(runner).tftp_replies_pass()
 
 
 def _accepts_established(rule: Json) -> bool:

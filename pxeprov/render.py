@@ -246,6 +246,12 @@ def plan_label(plan: Plan) -> str:
     return f"{verb} {plan.image} {where} {plan.disk} ({then[plan.then]})"
 
 
+def plan_now(plan: Plan) -> str:
+    """What the machine boots now, in words: its plan, or after a one-shot fired, its local
+    disk or the menu."""
+    return {"menu": "the menu", "local": "its local disk"}.get(plan.now, plan_label(plan))
+
+
 def plan_entry(state: State, plan: Plan, *, grub_http: bool = False) -> PlanEntry | None:
     """How each loader boots `plan` (None once it boots the menu again)."""
     if plan.now == "menu":

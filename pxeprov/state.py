@@ -165,7 +165,7 @@ _MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _DISK_RE = re.compile(r"(sd|vd|xvd)[a-z]{1,2}|hd[a-z]|nvme[0-9]{1,2}n[0-9]{1,2}|mmcblk[0-9]{1,2}")
 # Clonezilla image names: a directory of the repository, in ocs-sr's command line
 _OCS_IMAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_FIRED_RE = re.compile(r"([0-9]{4}-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]Z)?")
+_STAMP_RE = re.compile(r"([0-9]{4}-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]Z)?")
 # A repository URL, as Clonezilla's ocs_repository takes it. The password may only hold
 # characters that neither the URL, nor mount.cifs' option string, nor a kernel command line,
 # nor Clonezilla's parse_cmdline_option (which sources it as shell) read as syntax.
@@ -251,11 +251,13 @@ class Plan:
             raise InputError("plans.image and plans.repo are for the restore and save actions")
         for key, stamp in (("fired", self.fired), ("assigned", self.assigned)):
             try:
-                ok = bool(_FIRED_RE.fullmatch(stamp)) and (stamp_epoch(stamp) or 1) > 0
-            except ValueError:  # 2026-13-45T99:99:99Z
-                ok = False
-            if not ok:
-                raise InputError(f"plans.{key} {stamp[:40]!r} must be like 2026-11-28T13:00:00Z")
+                if not _STAMP_RE.fullmatch(stamp):
+                    raise ValueError(stamp)
+                stamp_epoch(stamp)  # a real time: no 2026-13-45T99:99:99Z
+            except ValueError:
+                raise InputError(
+                    f"plans.{key} {stamp[:40]!r} must be like 2026-11-28T13:00:00Z"
+                ) from None
         if self.group:
             check_name(self.group, "plans.group")
 

@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -121,16 +122,23 @@ PORTS = [firewall.Port("udp", 67, "DHCP"), firewall.Port("udp", 69, "TFTP"),
          firewall.Port("udp", 4011, "PXE"), firewall.Port("tcp", 8069, "HTTP")]  # fmt: skip
 
 
-def _verdicts(netns: str, rules: str) -> dict[int, tuple[str, str]]:
-    nft = ["ip", "netns", "exec", netns, "nft"]
-    subprocess.run([*nft, "-f", "-"], input=rules, text=True, check=True)
+def in_netns(netns: str) -> firewall.Runner:
+    """The firewall module's runner, inside the test's namespace: a command's output, or None."""
 
-    def runner(argv: list[str] | tuple[str, ...]) -> str | None:
+    def runner(argv: Sequence[str]) -> str | None:
         done = subprocess.run(["ip", "netns", "exec", netns, *argv], capture_output=True,
                               text=True, check=False)  # fmt: skip
         return done.stdout if done.returncode == 0 else None
 
-    found = firewall.check(PORTS, "eth0", runner)  # type: ignore[arg-type]
+    return runner
+
+
+def _verdicts(netns: str, rules: str) -> dict[int, tuple[str, str]]:
+    nft = ["ip", "netns", "exec", netns, "nft"]
+    subprocess.run([*nft, "-f", "-"], input=rules, text=True, check=True)
+
+    runner = in_netns(netns)
+    found = firewall.check(PORTS, "eth0", runner)
     return {f.port.port: (f.verdict, f.where) for f in found}
 
 
@@ -210,19 +218,15 @@ def test_firewall_verdicts_on_iptables_rulesets(
     the fix is the command of the firewall that drops."""
     subprocess.run(["ip", "netns", "exec", netns, tool], input=rules, text=True, check=True)
 
-    def runner(argv: list[str] | tuple[str, ...]) -> str | None:
-        done = subprocess.run(["ip", "netns", "exec", netns, *argv], capture_output=True,
-                              text=True, check=False)  # fmt: skip
-        return done.stdout if done.returncode == 0 else None
-
-    found = {f.port.port: f for f in firewall.check(PORTS, "eth0", runner)}  # type: ignore[arg-type]
+    runner = in_netns(netns)
+    found = {f.port.port: f for f in firewall.check(PORTS, "eth0", runner)}
     legacy = tool == "iptables-legacy-restore"
     for port, (verdict, backend) in expected.items():
         f = found[port]
         if backend == "iptables" and legacy:
             backend = "iptables-legacy"
         assert (f.verdict, f.backend if verdict != "accept" else "") == (verdict, backend), f
-    assert firewall.tftp_replies_pass(runner)[0]  # type: ignore[arg-type]  # all accept them
+    assert firewall.tftp_replies_pass(runner)[0]  # all accept them
     tftp = firewall.open_commands([found[4011]], "eth0")
     assert tftp == (["ufw allow in on eth0 to any port 4011 proto udp"] if name == "ufw"
                     else [f"{'iptables-legacy' if legacy else 'iptables'} -I INPUT -i eth0 -p udp "
@@ -234,16 +238,12 @@ def test_tftp_replies_need_established_under_a_drop_policy(netns: str) -> None:
     nft = ["ip", "netns", "exec", netns, "nft"]
     subprocess.run([*nft, "-f", "-"], input=rules, text=True, check=True)
 
-    def runner(argv: list[str] | tuple[str, ...]) -> str | None:
-        done = subprocess.run(["ip", "netns", "exec", netns, *argv], capture_output=True,
-                              text=True, check=False)  # fmt: skip
-        return done.stdout if done.returncode == 0 else None
-
-    ok, why = firewall.tftp_replies_pass(runner)  # type: ignore[arg-type]
+    runner = in_netns(netns)
+    ok, why = firewall.tftp_replies_pass(runner)
     assert not ok and "accepts no established" in why
     subprocess.run([*nft, "insert", "rule", "inet", "filter", "input", "ct", "state",
                     "established,related", "accept"], check=True)  # fmt: skip
-    assert firewall.tftp_replies_pass(runner)[0]  # type: ignore[arg-type]
+    assert firewall.tftp_replies_pass(runner)[0]
 
 
 def test_open_commands_are_those_of_the_firewall_that_drops() -> None:

@@ -349,7 +349,8 @@ def _firewall(state: State) -> Iterator[Check]:
     if not any(system.have(t) for t in ("nft", "iptables-nft-save", "iptables-legacy-save")):
         yield Check("firewall", "info", "no nft or iptables here: no firewall rules to read")
         return
-    findings = firewall.check(wanted, state.network.interface)
+    rules = firewall.read()
+    findings = rules.check(wanted, state.network.interface)
     blocked = [f for f in findings if f.verdict in ("drop", "maybe-drop")]
     for f in blocked:
         status: Status = "fail" if f.verdict == "drop" else "warn"
@@ -360,7 +361,7 @@ def _firewall(state: State) -> Iterator[Check]:
             f"the firewall {verb} {f.port.proto.upper()} {f.port.port} ({f.port.what}): {f.where}",
             "; ".join(firewall.open_commands([f], state.network.interface)),
         )
-    ok, where = firewall.tftp_replies_pass()
+    ok, where = rules.tftp_replies_pass()
     if not ok:
         yield Check(
             "firewall.established",

@@ -106,7 +106,7 @@ def listing(machine: Machine) -> Listing:
         PlanItem(
             p.mac,
             render.plan_label(p),
-            {"menu": "the menu", "local": "its local disk"}.get(p.now, render.plan_label(p)),
+            render.plan_now(p),
             p.one_shot,
             p.fired,
         )

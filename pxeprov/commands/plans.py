@@ -20,7 +20,7 @@ from pxeprov.apply import Outcome
 from pxeprov.errors import InputError
 from pxeprov.pipeline import Change, Machine
 from pxeprov.plan import Plan as FilePlan
-from pxeprov.render import plan_label
+from pxeprov.render import plan_label, plan_now
 from pxeprov.state import Plan, State, check_repo, normal_mac, repo_parts, utc_stamp
 
 ACTIONS = ("entry", "local", "menu", "restore", "save")
@@ -140,9 +140,10 @@ def assign(
         kept = tuple(p for p in previous.plans if p.mac not in macs)
         warnings = []
         repo = (options.repo or previous.repo) if plans and plans[0].imaging else ""
-        if repo and repo_parts(repo)["password"]:
+        parts = repo_parts(repo) if repo else {}
+        if parts.get("password"):
             warnings.append(
-                f"the password of {repo_parts(repo)['user']}@{repo_parts(repo)['host']} is in "
+                f"the password of {parts['user']}@{parts['host']} is in "
                 "the boot line of these machines: anyone on the LAN who can fetch TFTP or HTTP "
                 "files can read it. Give this account write access to the image share only "
                 "(restores need no account: a read-only guest share)"
@@ -232,6 +233,5 @@ def plans(machine: Machine, last_seen: dict[str, bootlog.Client] | None = None) 
         if client is not None and client.stage:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(client.reached[client.stage]))
             last = f"{bootlog.STAGE_WORDS[client.stage]} at {when}"
-        now = {"menu": "the menu", "local": "its local disk"}.get(p.now, plan_label(p))
-        out.append(PlanView(p, plan_label(p), now, last))
+        out.append(PlanView(p, plan_label(p), plan_now(p), last))
     return out

@@ -21,7 +21,7 @@ from pxeprov.commands import plans as plans_command
 from pxeprov.errors import InputError
 from pxeprov.paths import DNSMASQ_LOG, NGINX_ACCESS_LOG, STATE_FILE
 from pxeprov.pipeline import Machine
-from pxeprov.render import plan_label
+from pxeprov.render import plan_label, plan_now
 from pxeprov.state import Plan, State
 
 POLL = 0.5  # seconds between looks at the logs
@@ -129,8 +129,7 @@ class Watcher:
             return
         self.state_sig = sig
         self.state = pipeline.load_state(machine.root)
-        chain, _ = boot.resolve_uefi(self.state, machine.root, preview=True)
-        self.tracker.stages = bootlog.stage_of_files(self.state, chain)
+        self.tracker.stages = _stages(machine, self.state)
         if self.state.http and all(kind != "nginx" for _, kind in self.logs):
             log = _Log(self.options.nginx_log or machine.root.path(NGINX_ACCESS_LOG))
             log.start_at_end()
@@ -167,6 +166,12 @@ class Watcher:
         return bootlog.stall_cause(client)
 
 
+def _stages(machine: Machine, state: State) -> dict[str, str]:
+    """Which stage each served file is, for the chain this state serves."""
+    chain, _ = boot.resolve_uefi(state, machine.root, preview=True)
+    return bootlog.stage_of_files(state, chain)
+
+
 def _state_signature(machine: Machine) -> tuple[int, int, int]:
     try:
         st = machine.root.path(STATE_FILE).stat()
@@ -180,7 +185,6 @@ def _watcher(machine: Machine, options: WatchOptions) -> Watcher:
     state = pipeline.load_state(machine.root)
     if state.network is None:
         raise InputError("pxeprov is not set up here", "run `pxeprov init`")
-    chain, _ = boot.resolve_uefi(state, machine.root, preview=True)
     dnsmasq = options.dnsmasq_log or machine.root.path(DNSMASQ_LOG)
     # The service (`watch --fire`) may start before dnsmasq made its log: it waits for it.
     if not dnsmasq.is_file() and not (options.fire and options.dnsmasq_log is None):
@@ -193,7 +197,7 @@ def _watcher(machine: Machine, options: WatchOptions) -> Watcher:
     if state.http and (nginx.is_file() or options.fire):
         logs.append((_Log(nginx), "nginx"))
     lookup = _neighbour if machine.root.is_system or options.dnsmasq_log else None
-    tracker = Tracker(bootlog.stage_of_files(state, chain), neighbour=lookup)
+    tracker = Tracker(_stages(machine, state), neighbour=lookup)
     roots = (str(state.tftp_root), str(machine.root.path(state.tftp_root)))
     return Watcher(state, tracker, logs, options, roots, state_sig=sig)
 
@@ -276,7 +280,7 @@ def _fire(machine: Machine, w: Watcher, client: Client) -> list[str]:
     w.refresh(machine)
     return [
         f"{_time(time.time())}  {p.mac}  plan fired ({plan_label(p)}): from now on it boots "
-        + {"local": "its local disk", "menu": "the menu"}[p.now]
+        + plan_now(p)
         for p in fired
     ]
 
