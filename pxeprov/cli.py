@@ -309,7 +309,7 @@ def list_(
         for i, c in enumerate(found.chains):
             typer.echo(f"{'Boot loaders:' if i == 0 else '':<13} {c.client} -> {c.summary}")
         for i, p in enumerate(found.plans):
-            once = _one_boot(p.one_shot, p.fired)
+            once = f" ({p.progress})" if p.progress else ""
             typer.echo(
                 f"{'Plans:' if i == 0 else '':<13} {p.mac}  {p.what}{once}; boots now: {p.now}"
             )
@@ -634,6 +634,7 @@ def plans_(
                         {
                             **dataclasses.asdict(v.plan),
                             "one_shot": v.plan.one_shot,
+                            "status": v.plan.status,
                             "what": v.what,
                             "now": v.now,
                             "last": v.last,
@@ -647,17 +648,10 @@ def plans_(
         if not views:
             typer.echo("No machine has a plan: every one gets the menu.")
         for v in views:
-            once = _one_boot(v.plan.one_shot, v.plan.fired)
+            once = f" ({v.progress})" if v.progress else ""
             group = f" [{v.plan.group}]" if v.plan.group else ""
             typer.echo(f"{v.plan.mac}{group}  {v.what}{once}")
             typer.echo(f"    boots now: {v.now}" + (f"; last seen: {v.last}" if v.last else ""))
-
-
-def _one_boot(one_shot: bool, fired: str) -> str:
-    """ " (one boot)", with when it fired; "" for a plan that stands."""
-    if fired:
-        return f" (one boot; fired {fired})"
-    return " (one boot)" if one_shot else ""
 
 
 repo_app = typer.Typer(
@@ -756,7 +750,11 @@ _SINCE_HELP = "From this time: 10m, 2h, 1d, or 2026-11-28 13:00."
 _STALL_HELP = "Seconds without progress before a client is reported stalled."
 _DNSMASQ_LOG_HELP = "dnsmasq's log [default: /var/log/pxeprov-dnsmasq.log]."
 _NGINX_LOG_HELP = "nginx's access log [default: /var/log/nginx/access.log]."
-_FIRE_HELP = "Mark one-shot plans fired once their machine fetched the plan's kernel."
+_FIRE_HELP = (
+    "Mark one-shot plans fired when their machine fetches the plan's own file, take imaging "
+    "jobs' reports (TCP 6461 on the server's address), and keep its place in the logs "
+    "(what pxeprov-watch runs)."
+)
 
 
 @app.command()

@@ -21,6 +21,8 @@ from pxeprov.syntax import DNSMASQ_MAX_LINE
 
 _LABEL_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+# A one-shot plan's marker (state.Plan.marker): plans/<mac with dashes>-<token>
+MARKER_RE = re.compile(r"plans/[0-9a-f]{2}(-[0-9a-f]{2}){5}-[0-9a-f]{16}")
 _INT_RE = re.compile(r"[0-9]+")
 _IPXE_SPACE = " \t\n\v\f\r"  # isspace() in iPXE's C library
 _CONNECTORS = (";", "&&", "||")
@@ -48,6 +50,7 @@ class IpxeEntry:
     initrds: list[str] = field(default_factory=list)
     boots: bool = False
     sanboot: str = ""  # a URL booted as a disk
+    marker: str = ""  # a plan's marker, fetched (and freed) first
 
 
 @dataclass
@@ -147,7 +150,7 @@ def _ipxe_line(
         if (
             len(commands) != 2
             or connector != "||"
-            or name not in ("choose", "boot", "sanboot")
+            or name not in ("choose", "boot", "sanboot", "imgfetch")
             or len(second) != 2
             or second[0] != "goto"
             or not _LABEL_RE.fullmatch(second[1])
@@ -186,6 +189,23 @@ def _ipxe_line(
         menu.entries.setdefault(section, IpxeEntry()).initrds.append(args[0])
     elif name == "boot" and section is not None and not args:
         menu.entries.setdefault(section, IpxeEntry()).boots = True
+    elif name == "imgfetch" and section is not None and section.startswith("plan-"):
+        entry = menu.entries.setdefault(section, IpxeEntry())
+        if (
+            len(args) != 3
+            or args[:2] != ["--name", "pxeprov-plan"]
+            or not MARKER_RE.fullmatch(args[2])
+            or len(commands) != 2
+            or entry.marker
+            or entry.kernel
+        ):
+            raise bad(
+                "imgfetch line not of the form `imgfetch --name pxeprov-plan plans/… || goto L`"
+            )
+        entry.marker = args[2]
+    elif name == "imgfree" and args == ["pxeprov-plan"] and section is not None:
+        if not menu.entries.get(section, IpxeEntry()).marker:
+            raise bad("imgfree without the plan's imgfetch before it")
     elif name == "sanboot" and section is not None and args[:1] == ["--no-describe"]:
         entry = menu.entries.setdefault(section, IpxeEntry())
         if len(args) != 2 or entry.kernel or len(commands) != 2:
@@ -272,8 +292,8 @@ def _ipxe_consistent(menu: IpxeMenu) -> None:
         if label and label not in menu.labels:
             raise MenuError(f"iPXE script: label {label!r} is used but never defined")
     for label, entry in menu.entries.items():
-        if entry.sanboot:
-            continue
+        if entry.sanboot or (entry.marker and not entry.kernel and not entry.boots):
+            continue  # a plan's marker before `goto local`
         if not (entry.kernel and entry.boots):
             raise MenuError(f"iPXE script: entry {label!r} lacks a kernel or boot line")
         if [i.rsplit("/", 1)[-1] for i in entry.initrds] != entry.initrd_names:
@@ -304,6 +324,7 @@ class PxelinuxMenu:
     timeout: int | None = None
     ui: str = ""
     default: str = ""  # DEFAULT: the label booted without a menu
+    marker: str = ""  # INCLUDE of a one-shot plan's marker
     labels: list[PxelinuxLabel] = field(default_factory=list)
 
 
@@ -333,6 +354,8 @@ def parse_pxelinux(text: str) -> PxelinuxMenu:
                 menu.ui = rest
             elif keyword == "PROMPT" and rest == "0":
                 pass
+            elif keyword == "INCLUDE" and MARKER_RE.fullmatch(rest) and not menu.marker:
+                menu.marker = rest  # a machine's one-shot plan: its marker
             elif keyword == "TIMEOUT" and _INT_RE.fullmatch(rest):
                 menu.timeout = int(rest)
             elif keyword == "MENU TITLE" and rest:

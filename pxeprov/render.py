@@ -221,6 +221,7 @@ class PlanEntry:
     ipxe_bios: LoaderBoot | None
     ipxe_uefi: LoaderBoot | None
     grub: LoaderBoot | None
+    marker: str = ""  # a one-shot plan's marker: its boot fetches this file first
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,7 @@ class IpxeBoot:
     bios: LoaderBoot | None
     uefi: LoaderBoot | None
     local: bool  # the plan boots the local disk
+    marker: str = ""  # a one-shot plan's marker, fetched before anything else
 
 
 def plan_label(plan: Plan) -> str:
@@ -244,6 +246,22 @@ def plan_label(plan: Plan) -> str:
     verb = "Restore" if plan.action == "restore" else "Save"
     where = "to" if plan.action == "restore" else "from"
     return f"{verb} {plan.image} {where} {plan.disk} ({then[plan.then]})"
+
+
+def plan_progress(plan: Plan) -> str:
+    """How far a one-shot plan is, in words ("" for a standing plan): waiting for its machine,
+    taken (fired) when, and for an imaging plan what its job reported."""
+    if not plan.one_shot:
+        return ""
+    if not plan.fired:
+        return "one boot" if plan.token else "one boot; from an older pxeprov: assign it again"
+    words = f"one boot; fired {plan.fired}"
+    if plan.status == "started":
+        words += "; its job runs: no report yet"
+    elif plan.status in ("done", "failed"):
+        words += f"; {plan.status.upper() if plan.status == 'failed' else plan.status} "
+        words += f"{plan.reported}: {plan.reason}"
+    return words
 
 
 def plan_now(plan: Plan) -> str:
@@ -280,7 +298,15 @@ def plan_entry(state: State, plan: Plan, *, grub_http: bool = False) -> PlanEntr
             _loader_boot(state, image, specs.get("grub"), grub_http, grub=True),
         ]
     label = "Boot from local disk" if plan.now == "local" else plan_label(plan)
-    return PlanEntry(plan.mac, key, dashes, plan.now, label, *boots)
+    pxelinux, ipxe_bios, ipxe_uefi, grub = boots
+    return PlanEntry(plan.mac, key, dashes, plan.now, label, pxelinux, ipxe_bios, ipxe_uefi, grub,
+                     plan.marker)  # fmt: skip
+
+
+def marker_text(plan: Plan) -> bytes:
+    """A plan's marker file: a comment in every loader's script syntax (iPXE fetches it and
+    frees it, GRUB sources it, pxelinux includes it)."""
+    return f"# pxeprov: the machine {plan.mac} took its plan ({plan_label(plan)}).\n".encode()
 
 
 def _default(entries: list[MenuEntry], loader: str) -> str:
@@ -307,6 +333,7 @@ def context(state: State, chain: UefiChain = "ipxe", *, grub_http: bool = False)
             p.ipxe_bios,
             p.ipxe_uefi,
             p.now == "local",
+            p.marker,
         )
         for p in plans
     ]
@@ -409,6 +436,9 @@ def render(
             files.append(
                 ManagedFile(path, Kind.GENERATED, content=text.encode(), syntax="pxelinux")
             )
+    for p in state.plans:  # what a machine fetches when it takes its one-shot plan
+        if p.marker:
+            files.append(ManagedFile(tftp / p.marker, Kind.GENERATED, content=marker_text(p)))
     files.append(
         ManagedFile(STATE_FILE, Kind.EDIT, edit=lambda _current: state_mod.dumps(state).encode())
     )

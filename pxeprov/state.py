@@ -166,6 +166,12 @@ _DISK_RE = re.compile(r"(sd|vd|xvd)[a-z]{1,2}|hd[a-z]|nvme[0-9]{1,2}n[0-9]{1,2}|
 # Clonezilla image names: a directory of the repository, in ocs-sr's command line
 _OCS_IMAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _STAMP_RE = re.compile(r"([0-9]{4}-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]Z)?")
+# A one-shot plan's identity: what its machine fetches (plans/<mac>-<token>) and what its job
+# reports carry. Random, new at every `assign`.
+_TOKEN_RE = re.compile(r"([0-9a-f]{16})?")
+PLAN_RESULTS: tuple[str, ...] = ("", "done", "failed")
+# What a job reported, as `plans` shows it: printable ASCII, one line.
+_REASON_RE = re.compile(r"[ -~]{0,300}")
 # A repository URL, as Clonezilla's ocs_repository takes it. The password may only hold
 # characters that neither the URL, nor mount.cifs' option string, nor a kernel command line,
 # nor Clonezilla's parse_cmdline_option (which sources it as shell) read as syntax.
@@ -220,12 +226,21 @@ class Plan:
     disk: str = "sda"
     then: str = "reboot"  # restore/save: reboot, poweroff, or local (reboot to the disk)
     repo: str = ""  # restore/save: the repository ("" = the state's)
-    once: bool = False  # the plan stands for one boot: after its kernel is fetched, `after`
-    fired: str = ""  # when a one-shot plan's kernel was fetched (UTC), "" before
+    once: bool = False  # the plan stands for one boot
+    # When the machine took its one-shot plan (UTC), "" before: it fetched the plan's own marker
+    # file (plans/<mac>-<token>), which only that plan's boot asks for. From then on the menus
+    # no longer send it to the plan.
+    fired: str = ""
     # when the plan was assigned (UTC): only a boot after it fires the plan ("" in older states:
     # any boot seen)
     assigned: str = ""
     group: str = ""  # a name for a group of machines assigned together
+    token: str = ""  # a one-shot plan's identity (16 hex digits), new at every assign
+    # An imaging plan's outcome, as its job reported it: "" (none yet), done or failed; when
+    # the report came (UTC) and what it said.
+    result: str = ""
+    reported: str = ""
+    reason: str = ""
 
     def __post_init__(self) -> None:
         if normal_mac(self.mac, "plans.mac") != self.mac:
@@ -249,7 +264,16 @@ class Plan:
                 check_repo(self.repo, "plans.repo")
         elif self.image or self.repo:
             raise InputError("plans.image and plans.repo are for the restore and save actions")
-        for key, stamp in (("fired", self.fired), ("assigned", self.assigned)):
+        if not _TOKEN_RE.fullmatch(self.token):
+            raise InputError(f"plans.token {self.token[:40]!r} must be 16 hex digits")
+        if self.result not in PLAN_RESULTS:
+            raise InputError("plans.result must be done, failed or empty")
+        if self.result and not (self.imaging and self.fired):
+            raise InputError("plans.result is for an imaging plan its machine took (fired)")
+        if not _REASON_RE.fullmatch(self.reason):
+            raise InputError("plans.reason must be one line of printable ASCII (300 at most)")
+        stamps = (("fired", self.fired), ("assigned", self.assigned), ("reported", self.reported))
+        for key, stamp in stamps:
             try:
                 if not _STAMP_RE.fullmatch(stamp):
                     raise ValueError(stamp)
@@ -270,6 +294,26 @@ class Plan:
         """Imaging plans always stand for one boot: a restore repeated at every boot is never
         what anyone wants."""
         return self.once or self.imaging
+
+    @property
+    def marker(self) -> str:
+        """The file (under the TFTP root) the machine fetches when it takes this one-shot plan:
+        it names the machine and the plan. "" when there is none (a standing plan, a fired
+        one, or one from before plans had tokens)."""
+        if not self.one_shot or self.fired or not self.token:
+            return ""
+        return f"plans/{self.mac.replace(':', '-')}-{self.token}"
+
+    @property
+    def status(self) -> str:
+        """armed, started (taken, no report yet), done or failed; standing plans: standing."""
+        if not self.one_shot:
+            return "standing"
+        if not self.fired:
+            return "armed"
+        if self.imaging:
+            return self.result or "started"
+        return "done"
 
     @property
     def now(self) -> str:

@@ -21,11 +21,11 @@ from scapy.layers.dhcp import BOOTP, DHCP
 
 from pxeprov import boot, bootlog, dhcpprobe, firewall, ports
 from pxeprov.commands import doctor
-from pxeprov.commands.watch import _Log, due, normal_mac
+from pxeprov.commands.watch import _Log, _marker_action, normal_mac
 from pxeprov.errors import InputError
 from pxeprov.paths import Root
 from pxeprov.pipeline import Machine
-from pxeprov.state import Plan, loads, utc_stamp
+from pxeprov.state import loads
 
 from .conftest import NET, Cli
 
@@ -380,25 +380,26 @@ def test_a_machine_that_boots_again_starts_its_stages_afresh() -> None:
     assert client.reached["kernel"] == _at("13:55:16")
 
 
-def test_a_one_shot_plan_fires_only_on_a_boot_after_it_was_assigned() -> None:
-    """The logs still hold boots from before a plan existed: they never fire it (a restore
-    would be skipped). A --local plan fires when the machine fetched its menu, which sends it to
-    its disk (it fetches no kernel)."""
+def test_only_a_plan_marker_is_evidence_that_a_plan_was_taken() -> None:
+    """Boots in the logs (kernel and menu fetches, before or after a plan) fire nothing: only
+    the fetch of a plan's own marker does, and it names the machine and the plan's token by
+    itself, whatever address fetched it. Names that only look like one are nothing."""
     mac = "52:54:00:79:00:02"
-    between = utc_stamp(_at("13:52:00"))
-    entry = Plan(mac, "entry", entry="cz", once=True, assigned=between)
-    local = Plan(mac, "local", once=True, assigned=between)
-    first = _track(DNSMASQ, NGINX).clients[mac]
-    assert first.kernel == "images/cz/vmlinuz"
-    assert due(entry, STATE, first) is None and due(local, STATE, first) is None
-    older = Plan(mac, "entry", entry="cz", once=True)  # a state from before plans had the time
-    assert due(older, STATE, first) == _at("13:50:45")
-    again = _track(DNSMASQ + SECOND_BOOT, NGINX + SECOND_KERNEL).clients[mac]
-    assert due(entry, STATE, again) == _at("13:55:16")
-    assert due(local, STATE, again) == _at("13:55:14")  # its menu: boot.ipxe
-    assert due(Plan(mac, "entry", entry="cz", assigned=between), STATE, again) is None  # always
-    fired = Plan(mac, "entry", entry="cz", once=True, assigned=between, fired=between)
-    assert due(fired, STATE, again) is None
+    events = bootlog.parse_dnsmasq((DNSMASQ + SECOND_BOOT).splitlines(), ROOT, _at("14:00:00"))
+    events += bootlog.parse_nginx((NGINX + SECOND_KERNEL).splitlines())
+    assert any(e.path == "images/cz/vmlinuz" for e in events)
+    assert [a for a in map(_marker_action, events) if a is not None] == []
+    token = "0123456789abcdef"
+    marker = f"plans/{mac.replace(':', '-')}-{token}"
+    line = f"Nov 28 13:56:00 dnsmasq-tftp[1]: sent {ROOT}/{marker} to 10.0.0.99\n"
+    (event,) = bootlog.parse_dnsmasq(line.splitlines(), ROOT, _at("14:00:00"))
+    action = _marker_action(event)
+    assert action is not None and (action.kind, action.mac, action.token) == ("fire", mac, token)
+    for path in (f"{marker}x", f"plans/{mac}-{token}", f"images/{marker}", "plans/x-y"):
+        odd = f"Nov 28 13:56:00 dnsmasq-tftp[1]: sent {ROOT}/{path} to 10.0.0.99\n"
+        assert [_marker_action(e) for e in bootlog.parse_dnsmasq([odd], ROOT)] == [None]
+    missing = f"Nov 28 13:56:00 dnsmasq-tftp[1]: file {ROOT}/{marker} not found for 10.0.0.9"
+    assert [_marker_action(e) for e in bootlog.parse_dnsmasq([missing], ROOT)] == [None]
 
 
 def test_hostile_log_text_is_only_data() -> None:

@@ -27,7 +27,8 @@ FLOORS: list[tuple[str, ...]] = [
         "pxeprov.menucheck",
         "pxeprov.journal",
     ),
-    ("pxeprov.boot", "pxeprov.images", "pxeprov.bootlog"),  # boot chains; image code; logs
+    # boot chains; image code; logs; the imaging jobs' reports
+    ("pxeprov.boot", "pxeprov.images", "pxeprov.bootlog", "pxeprov.jobreport"),
     ("pxeprov.render",),
     ("pxeprov.plan",),
     ("pxeprov.apply",),

@@ -226,7 +226,14 @@ def test_a_fired_one_shot_plan_boots_the_disk_or_the_menu(server: Path, cli: Cli
     assert cli(server, "assign", MAC, "--restore", "img", "--repo", REPO, "--yes").exit_code == 0
     assert cli(server, "assign", OTHER, "--entry", "live", "--once").exit_code == 0
     machine = Machine(root=Root.of(server))
-    fired = plans_command.fire(machine, {MAC, OTHER})
+    tokens = {p.mac: p.token for p in load_state(Root.of(server)).plans}
+    assert all(len(t) == 16 for t in tokens.values()) and tokens[MAC] != tokens[OTHER]
+    # another plan's token (an older one, another machine's) fires nothing
+    assert plans_command.fire(machine, MAC, tokens[OTHER]) == []
+    assert plans_command.fire(machine, MAC, "0" * 16) == []
+    fired = plans_command.fire(machine, MAC, tokens[MAC]) + plans_command.fire(
+        machine, OTHER, tokens[OTHER]
+    )
     assert {p.mac for p in fired} == {MAC, OTHER}
     state = load_state(Root.of(server))
     assert {p.mac: p.now for p in state.plans} == {MAC: "local", OTHER: "menu"}
@@ -235,11 +242,15 @@ def test_a_fired_one_shot_plan_boots_the_disk_or_the_menu(server: Path, cli: Cli
     assert not (server / TFTP / "pxelinux.cfg/01-52-54-00-12-34-57").exists()  # the menu
     out = cli(server, "plans").stdout
     assert "boots now: its local disk" in out and "fired 20" in out
-    assert plans_command.fire(machine, {MAC}) == []  # once only
+    assert "its job runs: no report yet" in out
+    assert plans_command.fire(machine, MAC, tokens[MAC]) == []  # once only
+    # the markers are gone with the plans they named
+    assert not list((server / TFTP / "plans").glob("*"))
 
 
-def _boot_lines(mac: str, at: float) -> tuple[str, str]:
-    """dnsmasq's and nginx's lines of one iPXE boot of `mac` at `at` (a UEFI client)."""
+def _boot_lines(mac: str, at: float, marker: str = "") -> tuple[str, str]:
+    """dnsmasq's and nginx's lines of one iPXE boot of `mac` at `at` (a UEFI client); with
+    `marker`, the boot fetches that plan's marker before its kernel."""
 
     def t(offset: float) -> str:
         return time.strftime("%b %e %H:%M:%S", time.localtime(at + offset))
@@ -251,6 +262,8 @@ def _boot_lines(mac: str, at: float) -> tuple[str, str]:
         f"{t(1)} dnsmasq-tftp[7]: sent {root}/snponly.efi to {ip}\n"
         f"{t(2)} dnsmasq-tftp[7]: sent {root}/boot.ipxe to {ip}\n"
     )
+    if marker:
+        dnsmasq += f"{t(2)} dnsmasq-tftp[7]: sent {root}/{marker} to {ip}\n"
     stamp = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(at + 3))
     nginx = f'{ip} - - [{stamp}] "GET /images/cz/vmlinuz HTTP/1.1" 200 5 "-" "iPXE/1.0"\n'
     return dnsmasq, nginx
@@ -259,13 +272,17 @@ def _boot_lines(mac: str, at: float) -> tuple[str, str]:
 def test_the_watcher_fires_a_plan_assigned_while_it_runs(
     http_server: Path, cli: Cli, tmp_path: Path
 ) -> None:
-    """pxeprov-watch runs for days: a plan assigned after it started, for a machine whose
-    earlier boot it saw, fires on that machine's next boot, not on the boot before the plan."""
+    """pxeprov-watch runs for days: a plan assigned after it started fires when its machine
+    fetches the plan's own marker, and only then: the machine's boot before the plan, and a boot
+    that fetches the kernel without the marker, fire nothing."""
     dnsmasq_log, nginx_log = tmp_path / "dnsmasq.log", tmp_path / "access.log"
     dnsmasq_log.write_text("")
     nginx_log.write_text("")
     machine = Machine(root=Root.of(http_server))
-    options = watch_command.WatchOptions(dnsmasq_log=dnsmasq_log, nginx_log=nginx_log, fire=True)
+    options = watch_command.WatchOptions(
+        dnsmasq_log=dnsmasq_log, nginx_log=nginx_log, fire=True, report_port=None,
+        reports_log=tmp_path / "reports.log", watch_state=tmp_path / "watch.json",
+    )  # fmt: skip
     said: list[str] = []
     stop = threading.Event()
     thread = threading.Thread(
@@ -279,8 +296,8 @@ def test_the_watcher_fires_a_plan_assigned_while_it_runs(
             assert thread.is_alive() and time.monotonic() < deadline, said
             time.sleep(0.1)
 
-    def boot(at: float) -> None:
-        d, n = _boot_lines(MAC, at)
+    def boot(at: float, marker: str = "") -> None:
+        d, n = _boot_lines(MAC, at, marker)
         with dnsmasq_log.open("a") as f:
             f.write(d)
         with nginx_log.open("a") as f:
@@ -291,9 +308,15 @@ def test_the_watcher_fires_a_plan_assigned_while_it_runs(
         boot(time.time() - 60)  # before the plan
         wait_for("kernel")
         assert cli(http_server, "assign", MAC, "--entry", "cz", "--once").exit_code == 0
-        time.sleep(1.5)  # the log's clock has seconds
+        plan = load_state(Root.of(http_server)).plans[0]
+        assert plan.marker and (http_server / TFTP / plan.marker).is_file()
+        assert f"imgfetch --name pxeprov-plan {plan.marker} || goto failed" in (
+            http_server / TFTP / "boot.ipxe"
+        ).read_text()
+        boot(time.time())  # the kernel, without the plan's marker: not evidence
+        time.sleep(1.5)
         assert not load_state(Root.of(http_server)).plans[0].fired
-        boot(time.time())
+        boot(time.time(), plan.marker)
         wait_for("plan fired")
     finally:
         stop.set()

@@ -47,6 +47,7 @@ class PlanItem:
     now: str  # what it boots now
     one_shot: bool
     fired: str
+    progress: str = ""  # render.plan_progress
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ def listing(machine: Machine) -> Listing:
             render.plan_now(p),
             p.one_shot,
             p.fired,
+            render.plan_progress(p),
         )
         for p in state.plans
     )

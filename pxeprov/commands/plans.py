@@ -4,14 +4,20 @@ A plan is state like the rest: each change goes through the pipeline (planned, v
 every loader's checker, applied with rollback), and the menus render it with each loader's own
 means (pxelinux's pxelinux.cfg/01-<mac>, GRUB's $net_default_mac, iPXE's ${mac}).
 
-Imaging plans (restore, save) stand for one boot, as do plans assigned with --once: once the
-machine fetched its plan's kernel after the plan was assigned (a `--local` plan: its menu, which
-sends it to its disk), `pxeprov watch --fire` (the pxeprov-watch service) marks the plan fired,
-and the machine boots its disk (`--then local`) or the menu again.
+Imaging plans (restore, save) stand for one boot, as do plans assigned with --once. Each such
+plan has a token, new at every assign, and its boot fetches the plan's own marker file
+(plans/<mac>-<token>) before anything else: `pxeprov watch --fire` (the pxeprov-watch service)
+marks the plan fired when it sees that fetch, and the machine boots its disk (`--then local`) or
+the menu from then on. Nothing else fires a plan: not a kernel fetch, not an address.
+
+An imaging job then reports its end itself (Clonezilla's own report to `ocs_server`, and a
+message of pxeprov's naming the token after the job): the plan says done or failed, with the
+reason, and never runs again by itself.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass, field, replace
 
@@ -20,7 +26,7 @@ from pxeprov.apply import Outcome
 from pxeprov.errors import InputError
 from pxeprov.pipeline import Change, Machine
 from pxeprov.plan import Plan as FilePlan
-from pxeprov.render import plan_label, plan_now
+from pxeprov.render import plan_label, plan_now, plan_progress
 from pxeprov.state import Plan, State, check_repo, normal_mac, repo_parts, utc_stamp
 
 ACTIONS = ("entry", "local", "menu", "restore", "save")
@@ -111,6 +117,7 @@ def new_plans(
                 f"restoring {options.image} overwrites {options.disk} of "
                 f"{', '.join(macs)}: add --yes to confirm"
             )
+    one_shot = options.once or options.action in ("restore", "save")
     return [
         Plan(
             mac=mac,
@@ -123,6 +130,7 @@ def new_plans(
             once=options.once,
             group=options.group,
             assigned=utc_stamp(now),
+            token=secrets.token_hex(8) if one_shot else "",
         )
         for mac in macs
     ]
@@ -195,9 +203,11 @@ def unassign(
     return PlansResult(removed, done.plan, done.outcome, done.warnings)
 
 
-def fire(machine: Machine, macs: set[str], when: float | None = None) -> list[Plan]:
-    """Mark the one-shot plans of `macs` fired (their kernel was fetched): from now on those
-    machines boot their disk or the menu. The plans fired."""
+def fire(machine: Machine, mac: str, token: str, when: float | None = None) -> list[Plan]:
+    """The machine `mac` took its one-shot plan: it fetched the plan's marker, named by
+    `token`. The plan is marked fired (from now on the machine boots its disk or the menu), and
+    only that plan: another token (an older plan, another machine's) changes nothing. The plans
+    fired ([] when none matched)."""
     fired: list[Plan] = []
     stamp = utc_stamp(when)
 
@@ -205,7 +215,7 @@ def fire(machine: Machine, macs: set[str], when: float | None = None) -> list[Pl
         plans = []
         fired.clear()
         for p in previous.plans:
-            if p.mac in macs and p.one_shot and not p.fired:
+            if p.mac == mac and p.token == token and p.one_shot and not p.fired:
                 p = replace(p, fired=stamp)
                 fired.append(p)
             plans.append(p)
@@ -215,12 +225,47 @@ def fire(machine: Machine, macs: set[str], when: float | None = None) -> list[Pl
     return fired
 
 
+def record_result(
+    machine: Machine,
+    mac: str,
+    token: str | None,
+    result: str,
+    reason: str,
+    when: float | None = None,
+) -> list[Plan]:
+    """An imaging job reported its end: `result` (done, failed) and `reason`, for the plan of
+    `mac` that its machine took (fired) and that has no result yet; with `token`, only the plan
+    it names. The plans changed ([] when none matched)."""
+    changed: list[Plan] = []
+    stamp = utc_stamp(when)
+
+    def build(previous: State) -> Change:
+        plans = []
+        changed.clear()
+        for p in previous.plans:
+            if (
+                p.mac == mac
+                and p.imaging
+                and p.fired
+                and not p.result
+                and (token is None or p.token == token)
+            ):
+                p = replace(p, result=result, reported=stamp, reason=reason)
+                changed.append(p)
+            plans.append(p)
+        return Change(previous.with_changes(plans=tuple(plans)))
+
+    pipeline.run(machine, build)
+    return changed
+
+
 @dataclass(frozen=True)
 class PlanView:
     plan: Plan
     what: str  # the plan in words
     now: str  # what the machine boots now
     last: str  # its last stage in the logs, "" when none
+    progress: str = ""  # render.plan_progress: how far a one-shot plan is
 
 
 def plans(machine: Machine, last_seen: dict[str, bootlog.Client] | None = None) -> list[PlanView]:
@@ -233,5 +278,5 @@ def plans(machine: Machine, last_seen: dict[str, bootlog.Client] | None = None) 
         if client is not None and client.stage:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(client.reached[client.stage]))
             last = f"{bootlog.STAGE_WORDS[client.stage]} at {when}"
-        out.append(PlanView(p, plan_label(p), plan_now(p), last))
+        out.append(PlanView(p, plan_label(p), plan_now(p), last, plan_progress(p)))
     return out

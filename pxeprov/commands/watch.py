@@ -13,18 +13,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from pxeprov import boot, bootlog, pipeline, system
+from pxeprov import boot, bootlog, fsutil, jobreport, pipeline, system
 from pxeprov import state as state_mod
 from pxeprov.bootlog import Client, Event, Tracker
 from pxeprov.commands import plans as plans_command
-from pxeprov.errors import InputError
-from pxeprov.paths import DNSMASQ_LOG, NGINX_ACCESS_LOG, STATE_FILE
+from pxeprov.errors import InputError, PxeprovError
+from pxeprov.images.kinds.clonezilla import REPORT_PORT
+from pxeprov.menucheck import MARKER_RE
+from pxeprov.paths import DNSMASQ_LOG, NGINX_ACCESS_LOG, REPORTS_LOG, STATE_FILE, WATCH_STATE
 from pxeprov.pipeline import Machine
 from pxeprov.render import plan_label, plan_now
-from pxeprov.state import Plan, State
+from pxeprov.state import State
 
 POLL = 0.5  # seconds between looks at the logs
+RETRY = 2.0  # seconds between tries of a plan change that could not be made (busy, bad state)
 DEFAULT_STALL = 30.0  # seconds without progress before a client is called stalled
 _MAX_READ = 64 << 20  # bytes read from a log at once
 
@@ -36,7 +40,12 @@ class WatchOptions:
     stall: float = DEFAULT_STALL
     dnsmasq_log: Path | None = None
     nginx_log: Path | None = None
-    fire: bool = False  # mark one-shot plans fired when their machine fetched the kernel
+    # mark one-shot plans fired when their machine fetched the plan's marker, take the jobs'
+    # reports, and keep where it stopped (a restart takes up what happened meanwhile)
+    fire: bool = False
+    reports_log: Path | None = None
+    report_port: int | None = REPORT_PORT  # None: take no reports (tests)
+    watch_state: Path | None = None  # where it keeps its place (default /var/lib/pxeprov)
 
 
 def normal_mac(text: str) -> str:
@@ -63,6 +72,27 @@ class _Log:
                 return f.read(_HEAD)
         except OSError:
             return b""
+
+    def place(self) -> dict[str, Any]:
+        return {"inode": self.inode, "offset": self.offset, "head": self.head.hex()}
+
+    def resume(self, saved: object) -> bool:
+        """Take up at a saved place when the file is the one it was (same inode and start);
+        a file rotated meanwhile is read from its start. False: nothing saved."""
+        if not isinstance(saved, dict):
+            return False
+        try:
+            inode, offset = int(saved["inode"]), int(saved["offset"])
+            head = bytes.fromhex(str(saved["head"]))
+        except (KeyError, TypeError, ValueError):
+            return False
+        try:
+            st = self.path.stat()
+        except OSError:
+            return True  # not there yet: from its start when it comes
+        if st.st_ino == inode and offset <= st.st_size and self._head()[: len(head)] == head:
+            self.offset, self.inode, self.head = offset, inode, head
+        return True
 
     def start_at_end(self) -> None:
         try:
@@ -120,6 +150,10 @@ class Watcher:
     tftp_roots: tuple[str, ...]  # the state's TFTP root, and where it really is (--root)
     said: dict[str, str] = field(default_factory=dict)  # mac -> the last stall said
     state_sig: tuple[int, int, int] = (0, 0, 0)  # the state file when it was read
+    state_problem: str = ""  # why the state file could not be read again ("" it could)
+    reports: list[jobreport.Report] = field(default_factory=list)  # read, not yet acted on
+    saved_place: bytes = b""  # what was last written to the watcher's place file
+    resumed_actions: list[_Action] = field(default_factory=list)  # saved, not done when it ended
 
     def refresh(self, machine: Machine) -> None:
         """The state again when its file changed (a plan assigned, an image added while this
@@ -127,8 +161,12 @@ class Watcher:
         sig = _state_signature(machine)
         if sig == self.state_sig:
             return
-        self.state_sig = sig
-        self.state = pipeline.load_state(machine.root)
+        try:
+            state = pipeline.load_state(machine.root)
+        except InputError as exc:  # caught mid-edit, or broken: the last good one meanwhile
+            self.state_problem = exc.message
+            return
+        self.state_sig, self.state_problem, self.state = sig, "", state
         self.tracker.stages = _stages(machine, self.state)
         if self.state.http and all(kind != "nginx" for _, kind in self.logs):
             log = _Log(self.options.nginx_log or machine.root.path(NGINX_ACCESS_LOG))
@@ -142,8 +180,10 @@ class Watcher:
             lines = log.read()
             if kind == "dnsmasq":
                 found += bootlog.parse_dnsmasq(lines, tftp_root, now)
-            else:
+            elif kind == "nginx":
                 found += bootlog.parse_nginx(lines)
+            else:
+                self.reports += jobreport.parse_log(lines)
         since = self.options.since
         found = [e for e in found if since is None or e.time >= since]
         return sorted(found, key=lambda e: e.time)
@@ -196,6 +236,8 @@ def _watcher(machine: Machine, options: WatchOptions) -> Watcher:
     nginx = options.nginx_log or machine.root.path(NGINX_ACCESS_LOG)
     if state.http and (nginx.is_file() or options.fire):
         logs.append((_Log(nginx), "nginx"))
+    if options.fire:  # the jobs' reports: written by this watcher's listener, read back
+        logs.append((_Log(options.reports_log or machine.root.path(REPORTS_LOG)), "reports"))
     lookup = _neighbour if machine.root.is_system or options.dnsmasq_log else None
     tracker = Tracker(_stages(machine, state), neighbour=lookup)
     roots = (str(state.tftp_root), str(machine.root.path(state.tftp_root)))
@@ -213,76 +255,224 @@ def watch(
     keep_going: Callable[[], bool] = lambda: True,
 ) -> None:
     """Follow the logs; `emit` a line per stage reached and per stall, until `keep_going` says
-    no (the CLI: until Ctrl-C)."""
+    no (the CLI: until Ctrl-C). With `fire`: take the jobs' reports, fire plans on their
+    evidence, and keep its place in the logs."""
     w = _watcher(machine, options)
-    if options.since is None:
+    place = options.watch_state or machine.root.path(WATCH_STATE)
+    resumed = _resume(w, place) if options.fire and options.since is None else False
+    if options.since is None and not resumed:
         for log, _kind in w.logs:
             log.start_at_end()
-    emit(f"Watching {' and '.join(str(log.path) for log, _ in w.logs)} (Ctrl-C ends).")
+    listener = _listen(w, options, emit) if options.fire else None
+    emit(f"Watching {' and '.join(str(log.path) for log, _ in w.logs)} (Ctrl-C ends)."
+         + (" Taken up where it stopped." if resumed else ""))  # fmt: skip
     shown: dict[str, set[str]] = {}
-    while keep_going():
-        now = time.time()
-        w.refresh(machine)
-        for event in w.events(now):
-            client = w.tracker.feed(event)
-            if client is None or not w.wanted(client):
-                continue
-            for stage in bootlog.STAGES:
-                if stage in client.reached and stage not in shown.setdefault(client.mac, set()):
-                    shown[client.mac].add(stage)
-                    what = _stage_detail(client, stage)
-                    emit(f"{_time(client.reached[stage])}  {client.mac}  {client.firmware:<5} "
-                         f"{client.ip or '-':<15} {bootlog.STAGE_WORDS[stage]}{what}")  # fmt: skip
-                    w.said.pop(client.mac, None)
-            if options.fire and client.reached:
-                for line in _fire(machine, w, client):
-                    emit(line)
-        for client in w.tracker.clients.values():
-            if not w.wanted(client):
-                continue
-            why = w.stalled(client, now)
-            if why and w.said.get(client.mac) != why:
-                w.said[client.mac] = why
-                stage = bootlog.STAGE_WORDS.get(client.stage, "nothing")
-                emit(f"{_time(now)}  {client.mac}  stalled after {stage}: {why}")
-        time.sleep(POLL)
+    waiting: list[_Action] = list(w.resumed_actions)
+    said_waiting = ""
+    next_try = 0.0
+    try:
+        while keep_going():
+            now = time.time()
+            if listener is not None:
+                listener.poll()
+            w.refresh(machine)
+            for event in w.events(now):
+                client = w.tracker.feed(event)
+                if options.fire and (action := _marker_action(event)) is not None:
+                    waiting.append(action)
+                if client is None or not w.wanted(client):
+                    continue
+                for stage in bootlog.STAGES:
+                    if stage in client.reached and stage not in shown.setdefault(client.mac, set()):
+                        shown[client.mac].add(stage)
+                        what = _stage_detail(client, stage)
+                        emit(f"{_time(client.reached[stage])}  {client.mac}  "
+                             f"{client.firmware:<5} {client.ip or '-':<15} "
+                             f"{bootlog.STAGE_WORDS[stage]}{what}")  # fmt: skip
+                        w.said.pop(client.mac, None)
+            waiting += [_report_action(r) for r in w.reports]
+            w.reports.clear()
+            if waiting and now >= next_try:
+                problem = _act(machine, w, waiting, emit)
+                if problem and problem != said_waiting:
+                    emit(f"{_time(now)}  waiting to change the plans ({problem}); trying again")
+                said_waiting = problem
+                next_try = now + (RETRY if problem else 0.0)
+            elif w.state_problem and w.state_problem != said_waiting:
+                said_waiting = w.state_problem
+                emit(f"{_time(now)}  the state file cannot be read ({w.state_problem}); "
+                     "the last good one is used meanwhile")  # fmt: skip
+            if options.fire:
+                _save_place(w, waiting, place)
+            for client in w.tracker.clients.values():
+                if not w.wanted(client):
+                    continue
+                why = w.stalled(client, now)
+                if why and w.said.get(client.mac) != why:
+                    w.said[client.mac] = why
+                    stage = bootlog.STAGE_WORDS.get(client.stage, "nothing")
+                    emit(f"{_time(now)}  {client.mac}  stalled after {stage}: {why}")
+            time.sleep(POLL)
+    finally:
+        if listener is not None:
+            listener.close()
 
 
-def due(plan: Plan, state: State, client: Client) -> float | None:
-    """When `client` carried out its one-shot `plan` (None: not yet): it fetched the plan's
-    kernel (a `--local` plan: its menu, which sends it to its disk) after the plan was
-    assigned. A boot before the assignment, still in the logs, never fires it."""
-    if not plan.one_shot or plan.fired:
-        return None
-    if plan.action == "local":
-        stage = "menu"
-    else:
-        image = next((i for i in state.images if i.name == plan.entry), None)
-        if image is None or image.kernel != client.kernel:
+@dataclass(frozen=True)
+class _Action:
+    """A change of the plans that evidence asks for: `fire` (a machine fetched its plan's
+    marker), `end` (a job ended: pxeprov's line after it), `result` (Clonezilla's report)."""
+
+    kind: str
+    when: float
+    mac: str = ""
+    token: str = ""
+    image: str = ""
+    ok: bool = False
+    text: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, item: object) -> _Action | None:
+        """A saved action, checked (the file is root's, but a bad one is skipped, not fatal)."""
+        if not isinstance(item, dict) or item.get("kind") not in ("fire", "end", "result"):
             return None
-        stage = "kernel"
-    when = client.reached.get(stage)
-    after = state_mod.stamp_epoch(plan.assigned)
-    if when is None or (after is not None and int(when) < after):
+        try:
+            return cls(
+                str(item["kind"]), float(item["when"]), str(item["mac"]), str(item["token"]),
+                str(item["image"]), bool(item["ok"]), jobreport.clean(str(item["text"]).encode()),
+            )  # fmt: skip
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def _marker_action(event: Event) -> _Action | None:
+    """A fetch of a plan's marker (over TFTP, or HTTP answered 200): the plan of that MAC with
+    that token was taken. The file's name is the evidence; no address is involved."""
+    ok = event.kind == "sent" or (event.kind == "http" and event.detail in ("200", "206"))
+    if not ok or not MARKER_RE.fullmatch(event.path):
         return None
-    return when
+    name = event.path.removeprefix("plans/")
+    mac, token = name[:17].replace("-", ":"), name[18:]
+    return _Action("fire", event.time, mac=mac, token=token)
 
 
-def _fire(machine: Machine, w: Watcher, client: Client) -> list[str]:
-    """A one-shot plan this client carried out is fired (the state says so, and the menus no
-    longer send the machine to it)."""
-    w.refresh(machine)
-    plan = next((p for p in w.state.plans if p.mac == client.mac), None)
-    when = due(plan, w.state, client) if plan is not None else None
-    if plan is None or when is None:
+def _report_action(report: jobreport.Report) -> _Action:
+    if report.kind == "end":
+        return _Action("end", report.time, token=report.token)
+    return _Action("result", report.time, mac=report.mac, image=report.image, ok=report.ok,
+                   text=report.text)  # fmt: skip
+
+
+def _act(machine: Machine, w: Watcher, waiting: list[_Action], emit: Callable[[str], None]) -> str:
+    """Carry out the waiting actions in order; those that cannot be done now (the lock is busy,
+    the state file unreadable) stay, with the reason returned ("" when all were done)."""
+    while waiting:
+        action = waiting[0]
+        try:
+            lines = _apply_action(machine, w, action)
+        except PxeprovError as exc:  # busy (exit 6), a state caught mid-edit (exit 2), ...
+            return str(getattr(exc, "message", exc)) or type(exc).__name__
+        waiting.pop(0)
+        for line in lines:
+            emit(line)
+    return ""
+
+
+def _apply_action(machine: Machine, w: Watcher, action: _Action) -> list[str]:
+    state = pipeline.load_state(machine.root)  # the plans as they are now, not as last seen
+    stamp = _time(time.time())
+    if action.kind == "fire":
+        plan = next((p for p in state.plans if p.mac == action.mac), None)
+        if plan is None or plan.token != action.token or plan.fired:
+            return []  # an old plan's marker, another plan's: nothing to do
+        fired = plans_command.fire(machine, action.mac, action.token, action.when)
+        w.refresh(machine)
+        out = []
+        for p in fired:
+            what = "its job runs now; its report says how it ended" if p.imaging else ""
+            out.append(f"{stamp}  {p.mac}  plan fired ({plan_label(p)}): from now on it boots "
+                       + plan_now(p) + (f"; {what}" if what else ""))  # fmt: skip
+        return out
+    if action.kind == "end":
+        plan = next((p for p in state.plans if p.token == action.token and p.token), None)
+        if plan is None or not plan.imaging or not plan.fired or plan.result:
+            return []
+        reason = "the job ended without Clonezilla's report of its result (see the machine's "
+        reason += "/var/log/clonezilla.log)"
+        done = plans_command.record_result(machine, plan.mac, action.token, "failed", reason,
+                                           action.when)  # fmt: skip
+        w.refresh(machine)
+        return [f"{stamp}  {p.mac}  job failed ({plan_label(p)}): {reason}" for p in done]
+    plan = next((p for p in state.plans if p.mac == action.mac), None)
+    if plan is None or not plan.imaging or not plan.fired or plan.result:
         return []
-    fired = plans_command.fire(machine, {client.mac}, when)
+    if action.image != plan.image:
+        return [f"{stamp}  {action.mac}  a job report names {action.image!r}, not the plan's "
+                f"{plan.image!r}: left alone"]  # fmt: skip
+    result = "done" if action.ok else "failed"
+    done = plans_command.record_result(machine, plan.mac, None, result, action.text, action.when)
     w.refresh(machine)
-    return [
-        f"{_time(time.time())}  {p.mac}  plan fired ({plan_label(p)}): from now on it boots "
-        + plan_now(p)
-        for p in fired
-    ]
+    word = "job done" if action.ok else "job failed"
+    return [f"{stamp}  {p.mac}  {word} ({plan_label(p)}): {action.text}" for p in done]
+
+
+def _listen(w: Watcher, options: WatchOptions, emit: Callable[[str], None]) -> (
+    jobreport.Listener | None
+):  # fmt: skip
+    """The jobs' reports, on the server's address."""
+    reports = next((log.path for log, kind in w.logs if kind == "reports"), None)
+    if options.report_port is None or reports is None or w.state.network is None:
+        return None
+    address = str(w.state.network.address)
+    try:
+        fsutil.make_dirs(reports.parent)
+        return jobreport.Listener(address, options.report_port, reports)
+    except (OSError, PxeprovError) as exc:
+        emit(f"cannot take the imaging jobs' reports on {address}:{options.report_port} "
+             f"({exc}): imaging plans will show no result")  # fmt: skip
+        return None
+
+
+def _resume(w: Watcher, place: Path) -> bool:
+    """The place this watcher kept when it last ran, and what it had not done yet."""
+    raw = fsutil.read_bytes(place, limit=1 << 20)
+    if raw is None:
+        return False
+    try:
+        saved = json.loads(raw)
+    except ValueError:
+        return False
+    if not isinstance(saved, dict) or not isinstance(saved.get("logs"), dict):
+        return False
+    resumed = False
+    for log, _kind in w.logs:
+        if log.resume(saved["logs"].get(str(log.path))):
+            resumed = True
+        else:
+            log.start_at_end()
+    for item in saved.get("waiting", []):
+        action = _Action.from_dict(item)
+        if action is not None:
+            w.resumed_actions.append(action)
+    return resumed
+
+
+def _save_place(w: Watcher, waiting: list[_Action], place: Path) -> None:
+    data = {
+        "logs": {str(log.path): log.place() for log, _kind in w.logs},
+        "waiting": [a.as_dict() for a in waiting],
+    }
+    raw = json.dumps(data, sort_keys=True).encode()
+    if raw == w.saved_place:
+        return
+    try:
+        fsutil.write_atomic(place, raw, mode=0o600)
+    except PxeprovError:
+        return  # kept in memory; tried again at the next change
+    w.saved_place = raw
 
 
 def _stage_detail(client: Client, stage: str) -> str:

@@ -42,6 +42,7 @@ class Clonezilla(LiveBootKind):
             "boot=live union=overlay username=user config components noswap edd=on nomodeset "
             f"noprompt {lang(image)} {_repository(repo, plan.action == 'restore')} "
             f'ocs_live_run="{run}" ocs_live_batch=yes ocs_final_action={final} '
+            f"{_reports(served, plan)} "
             f"net.ifnames=0 nosplash {fetch(image, served.url(image.rootfs))}"
         ).strip()
 
@@ -54,6 +55,24 @@ class Clonezilla(LiveBootKind):
 # the repository's read-only (guest) share (-noabo), no fsck or encryption prompt.
 _RESTORE = "ocs-sr -batch -nogui -e1 auto -e2 -j2 -scr -icds -k0 -irhr -ius -iui -p true"
 _SAVE = "ocs-sr -batch -nogui -q2 -j2 -z1p -i 0 -sfsck -scs -senc -noabo -p true"
+
+
+# Clonezilla SE's own report port (OCSMGRD_PORT in drbl-ocs.conf): with ocs_server=<address>
+# on its command line, ocs-sr sends "<ip> <mac> <what it did, each partition's status>" there
+# at the end of a job (ocs-functions' task_notify_job_is_done, with Clonezilla's ocs-socket).
+REPORT_PORT = 6461
+END_MESSAGE = "pxeprov:{token}:end"  # after the job, whatever its outcome (ocs_postrun)
+
+
+def _reports(served: Served, plan: Plan) -> str:
+    """Where the job reports: Clonezilla's own result (ocs_server), and after the job, a line
+    naming the plan's token (ocs_postrun runs after ocs_live_run, whether it failed or not), so
+    that a job that stopped before Clonezilla's report is known to have ended."""
+    server = served.tftp.removeprefix("tftp://")
+    if not plan.token:
+        return f"ocs_server={server}"
+    message = END_MESSAGE.format(token=plan.token)
+    return f'ocs_server={server} ocs_postrun="ocs-socket -h {server} -p {REPORT_PORT} -m {message}"'
 
 
 def _repository(url: str, read_only: bool) -> str:
