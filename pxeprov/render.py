@@ -26,6 +26,7 @@ from pxeprov.paths import (
     DNSMASQ_MAIN,
     LOGROTATE,
     NGINX_SITE,
+    REPORTS_LOG,
     SAMBA_CONF,
     SAMBA_SHARES,
     STATE_FILE,
@@ -357,6 +358,7 @@ def context(state: State, chain: UefiChain = "ipxe", *, grub_http: bool = False)
         "http_port": state.http_port,
         "dnsmasq_log": str(DNSMASQ_LOG),
         "watch_log": str(WATCH_LOG),
+        "reports_log": str(REPORTS_LOG),
     }
 
 

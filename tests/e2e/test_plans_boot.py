@@ -1,9 +1,10 @@
 """End to end: per-machine plans with real clients. Two machines (two MACs) on one server:
 the one with a plan boots it at once, with no key press and no timeout wait (the menus wait 60
 s); the other gets the menu. On BIOS through pxelinux (pxelinux.cfg/01-<mac>), on UEFI through
-the GRUB chain (its $net_default_mac switch), on BIOS through iPXE (its ${mac} switch). A --once
-plan fires when `pxeprov watch --fire` sees its kernel fetched, and the machine gets the menu
-from then on.
+the GRUB chain (its $net_default_mac switch), on BIOS through iPXE (its ${mac} switch). The
+plans are --once: each loader fetches the plan's own marker (pxelinux's INCLUDE, GRUB's source,
+iPXE's imgfetch) before the kernel; `pxeprov watch --fire` fires the plan when it sees that fetch,
+and the machine gets the menu from then on.
 """
 
 from __future__ import annotations
@@ -67,9 +68,14 @@ def tftp_root(lab: NetLab, make_dir: MakeDir, sb_files: SecureBootFiles) -> Path
     build_root(root, {SHIM: sb_files.shim, GRUB: sb_files.grub})
     pxeprov(lab, root, "init", "--no-install-packages", "--no-http", "--uefi-loader", "grub",
             "--menu-timeout", str(MENU_WAIT))  # fmt: skip
-    for mac in PLANNED.values():
-        pxeprov(lab, root, "assign", mac, "--entry", "d-i")
+    for mac in PLANNED.values():  # no watcher here: the one-shot plans stay armed
+        pxeprov(lab, root, "assign", mac, "--entry", "d-i", "--once")
     return root
+
+
+def marker_sent(ev_log: str, mac: str) -> bool:
+    dashes = mac.replace(":", "-")
+    return bool(re.search(rf"sent \S+/plans/{dashes}-[0-9a-f]{{16}} to ", ev_log))
 
 
 def kernel_sent(ev_log: str) -> bool:
@@ -84,6 +90,8 @@ def test_the_planned_machine_boots_its_plan_the_other_the_menu(
     ev = lab.boot(firmware, PLANNED[firmware], served.running, limit=KERNEL_LIMIT)  # type: ignore[arg-type]
     assert ev.kernel_after is not None and ev.kernel_after < MENU_WAIT, ev.summary()
     assert kernel_sent(ev.proxy_log), ev.summary()
+    # the plan's marker, before the kernel: what tells pxeprov-watch that this plan was taken
+    assert marker_sent(ev.proxy_log, PLANNED[firmware]), ev.summary()
     if firmware == "bios":  # its own file, not the menu
         dashes = PLANNED["bios"].replace(":", "-")
         assert f"pxelinux.cfg/01-{dashes} to " in ev.proxy_log, ev.summary()
@@ -91,6 +99,7 @@ def test_the_planned_machine_boots_its_plan_the_other_the_menu(
     other = lab.boot(firmware, OTHER[firmware], served.running, limit=MENU_LIMIT)  # type: ignore[arg-type]
     assert other.kernel_after is None, other.summary()
     assert not kernel_sent(other.proxy_log), other.summary()
+    assert "/plans/" not in other.proxy_log, other.summary()
     menu = "pxelinux.cfg/default" if firmware == "bios" else "grub/grub.cfg"
     assert re.search(rf"sent \S+/{re.escape(menu)} to ", other.proxy_log), other.summary()
     if firmware == "uefi":  # GRUB shows its menu, counting down from the menus' timeout
@@ -100,7 +109,7 @@ def test_the_planned_machine_boots_its_plan_the_other_the_menu(
 def test_ipxe_plan_and_a_one_shot_that_fires(
     lab: NetLab, one: OneAtATime, make_dir: MakeDir
 ) -> None:
-    """HTTP: BIOS clients get iPXE; the plan is --once, and fires when its kernel is fetched."""
+    """HTTP: BIOS clients get iPXE; the plan is --once, and fires when its marker is fetched."""
     root = make_dir("pxeprov-e2e-plans-http-")
     build_root(root, {UNDIONLY: UNDIONLY})
     pxeprov(lab, root, "init", "--no-install-packages", "--menu-timeout", str(MENU_WAIT))
@@ -135,6 +144,7 @@ def test_ipxe_plan_and_a_one_shot_that_fires(
     requests = served.nginx.requests()
     assert any(r.client == client and r.path == f"/{KERNEL}" and r.status == 200 for r in requests)
     assert f"{ONCE}  plan fired (Boot d-i): from now on it boots the menu" in out.read_text()
+    assert marker_sent(ev.proxy_log, ONCE), ev.summary()
     plan = load_state(Root.of(root)).plans[0]
     assert plan.fired and plan.now == "menu"
     assert "iseq ${mac}" not in (root / "var/lib/tftpboot/boot.ipxe").read_text()

@@ -7,11 +7,12 @@
 - A source disk (GPT: ext4 and FAT, with files) is made here and saved with Clonezilla's own
   `ocs-sr savedisk` into the repository; `pxeprov assign MAC --restore img1 --disk vda --then
   poweroff --yes` plans its restore from the read-only guest share; `pxeprov watch --fire`
-  follows the logs.
+  follows the logs and takes the job's reports.
 - A QEMU client with that MAC and a blank disk boots with no key press: its plan, Clonezilla
   live, mounts the share, restores the image and powers off. The restored partitions are then
-  byte for byte the source's, the partition table the same, and the plan has fired: the next
-  network boot gets the menu.
+  byte for byte the source's, the partition table the same; the plan fired when the machine
+  fetched its marker, and is done because the job said so (Clonezilla's own report, sent by
+  ocs-sr to the watcher's port over the lab's network): the next network boot gets the menu.
 """
 
 from __future__ import annotations
@@ -170,6 +171,9 @@ def test_unattended_restore(lab: NetLab, make_dir: MakeDir, root: Path, samba: P
         ev = lab.boot("bios", MAC, served.running, limit=RESTORE_LIMIT, memory_mb=2048,
                       stop_on=FAILED, stop_grace=2.0,
                       qemu_extra=["-drive", f"file={target},if=virtio,format=raw"])  # fmt: skip
+        deadline = time.monotonic() + 30  # the report came before the power-off; its line soon
+        while "job done" not in out.read_text() and time.monotonic() < deadline:
+            time.sleep(0.3)
     finally:
         watcher.send_signal(signal.SIGINT)
         try:
@@ -187,5 +191,8 @@ def test_unattended_restore(lab: NetLab, make_dir: MakeDir, root: Path, samba: P
     text = out.read_text()
     fired = f"{MAC}  plan fired (Restore img1 to vda (then power off)): from now on it boots "
     assert fired + "the menu" in text, text
+    assert f"{MAC}  job done (Restore img1 to vda (then power off)): Unicast restored img1: " \
+        "/dev/vda1 success, /dev/vda2 success" in text, text  # fmt: skip
     plan = load_state(Root.of(root)).plans[0]
     assert plan.fired and plan.now == "menu"
+    assert (plan.status, plan.result) == ("done", "done"), plan
