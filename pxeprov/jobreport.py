@@ -1,11 +1,9 @@
 """What imaging jobs report to the server, and the listener that takes it.
 
-A Clonezilla job planned by pxeprov boots with `ocs_server=<this server>`: at the end of its job,
-ocs-sr sends Clonezilla SE's own report to port 6461 (OCSMGRD_PORT) with Clonezilla's
-`ocs-socket`, one line: `<ip> <mac> [EFI details] <what it did>`, where what it did is like
-`Unicast restored img1, /dev/vda1, success, 4.1MB, 0.1 mins; /dev/vda2, success, ...;` (a
-partition that failed says `***FAIL***`). After the job, whatever its outcome, the plan's
-`ocs_postrun` sends `pxeprov:<token>:end` the same way.
+A Clonezilla job planned by pxeprov ends with `ocs_postrun`, which runs after the job whether it
+failed or not, and sends one line to port 6461 of this server with Clonezilla's `ocs-socket`:
+`pxeprov:<token>:done` when ocs-sr reached its end and logged no partition it failed to restore
+or save, `pxeprov:<token>:failed` otherwise (kinds/clonezilla.py writes that command).
 
 `Listener` (run by pxeprov-watch) accepts those lines on the server's address, bounded in size
 and time, and appends each to the reports log with the time and the sender's address; the
@@ -28,8 +26,7 @@ MAX_LINE = 1024  # bytes of one report (Clonezilla's are a few hundred)
 READ_TIMEOUT = 2.0  # seconds a sender has to send its line
 MAX_PER_POLL = 32  # connections taken at one look: a flood waits, it does not stall the watcher
 _PRINTABLE = re.compile(r"[^ -~]")
-_END = re.compile(r"pxeprov:(?P<token>[0-9a-f]{16}):end")
-_MAC = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}")
+_MESSAGE = re.compile(r"pxeprov:(?P<token>[0-9a-f]{16}):(?P<result>done|failed)")
 # The reports log: "<epoch> <sender address> <the line as sent, printable ASCII>"
 _LOGGED = re.compile(r"(?P<t>[0-9]{1,12}(?:\.[0-9]{1,6})?) (?P<peer>[0-9.]{7,15}) (?P<text>.*)")
 _OCS_RESULT = re.compile(
@@ -41,12 +38,8 @@ _OCS_RESULT = re.compile(
 class Report:
     time: float
     peer: str  # the sender's address, as the socket saw it
-    kind: str  # "end" (pxeprov's, after the job) or "result" (Clonezilla's own)
-    token: str = ""  # end: the plan's token
-    mac: str = ""  # result: the machine it names
-    image: str = ""  # result: the disk image it names
-    ok: bool = False  # result: every partition says success
-    text: str = ""  # result: what it said, for `plans`
+    token: str  # the plan's token
+    ok: bool  # done (True) or failed
 
 
 def clean(data: bytes) -> str:
@@ -57,28 +50,10 @@ def clean(data: bytes) -> str:
 
 def parse(text: str, when: float, peer: str) -> Report | None:
     """One line a job sent (None: not a report pxeprov knows)."""
-    text = text.strip()
-    if (m := _END.fullmatch(text)) is not None:
-        return Report(when, peer, "end", token=m["token"])
-    words = text.split(" ", 2)
-    if len(words) < 3 or not _MAC.fullmatch(words[1]):
+    m = _MESSAGE.fullmatch(text.strip())
+    if m is None:
         return None
-    mac = words[1].lower()
-    found = _OCS_RESULT.search(words[2])
-    if found is None:
-        return None
-    statuses = []
-    for item in found["rest"].split(";"):
-        fields = [f.strip() for f in item.split(",")]
-        if len(fields) >= 2 and fields[0]:
-            statuses.append((fields[0], fields[1]))
-    ok = bool(statuses) and all(status == "success" for _, status in statuses)
-    what = f"{found['verb']} {found['image']}: " + ", ".join(
-        f"{part} {status}" for part, status in statuses
-    )
-    return Report(
-        when, peer, "result", mac=mac, image=found["image"], ok=ok, text=what[:300].strip()
-    )
+    return Report(when, peer, m["token"], m["result"] == "done")
 
 
 def parse_log(lines: Iterable[str]) -> list[Report]:

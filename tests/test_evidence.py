@@ -9,9 +9,11 @@ them. (tests/e2e/test_restore.py has a real Clonezilla job report over the lab's
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -142,22 +144,19 @@ def restore(cli: Cli, root: Path, *macs: str) -> None:
     assert r.exit_code == 0, r.stderr
 
 
-def ocs_report(ip: str, mac: str, status: str = "success", image: str = "img1") -> str:
-    """ocs-sr's own report (ocs-functions' task_notify_job_is_done) of a two-partition restore."""
-    return (
-        f"{ip} {mac} Unicast restored {image}, /dev/vda1, {status}, 4.1MB, 0.1 mins, 2.0 GB/min; "
-        f"/dev/vda2, success, 1.0MB, 0.1 mins;"
-    )
+def postrun(root: Path) -> str:
+    """The plan's ocs_postrun, as the kernel command line of its job holds it."""
+    m = re.search(r'ocs_postrun="[^"]*"', (root / TFTP / "boot.ipxe").read_text())
+    assert m is not None
+    return m.group(0)
 
 
 def test_the_restore_is_done_when_its_job_says_so(server: Path, cli: Cli, watcher: Watch) -> None:
     restore(cli, server, A)
     plan = plan_of(server, A)
-    args = (server / TFTP / "boot.ipxe").read_text()
-    assert (
-        "ocs_server=127.0.0.1 ocs_postrun="
-        f'"ocs-socket -h 127.0.0.1 -p 6461 -m pxeprov:{plan.token}:end"' in args
-    )
+    line = postrun(server)
+    assert f"-p 6461 -m pxeprov:{plan.token}:done||ocs-socket" in line
+    assert "ocs_server" not in (server / TFTP / "boot.ipxe").read_text()
     watcher.start()
     watcher.offer(A)
     watcher.fetched("images/cz/vmlinuz")
@@ -167,17 +166,61 @@ def test_the_restore_is_done_when_its_job_says_so(server: Path, cli: Cli, watche
     assert taken.fired and taken.status == "started" and taken.now == "local"
     assert not (server / TFTP / plan.marker).exists()  # the machine is not sent to it again
     assert "its job runs: no report yet" in cli(server, "plans").stdout
-    watcher.send(ocs_report("10.0.0.9", A.upper()))
-    line = watcher.wait_for(f"{A}  job done")
-    assert "Unicast restored img1: /dev/vda1 success, /dev/vda2 success" in line
-    watcher.send(f"pxeprov:{plan.token}:end")  # after the job: nothing more to say
+    watcher.send(f"pxeprov:{plan.token}:done")
+    assert "logged no failed partition" in watcher.wait_for(f"{A}  job done")
+    watcher.send(f"pxeprov:{plan.token}:failed")  # a second word changes nothing
     time.sleep(1)
     done = plan_of(server, A)
     assert (done.status, done.result) == ("done", "done") and done.reported
-    out = cli(server, "plans").stdout
-    assert "; done 20" in out and "/dev/vda1 success" in out
+    assert "; done 20" in cli(server, "plans").stdout
     logged = (watcher.work / "reports.log").read_text().splitlines()
     assert len(logged) == 2 and logged[0].split(" ", 2)[1] == "127.0.0.1"
+
+
+def run_postrun(line: str, port: int, ended: bool, failed_partition: bool) -> None:
+    """The plan's ocs_postrun, run by Clonezilla's own ocs-run-boot-param (parse_cmdline_option,
+    eval) as Clonezilla live runs it after the job, in a private mount namespace whose
+    /var/lib/clonezilla and /var/log say whether ocs-sr reached its end and what it logged."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "cmdline").write_text("boot=live " + line.replace("-p 6461", f"-p {port}") + "\n")
+        lib, log = work / "lib", work / "log"
+        lib.mkdir()
+        log.mkdir()
+        if ended:
+            (lib / "ocs-vars").write_text("ocs_sr_type=restoredisk\n")
+        text = "Starting /usr/sbin/ocs-sr\n"
+        if failed_partition:
+            text += (
+                "Failed to restore partition image file /home/partimag/img1/vda1* to /dev/vda1!\n"
+            )
+        (log / "clonezilla.log").write_text(text)
+        script = (
+            f"mount --bind {lib} /var/lib/clonezilla && mount --bind {log} /var/log && "
+            f"exec ocs-run-boot-param -b -f -c {work / 'cmdline'} ocs_postrun"
+        )
+        argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        assert "ocs-socket" in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("ended", "failed_partition", "word"),
+    [(True, False, "job done"), (True, True, "job failed"), (False, False, "job failed")],
+)
+def test_clonezilla_runs_the_report_command_as_written(
+    server: Path, cli: Cli, watcher: Watch, ended: bool, failed_partition: bool, word: str
+) -> None:
+    if shutil.which("ocs-run-boot-param") is None:
+        pytest.fail("Clonezilla's ocs-run-boot-param is missing (Debian's clonezilla package)")
+    restore(cli, server, A)
+    plan, line = plan_of(server, A), postrun(server)  # as rendered while the plan is armed
+    watcher.start()
+    watcher.fetched(plan.marker)
+    watcher.wait_for(f"{A}  plan fired")
+    run_postrun(line, watcher.port, ended, failed_partition)
+    watcher.wait_for(f"{A}  {word}")
+    assert plan_of(server, A).result == ("done" if word == "job done" else "failed")
 
 
 def test_a_failed_job_says_failed_and_does_not_loop(server: Path, cli: Cli, watcher: Watch) -> None:
@@ -187,14 +230,11 @@ def test_a_failed_job_says_failed_and_does_not_loop(server: Path, cli: Cli, watc
     watcher.fetched(a.marker)
     watcher.fetched(b.marker, ip="10.0.0.10")
     watcher.wait_for(f"{B}  plan fired")
-    watcher.send(ocs_report("10.0.0.9", A, status="***FAIL***"))
-    assert "/dev/vda1 ***FAIL***" in watcher.wait_for(f"{A}  job failed")
-    # B's job stopped before Clonezilla's own report: its line after the job says it ended
-    watcher.send(f"pxeprov:{b.token}:end")
-    assert "ended without Clonezilla's report" in watcher.wait_for(f"{B}  job failed")
-    for mac in (A, B):
-        p = plan_of(server, mac)
-        assert p.status == "failed" and p.now == "local"
+    watcher.send(f"pxeprov:{a.token}:failed")
+    assert "see /var/log/clonezilla.log" in watcher.wait_for(f"{A}  job failed")
+    p = plan_of(server, A)
+    assert p.status == "failed" and p.now == "local"
+    assert plan_of(server, B).status == "started"
     text = (server / TFTP / "boot.ipxe").read_text()
     assert "restoredisk" not in text  # no machine is sent to the job again
     assert "FAILED 20" in cli(server, "plans").stdout
@@ -203,13 +243,13 @@ def test_a_failed_job_says_failed_and_does_not_loop(server: Path, cli: Cli, watc
 def test_what_does_not_name_the_plan_changes_nothing(
     server: Path, cli: Cli, watcher: Watch
 ) -> None:
-    """Reports for a plan not taken yet, for another image, another machine, another token;
-    a kernel fetch; garbage: none of it fires or finishes a plan."""
+    """A report for a plan not taken yet, an unknown token; a kernel fetch; a marker with the
+    token but another MAC; garbage: none of it fires or finishes a plan."""
     restore(cli, server, A)
     plan = plan_of(server, A)
     watcher.start()
-    watcher.send(ocs_report("10.0.0.9", A))  # before the machine took its plan
-    watcher.send(f"pxeprov:{'0' * 16}:end")
+    watcher.send(f"pxeprov:{plan.token}:done")  # before the machine took its plan
+    watcher.send(f"pxeprov:{'0' * 16}:done")
     watcher.fetched("images/cz/vmlinuz")
     watcher.fetched(f"plans/{A.replace(':', '-')}-{'0' * 16}")  # an unknown token
     watcher.fetched(f"plans/{B.replace(':', '-')}-{plan.token}")  # the token, another MAC
@@ -219,10 +259,8 @@ def test_what_does_not_name_the_plan_changes_nothing(
     assert plan_of(server, A) == plan
     watcher.fetched(plan.marker)
     watcher.wait_for(f"{A}  plan fired")
-    watcher.send(ocs_report("10.0.0.9", B))  # another machine
-    watcher.send(ocs_report("10.0.0.9", A, image="img2"))  # another image
-    watcher.wait_for("names 'img2', not the plan's 'img1': left alone")
-    time.sleep(1)
+    watcher.send(f"pxeprov:{'0' * 16}:done")  # still another token
+    time.sleep(1.5)
     assert plan_of(server, A).status == "started"
     logged = (watcher.work / "reports.log").read_text()
     assert "\x1b" not in logged and "\x00" not in logged
@@ -278,7 +316,7 @@ def test_a_busy_lock_or_a_bad_state_is_waited_out(server: Path, cli: Cli, watche
     good = state.read_bytes()
     # the state caught mid-edit: the watcher says so and goes on
     state.write_text("[network\n")
-    watcher.send(ocs_report("10.0.0.9", A))
+    watcher.send(f"pxeprov:{plan.token}:done")
     watcher.wait_for("waiting to change the plans")
     time.sleep(1)
     assert watcher.thread is not None and watcher.thread.is_alive()
@@ -296,9 +334,9 @@ def test_the_listener_reads_a_slow_or_silent_sender_without_stalling(tmp_path: P
         assert time.monotonic() - t0 < jobreport.READ_TIMEOUT + 1
         silent.close()
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            s.sendall(b"pxeprov:0123456789abcdef:end\n")
+            s.sendall(b"pxeprov:0123456789abcdef:done\n")
         assert listener.poll() == 1
     finally:
         listener.close()
     (report,) = jobreport.parse_log((tmp_path / "r.log").read_text().splitlines())
-    assert (report.kind, report.token, report.peer) == ("end", "0123456789abcdef", "127.0.0.1")
+    assert (report.ok, report.token, report.peer) == (True, "0123456789abcdef", "127.0.0.1")

@@ -321,15 +321,14 @@ def watch(
 @dataclass(frozen=True)
 class _Action:
     """A change of the plans that evidence asks for: `fire` (a machine fetched its plan's
-    marker), `end` (a job ended: pxeprov's line after it), `result` (Clonezilla's report)."""
+    marker: `mac` and `token` from the file's name), `result` (a job reported how it ended:
+    `token`, `ok`)."""
 
     kind: str
     when: float
     mac: str = ""
     token: str = ""
-    image: str = ""
     ok: bool = False
-    text: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -337,13 +336,11 @@ class _Action:
     @classmethod
     def from_dict(cls, item: object) -> _Action | None:
         """A saved action, checked (the file is root's, but a bad one is skipped, not fatal)."""
-        if not isinstance(item, dict) or item.get("kind") not in ("fire", "end", "result"):
+        if not isinstance(item, dict) or item.get("kind") not in ("fire", "result"):
             return None
         try:
-            return cls(
-                str(item["kind"]), float(item["when"]), str(item["mac"]), str(item["token"]),
-                str(item["image"]), bool(item["ok"]), jobreport.clean(str(item["text"]).encode()),
-            )  # fmt: skip
+            return cls(str(item["kind"]), float(item["when"]), str(item["mac"]),
+                       str(item["token"]), item["ok"] is True)  # fmt: skip
         except (KeyError, TypeError, ValueError):
             return None
 
@@ -360,10 +357,7 @@ def _marker_action(event: Event) -> _Action | None:
 
 
 def _report_action(report: jobreport.Report) -> _Action:
-    if report.kind == "end":
-        return _Action("end", report.time, token=report.token)
-    return _Action("result", report.time, mac=report.mac, image=report.image, ok=report.ok,
-                   text=report.text)  # fmt: skip
+    return _Action("result", report.time, token=report.token, ok=report.ok)
 
 
 def _act(machine: Machine, w: Watcher, waiting: list[_Action], emit: Callable[[str], None]) -> str:
@@ -396,27 +390,22 @@ def _apply_action(machine: Machine, w: Watcher, action: _Action) -> list[str]:
             out.append(f"{stamp}  {p.mac}  plan fired ({plan_label(p)}): from now on it boots "
                        + plan_now(p) + (f"; {what}" if what else ""))  # fmt: skip
         return out
-    if action.kind == "end":
-        plan = next((p for p in state.plans if p.token == action.token and p.token), None)
-        if plan is None or not plan.imaging or not plan.fired or plan.result:
-            return []
-        reason = "the job ended without Clonezilla's report of its result (see the machine's "
-        reason += "/var/log/clonezilla.log)"
-        done = plans_command.record_result(machine, plan.mac, action.token, "failed", reason,
-                                           action.when)  # fmt: skip
-        w.refresh(machine)
-        return [f"{stamp}  {p.mac}  job failed ({plan_label(p)}): {reason}" for p in done]
-    plan = next((p for p in state.plans if p.mac == action.mac), None)
+    plan = next((p for p in state.plans if p.token and p.token == action.token), None)
     if plan is None or not plan.imaging or not plan.fired or plan.result:
-        return []
-    if action.image != plan.image:
-        return [f"{stamp}  {action.mac}  a job report names {action.image!r}, not the plan's "
-                f"{plan.image!r}: left alone"]  # fmt: skip
-    result = "done" if action.ok else "failed"
-    done = plans_command.record_result(machine, plan.mac, None, result, action.text, action.when)
+        return []  # no such plan, not taken yet, or it has its result: nothing to do
+    result, reason = ("done", DONE) if action.ok else ("failed", FAILED)
+    done = plans_command.record_result(machine, plan.mac, action.token, result, reason,
+                                       action.when)  # fmt: skip
     w.refresh(machine)
     word = "job done" if action.ok else "job failed"
-    return [f"{stamp}  {p.mac}  {word} ({plan_label(p)}): {action.text}" for p in done]
+    return [f"{stamp}  {p.mac}  {word} ({plan_label(p)}): {reason}" for p in done]
+
+
+DONE = "Clonezilla reached its end and logged no failed partition"
+FAILED = (
+    "Clonezilla stopped before its end or failed a partition: see /var/log/clonezilla.log on the "
+    "machine"
+)
 
 
 def _listen(w: Watcher, options: WatchOptions, emit: Callable[[str], None]) -> (

@@ -57,22 +57,41 @@ _RESTORE = "ocs-sr -batch -nogui -e1 auto -e2 -j2 -scr -icds -k0 -irhr -ius -iui
 _SAVE = "ocs-sr -batch -nogui -q2 -j2 -z1p -i 0 -sfsck -scs -senc -noabo -p true"
 
 
-# Clonezilla SE's own report port (OCSMGRD_PORT in drbl-ocs.conf): with ocs_server=<address>
-# on its command line, ocs-sr sends "<ip> <mac> <what it did, each partition's status>" there
-# at the end of a job (ocs-functions' task_notify_job_is_done, with Clonezilla's ocs-socket).
+# Where the job reports (the port of Clonezilla SE's own reports, OCSMGRD_PORT), and what: after
+# ocs_live_run, whether it failed or not, ocs_postrun sends one line with Clonezilla's own
+# ocs-socket. (Clonezilla SE's report, with ocs_server=, is not used: it also makes ocs-sr refuse
+# to restore an image onto a disk of another name, sda saved, nvme0n1 restored.)
 REPORT_PORT = 6461
-END_MESSAGE = "pxeprov:{token}:end"  # after the job, whatever its outcome (ocs_postrun)
+MESSAGE = "pxeprov:{token}:{result}"  # result: done or failed
+# ocs-sr writes /var/lib/clonezilla/ocs-vars only when it reaches its end (save_ocs_related_vars,
+# before "Ending ocs-sr"), and logs these when a partition was not restored or saved: it goes on
+# past them, so its end alone is no success.
+_DONE_FILE = "/var/lib/clonezilla/ocs-vars"
+_FAILED_LINES = (
+    "Failed to use partclone",
+    "Failed to restore partition",
+    "Failed to save partition",
+)
+_LOG = "/var/log/clonezilla.log"
 
 
 def _reports(served: Served, plan: Plan) -> str:
-    """Where the job reports: Clonezilla's own result (ocs_server), and after the job, a line
-    naming the plan's token (ocs_postrun runs after ocs_live_run, whether it failed or not), so
-    that a job that stopped before Clonezilla's report is known to have ended."""
-    server = served.tftp.removeprefix("tftp://")
+    """ocs_postrun: `done` when ocs-sr reached its end and logged no failed partition, else
+    `failed`, to this server, naming the plan's token. No '$' (iPXE and GRUB read it), and the
+    shell's && and || joined to their words (iPXE ends a command at a word of its own)."""
     if not plan.token:
-        return f"ocs_server={server}"
-    message = END_MESSAGE.format(token=plan.token)
-    return f'ocs_server={server} ocs_postrun="ocs-socket -h {server} -p {REPORT_PORT} -m {message}"'
+        return ""
+    server = served.tftp.removeprefix("tftp://")
+
+    def send(result: str) -> str:
+        message = MESSAGE.format(token=plan.token, result=result)
+        return f"ocs-socket -h {server} -p {REPORT_PORT} -m {message}"
+
+    failed = " ".join(f"-e '{line}'" for line in _FAILED_LINES)
+    return (
+        f'ocs_postrun="test -e {_DONE_FILE}&&! grep -qs {failed} {_LOG}&&{send("done")}'
+        f'||{send("failed")}"'
+    )
 
 
 def _repository(url: str, read_only: bool) -> str:
