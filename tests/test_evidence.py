@@ -340,3 +340,32 @@ def test_the_listener_reads_a_slow_or_silent_sender_without_stalling(tmp_path: P
         listener.close()
     (report,) = jobreport.parse_log((tmp_path / "r.log").read_text().splitlines())
     assert (report.ok, report.token, report.peer) == (True, "0123456789abcdef", "127.0.0.1")
+
+
+def test_doctor_says_when_nothing_takes_the_reports_and_which_jobs_failed(tmp_path: Path) -> None:
+    from pxeprov.commands.doctor import _plans
+    from pxeprov.images.kinds.clonezilla import REPORT_PORT
+    from pxeprov.state import Image, State, loads
+
+    base = loads('[network]\ninterface = "lo"\naddress = "127.0.0.1"\nsubnet = "127.0.0.0/8"\n')
+    image = Image("cz", "cz", "clonezilla", "images/cz/vmlinuz", "images/cz/initrd.img")
+    long_ago = "2026-01-01T00:00:00Z"
+    plans = (
+        Plan(A, "restore", entry="cz", image="img1", repo=REPO, token="1" * 16),
+        Plan(B, "restore", entry="cz", image="img1", repo=REPO, token="2" * 16, fired=long_ago),
+        Plan("52:54:00:12:34:58", "save", entry="cz", image="img2", repo=REPO, token="3" * 16,
+             fired=long_ago, result="failed", reported=long_ago, reason="it broke"),
+    )  # fmt: skip
+    state = State(network=base.network, images=(image,), plans=plans)
+    checks = {c.name: c for c in _plans(state, root_is_system=False)}
+    assert "plans.watch" not in checks  # --root: not this box's sockets
+    said = [c.message for c in _plans(state, root_is_system=False)]
+    assert any(f"the job of {B} was taken at {long_ago} and never reported" in m for m in said)
+    assert any("failed at 2026-01-01T00:00:00Z: it broke" in m for m in said)
+    listener = jobreport.Listener("127.0.0.1", REPORT_PORT, tmp_path / "r.log")
+    try:
+        assert "plans.watch" not in {c.name for c in _plans(state, root_is_system=True)}
+    finally:
+        listener.close()
+    (watch,) = [c for c in _plans(state, root_is_system=True) if c.name == "plans.watch"]
+    assert watch.status == "fail" and "pxeprov-watch is not running" in watch.message

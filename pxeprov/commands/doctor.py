@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pxeprov import boot, dhcpprobe, firewall, pipeline, ports, render, system
+from pxeprov import state as state_mod
 from pxeprov.errors import PxeprovError
+from pxeprov.images.kinds.clonezilla import REPORT_PORT
 from pxeprov.paths import DNSMASQ_LOG, NGINX_SITE
 from pxeprov.pipeline import Machine
 from pxeprov.state import State
@@ -454,6 +457,55 @@ def _probe(state: State, wait: float) -> Iterator[Check]:
         )
 
 
+# ---------------------------------------------------------------- plans
+
+
+STALE_JOB = 6 * 3600  # seconds a taken imaging plan may wait for its job's report
+
+
+def _plans(state: State, root_is_system: bool, now: float | None = None) -> Iterator[Check]:
+    """One-shot plans need pxeprov-watch: it fires them and takes their jobs' reports on TCP
+    6461. A job taken long ago without a report, and a failed one, are said."""
+    now = time.time() if now is None else now
+    waiting = [p for p in state.plans if p.status in ("armed", "started")]
+    if waiting and root_is_system and state.network is not None:
+        address = state.network.address
+        port = REPORT_PORT
+        found = [x for x in ports.listeners(port) if ports.covers(x.address, address)]
+        if not found:
+            yield Check(
+                "plans.watch",
+                "fail",
+                f"{len(waiting)} one-shot plan(s) wait, and nothing takes the jobs' reports on "
+                f"{address}:{port}: pxeprov-watch is not running",
+                "pxeprov init (it starts pxeprov-watch), or run `pxeprov watch --fire`",
+            )
+        elif not any("python" in n or "pxeprov" in n for x in found for n in x.names):
+            yield Check(
+                "plans.watch",
+                "warn",
+                f"{found[0].owner} listens on {address}:{port}, where pxeprov-watch takes the "
+                "jobs' reports",
+                "stop it (Clonezilla SE's ocsmgrd uses that port too), then pxeprov init",
+            )
+    for p in state.plans:
+        fired = state_mod.stamp_epoch(p.fired)
+        if p.status == "started" and fired is not None and now - fired > STALE_JOB:
+            yield Check(
+                "plans.report",
+                "warn",
+                f"the job of {p.mac} was taken at {p.fired} and never reported how it ended",
+                f"look at the machine; `pxeprov assign {p.mac} …` again to run it again",
+            )
+        elif p.status == "failed":
+            yield Check(
+                "plans.report",
+                "warn",
+                f"the job of {p.mac} failed at {p.reported}: {p.reason}",
+                f"`pxeprov assign {p.mac} …` again to run it again",
+            )
+
+
 # ---------------------------------------------------------------- all of it
 
 
@@ -475,6 +527,7 @@ def doctor(machine: Machine, options: Options = Options()) -> Report:
     checks += _files(machine, state, chain)
     checks += _fetches(machine, state, chain)
     checks += _firewall(state)
+    checks += _plans(state, machine.root.is_system)
     if options.probe:
         checks += _probe(state, options.wait)
     log = machine.root.path(DNSMASQ_LOG)
