@@ -4,7 +4,8 @@ Order, so that a failure or a kill at any point leaves the old set of files, the
 journal the next run completes (journal.py):
   1. conflicts and every rendered file's syntax are checked (dnsmasq --test, nginx -t,
      grub-script-check, pxeprov's own checks of the iPXE script and the pxelinux menu);
-  2. new image directories are filled in staging directories (`.staging-*`, never served);
+  2. new image directories are filled in staging directories (`images/.pxeprov-work/`, a
+     directory only its owner may enter: neither dnsmasq nor nginx serves what is in it);
   3. the journal of every change is committed;
   4. the changes are made: image directories swapped in or out, files written atomically, the
      manifest last;
@@ -15,11 +16,13 @@ journal the next run completes (journal.py):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import stat
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -38,6 +41,12 @@ CHECKERS = {
 }
 STAGING = ".staging-"
 TRASH = ".trash-"
+# Beside the image directories (the same filesystem: a rename swaps one in), the staging and
+# trash directories of a run, in a directory dnsmasq's and nginx's users cannot enter (0700):
+# dnsmasq's TFTP serves any file its user can read, dot names included, and a half copy or a
+# replaced image is never served. Removed when a run ends, and by the next one after a crash.
+WORK = ".pxeprov-work"
+WORK_MODE = 0o700
 
 
 @dataclass
@@ -142,14 +151,17 @@ def _populate(plan: Plan, root: Root) -> list[_Dir]:
     try:
         for action in plan.dirs:
             name = action.path.name
-            staging = action.path.with_name(f"{STAGING}{name}-{pid}")
-            trash = action.path.with_name(f"{TRASH}{name}-{pid}")
+            work = action.path.parent / WORK
+            staging = work / f"{STAGING}{name}-{pid}"
+            trash = work / f"{TRASH}{name}-{pid}"
             entry = _Dir(action, staging, trash, root.path(action.path).exists())
+            fsutil.make_dirs(root.path(action.path.parent))
+            if action.op is DirOp.INSTALL:
+                _check_space(root.path(action.path.parent), action.size)
+            work_dir(root.path(work))
             if action.op is DirOp.INSTALL:
                 assert action.populate is not None
                 real = root.path(staging)
-                fsutil.make_dirs(real.parent)
-                _check_space(real.parent, action.size)
                 _fresh_dir(real)
                 done.append(entry)
                 action.populate(real)
@@ -160,8 +172,32 @@ def _populate(plan: Plan, root: Root) -> list[_Dir]:
         for entry in done:
             if entry.action.op is DirOp.INSTALL:
                 shutil.rmtree(root.path(entry.staging), ignore_errors=True)
+        _drop_work(root, plan.dirs)
         raise
     return done
+
+
+def work_dir(path: Path) -> None:
+    """The run's private directory beside the image directories: made 0700, or checked to be a
+    directory (not a link) and made 0700 again."""
+    try:
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=WORK_MODE)
+        st = path.lstat()
+        if not stat.S_ISDIR(st.st_mode):
+            raise FilesystemError(f"{path} is not a directory", f"remove it: pxeprov uses {WORK}")
+        if stat.S_IMODE(st.st_mode) != WORK_MODE:
+            path.chmod(WORK_MODE)
+    except OSError as exc:
+        raise fsutil.os_error("create", path, exc) from None
+
+
+def _drop_work(root: Root, dirs: Iterable[DirAction]) -> None:
+    """The run's private directories go when they are empty (a crash's leftovers stay there
+    for the next run, which removes them: pipeline.recover)."""
+    for parent in {a.path.parent for a in dirs}:
+        with contextlib.suppress(OSError):
+            root.path(parent / WORK).rmdir()
 
 
 def _check_space(directory: Path, size: int) -> None:
@@ -239,7 +275,7 @@ def _backward(plan: Plan, dirs: list[_Dir], pid: int) -> journal.Journal:
     """The journal that undoes `_forward`'s changes (after a failure or a failed restart)."""
     j = journal.Journal()
     for d in reversed(dirs):
-        discard = d.action.path.with_name(f"{TRASH}{d.action.path.name}-{pid}-undone")
+        discard = d.trash.with_name(f"{TRASH}{d.action.path.name}-{pid}-undone")
         j.swap_back(d.action.path, d.trash, discard, d.had_old or d.action.op is DirOp.DELETE)
         j.delete_tree(discard)
     for a in reversed(plan.files):
@@ -299,6 +335,7 @@ def apply(
         journal.commit(root, forward)
     except BaseException:
         _drop_staging(root, dirs)
+        _drop_work(root, plan.dirs)
         raise
     try:
         journal.carry_out(root, _without(forward, ("restart", "delete_tree")), None)
@@ -317,6 +354,7 @@ def apply(
         _restart(name, plan, dirs, root, services, outcome)
     journal.carry_out(root, _only(forward, ("delete_tree",)), None)
     journal.clear(root)
+    _drop_work(root, plan.dirs)
     return outcome
 
 
@@ -334,6 +372,7 @@ def _undo(plan: Plan, dirs: list[_Dir], root: Root, restart: journal.Restart | N
     journal.carry_out(root, backward, restart, keep_going=True)
     _drop_staging(root, dirs)
     journal.clear(root)
+    _drop_work(root, plan.dirs)
 
 
 def _restart(

@@ -95,18 +95,49 @@ def make_dirs(path: Path, mode: int = 0o755) -> None:
         raise os_error("create directory", path, exc) from None
 
 
+def hand_over(path: Path, uid: int, gid: int, mode: int, keep: tuple[str, ...] = ()) -> None:
+    """Make the directory `path` (`mode`) and everything in it belong to uid:gid. No symbolic
+    link is followed: `path` must not be one, and a link inside is changed itself (the tree is
+    walked through directory descriptors, so a link put in place meanwhile leads nowhere).
+    Names in `keep`, at the top, stay as they are."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise os_error("open the directory", path, exc) from None
+    try:
+        st = os.fstat(fd)
+        if (st.st_uid, st.st_gid) != (uid, gid):
+            os.fchown(fd, uid, gid)
+        if stat.S_IMODE(st.st_mode) != mode:
+            os.fchmod(fd, mode)
+        for top, dirs, files, dir_fd in os.fwalk(".", dir_fd=fd, follow_symlinks=False):
+            for name in dirs + files:
+                if top == "." and name in keep:
+                    continue
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if (st.st_uid, st.st_gid) != (uid, gid):
+                    os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError as exc:
+        raise os_error("change the owner of", path, exc) from None
+    finally:
+        os.close(fd)
+
+
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Replace `path` with `data` in one rename. The temporary name starts with a dot, which
     dnsmasq's conf-dir skips, so a crash never leaves a half file that dnsmasq would load."""
     make_dirs(path.parent)
     tmp = path.with_name(f".{path.name}.pxeprov-{os.getpid()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+        # private while it is written: in the TFTP root, a dot file that dnsmasq (which serves
+        # any file its user can read) cannot read
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            os.fchmod(fd, mode)  # umask must not take away world-readability
+            os.fchmod(fd, 0o600)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
+            os.fchmod(fd, mode)  # umask must not take away world-readability
             os.fsync(fd)
         finally:
             os.close(fd)

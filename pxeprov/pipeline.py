@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from pxeprov import boot, journal, menucheck, render, syntax, system
+from pxeprov import boot, fsutil, journal, menucheck, render, syntax, system
 from pxeprov import state as state_mod
-from pxeprov.apply import STAGING, TRASH, Outcome, Validator, apply, check_conflicts
+from pxeprov.apply import STAGING, TRASH, WORK, Outcome, Validator, apply, check_conflicts
 from pxeprov.boot import UefiChain
 from pxeprov.errors import InputError, PxeprovError
 from pxeprov.fsutil import locked, read_bytes
@@ -29,6 +30,7 @@ from pxeprov.paths import (
     DNSMASQ_DEFAULTS,
     LOCK_FILE,
     MANIFEST,
+    SAMBA_SHARES,
     STATE_FILE,
     TEMPLATE_OVERRIDE_DIR,
     Root,
@@ -37,6 +39,8 @@ from pxeprov.plan import DirAction, Plan, load_manifest, make_plan, with_dirs
 from pxeprov.state import State
 
 LOCK_TIMEOUT = 60.0
+REPO_ACCOUNT = "pxeprov-imaging"  # the image repository's own account (commands/repo.py)
+REPO_MODE = 0o750
 IMAGES_DIR = kinds.IMAGES_DIR  # under the TFTP root: one directory per image
 
 
@@ -153,9 +157,10 @@ def override_dir(root: Root) -> Path:
     return root.path(TEMPLATE_OVERRIDE_DIR)
 
 
-def check_tftp_root_on_disk(root: Root, tftp_root: PurePosixPath) -> None:
+def check_tftp_root_on_disk(root: Root, tftp_root: PurePosixPath) -> PurePosixPath:
     """The TFTP root as the filesystem has it: a symbolic link (it, or a directory above it)
-    may not lead into a tree the state's rules refuse (`/srv/tftp -> /etc` would serve /etc)."""
+    may not lead into a tree the state's rules refuse (`/srv/tftp -> /etc` would serve /etc).
+    Returns the system path it leads to."""
     real = Path(os.path.realpath(root.path(tftp_root)))
     base = Path(os.path.realpath(root.base))
     if base != Path("/"):
@@ -167,6 +172,121 @@ def check_tftp_root_on_disk(root: Root, tftp_root: PurePosixPath) -> None:
             ) from None
     if real != Path(tftp_root):
         syntax.check_tftp_root(str(real), f"the TFTP root {tftp_root} leads to")
+    return PurePosixPath(real)
+
+
+@dataclass(frozen=True)
+class Stray:
+    """Something under the TFTP root that dnsmasq's TFTP would serve and nginx refuses: a dot
+    name (but an installer tree's .treeinfo and .discinfo) or a symbolic link, which dnsmasq
+    follows. `leaves`: a link that leads out of the TFTP root."""
+
+    path: PurePosixPath  # the system path
+    what: str
+    leaves: bool = False
+
+
+MAX_STRAY_WALK = 200_000  # entries looked at under the TFTP root
+
+
+def strays(root: Root, tftp_root: PurePosixPath) -> list[Stray]:
+    """What TFTP would serve beyond what HTTP serves (dnsmasq has no option to refuse dot
+    names or links: pxeprov never puts them there, and `init` and `doctor` report them)."""
+    top = Path(os.path.realpath(root.path(tftp_root)))
+    found: list[Stray] = []
+    seen = 0
+    for dirpath, dirnames, filenames in os.walk(top):
+        here = Path(dirpath)
+        for name in sorted(dirnames + filenames):
+            seen += 1
+            path = here / name
+            shown = tftp_root / path.relative_to(top)
+            if path.is_symlink():
+                target = path.readlink()
+                real = Path(os.path.realpath(path))
+                if real != top and top not in real.parents:
+                    what = f"a symbolic link to {target}, out of the TFTP root: TFTP serves it"
+                    found.append(Stray(shown, what, leaves=True))
+                else:
+                    what = f"a symbolic link to {target}: TFTP follows it, HTTP does not"
+                    found.append(Stray(shown, what))
+            elif name.startswith(".") and not (name in syntax.SERVED_DOTFILES and path.is_file()):
+                if name == WORK and here == top / IMAGES_DIR and _private(path):
+                    continue  # a run's (or a crash's) work: no one but root enters it
+                kind = "directory" if name in dirnames else "file"
+                found.append(Stray(shown, f"a dot {kind}: TFTP serves it, HTTP does not"))
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]  # reported as a whole
+        if seen > MAX_STRAY_WALK:
+            break
+    return found
+
+
+def _private(path: Path) -> bool:
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and not stat.S_IMODE(st.st_mode) & 0o077
+
+
+def stray_warnings(root: Root, tftp_root: PurePosixPath, most: int = 5) -> list[str]:
+    """`strays` as warnings, at most `most` of them and a count of the rest."""
+    found = strays(root, tftp_root)
+    lines = [f"{s.path} is {s.what}; remove it" for s in found[:most]]
+    if len(found) > most:
+        lines.append(f"and {len(found) - most} more such files under {tftp_root} (pxeprov doctor)")
+    return lines
+
+
+PASSWD = PurePosixPath("/etc/passwd")
+
+
+def homes(root: Root, but: tuple[str, ...] = ()) -> dict[PurePosixPath, str]:
+    """The accounts' home directories (passwd under `root`) -> an account's name; accounts
+    named in `but`, and homes that are no directory of their own (/, /nonexistent), left out."""
+    data = read_bytes(root.path(PASSWD), 4 << 20)
+    found: dict[PurePosixPath, str] = {}
+    for line in (data or b"").decode("utf-8", "replace").splitlines():
+        fields = line.split(":")
+        if len(fields) < 7 or fields[0] in but or not fields[5].startswith("/"):
+            continue
+        home = PurePosixPath(os.path.normpath(fields[5]))
+        if home not in (PurePosixPath("/"), PurePosixPath("/nonexistent")):
+            found.setdefault(home, fields[0])
+    return found
+
+
+def check_repo_on_disk(root: Root, repo: PurePosixPath, tftp_real: PurePosixPath) -> None:
+    """The image repository as the filesystem has it (a run writes its README there, and `repo
+    init` hands it to its account): no symbolic link on the way (a link would make Samba share,
+    and pxeprov write into, whatever it leads to), no account's home, and apart from where the
+    TFTP root really is (`tftp_real`, its links followed)."""
+    what = f"the image repository {repo}"
+    here = root.base
+    for i, part in enumerate(repo.parts[1:], start=1):
+        here = here / part
+        try:
+            st = here.lstat()
+        except FileNotFoundError:
+            break  # to be created: nothing below can be a link yet
+        except OSError as exc:
+            raise InputError(f"{what}: {here} cannot be looked at ({exc.strerror})") from None
+        shown = PurePosixPath(*repo.parts[: i + 1])
+        if stat.S_ISLNK(st.st_mode):
+            raise InputError(
+                f"{what} goes through a symbolic link: {shown} -> {here.readlink()}",
+                "give the directory's real path (pxeprov repo init --path DIR)",
+            )
+        if not stat.S_ISDIR(st.st_mode):
+            raise InputError(f"{what}: {shown} is not a directory")
+    for home, account in sorted(homes(root, but=(REPO_ACCOUNT,)).items()):
+        if repo == home or home in repo.parents or repo in home.parents:
+            where = "contains" if repo in home.parents else "is in"
+            raise InputError(
+                f"{what} {where} the home directory of the account {account} ({home})",
+                "give a directory of its own, such as /srv/pxeprov/images",
+            )
+    syntax.check_apart(tftp_real, repo)
 
 
 def plan_change(
@@ -175,7 +295,9 @@ def plan_change(
     """The plan that brings the root to the change. `preview`: files still to come with a
     package are shown as pending instead of missing."""
     root = machine.root
-    check_tftp_root_on_disk(root, change.state.tftp_root)
+    tftp_real = check_tftp_root_on_disk(root, change.state.tftp_root)
+    if change.state.repo_path:
+        check_repo_on_disk(root, PurePosixPath(change.state.repo_path), tftp_real)
     pending = change.install + change.optional
     chain, _warnings = boot.resolve_uefi(change.state, root, preview=preview or bool(pending))
     boot.check_https(change.state, root, chain)
@@ -211,7 +333,18 @@ def run(machine: Machine, build: Build, *, dry_run: bool = False, force: bool = 
             change = build(load_state(machine.root))
             plan, chain = plan_change(machine, change)
         outcome = apply_plan(machine, plan, force=force)
+        shares = any(a.path == SAMBA_SHARES and a.changes for a in plan.files)
+        if machine.root.is_system and change.state.repo_path and shares:
+            hand_over_repo(change.state)  # shares that act as the account: its directory
         return Run(change, plan, chain, notes + list(change.warnings), outcome, installed)
+
+
+def hand_over_repo(state: State) -> None:
+    """The image repository (on this system) to its account, which Samba's shares act as: the
+    directory (0750: other local users read no disk image) and what is in it, but the README
+    pxeprov writes there. The account is made if it is missing."""
+    uid, gid = system.system_account(REPO_ACCOUNT)
+    fsutil.hand_over(Path(state.repo_path), uid, gid, REPO_MODE, keep=("README.txt",))
 
 
 def apply_plan(machine: Machine, plan: Plan, *, force: bool = False) -> Outcome:
@@ -259,12 +392,30 @@ def recover(machine: Machine) -> list[str]:
     except PxeprovError:
         return notes  # the command reports the state's problem itself
     images = root.path(state.tftp_root / IMAGES_DIR)
-    if images.is_dir():
+    work = images / WORK  # apply's private directory: only pxeprov's own leftovers are there
+    if work.is_symlink():
+        _remove_tree(work)
+        notes.append(f"removed {work}, a symbolic link where pxeprov keeps its work")
+    elif work.is_dir():
+        for p in sorted(work.iterdir()):
+            _remove_tree(p)
+            notes.append(f"removed {p.name}, left by an interrupted run")
+        with suppress(OSError):
+            work.rmdir()
+    if images.is_dir():  # where earlier versions kept them
         for p in sorted(images.iterdir()):
             if p.name.startswith((STAGING, TRASH)) and p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)
                 notes.append(f"removed {p.name}, left by an interrupted run")
     return notes
+
+
+def _remove_tree(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with suppress(OSError):
+            path.unlink()
 
 
 def _restarter(machine: Machine) -> journal.Restart | None:

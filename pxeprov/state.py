@@ -19,11 +19,13 @@ import tomli_w
 from pxeprov.errors import InputError
 from pxeprov.paths import DEFAULT_TFTP_ROOT
 from pxeprov.syntax import (
+    check_apart,
     check_args,
     check_image_name,
     check_interface,
     check_name,
     check_path,
+    check_repo_path,
     check_served_path,
     check_text,
     check_tftp_root,
@@ -363,7 +365,8 @@ class State:
         if self.repo:
             check_repo(self.repo, "imaging.repo")
         if self.repo_path:
-            check_tftp_root(self.repo_path, "imaging.path")  # the same rules as a served root
+            repo_path = check_repo_path(self.repo_path, "imaging.path")
+            check_apart(self.tftp_root, repo_path, "imaging.path")
         macs = [plan.mac for plan in self.plans]
         twice = sorted({m for m in macs if macs.count(m) > 1})
         if twice:

@@ -54,6 +54,9 @@ Value classes (the `check_*` allow-lists):
           with `.`, at most 255 characters
   root    the TFTP root: an absolute path of such components, not one of the system's own
           directories (or inside one) and not a parent of them (see `check_tftp_root`)
+  repo    the image repository's directory: as root, and not in or above /home or /root
+          (nor, on disk, another account's home; see `check_repo_path`); apart from the TFTP
+          root, neither inside the other (`check_apart`)
   iface   a network interface name: [A-Za-z0-9_.+-], 1-15 characters, not `.` or `..`
   url     the HTTP base URL: http(s)://host[:port][/path] of [A-Za-z0-9._~%+/-], at most 200
 """
@@ -230,6 +233,49 @@ def check_tftp_root(value: str, what: str = "TFTP root") -> PurePosixPath:
         if path in system.parents:
             raise _refuse(what, value, f"contains {system}: every file under it would be served")
     return path
+
+
+# Where an image repository may not be either: people's own files (other users' homes are read
+# from the passwd file where a command runs: `pipeline.check_repo_on_disk`).
+HOME_DIRS = (PurePosixPath("/home"), PurePosixPath("/root"))
+
+
+def check_repo_path(value: str, what: str = "repository path") -> PurePosixPath:
+    """The directory Samba shares as the image repository: as the TFTP root (a path of plain
+    names, no system tree), and not a home directory, inside one or holding one."""
+    path = check_tftp_root(value, what)
+    for home in HOME_DIRS:
+        if path == home or home in path.parents:
+            raise _refuse(what, value, f"is inside {home}, which holds people's own files")
+        if path in home.parents:
+            raise _refuse(what, value, f"contains {home}: people's own files would be shared")
+    return path
+
+
+def check_apart(tftp_root: PurePosixPath, repo: PurePosixPath, what: str = "") -> None:
+    """The TFTP root and the image repository share no file: TFTP and HTTP serve everything
+    under the root to anyone on the network (disk images hold whole machines' data), and the
+    repository's write share must not reach the boot files. `what`: how the repository is
+    named (an option, a key of the state), or ""."""
+    named = f" ({what})" if what else ""
+    if repo == tftp_root:
+        raise InputError(
+            f"the image repository {repo}{named} is the TFTP root: every disk image saved there "
+            "would be served to anyone on the network",
+            "keep the repository and the TFTP root apart (pxeprov repo init --path DIR)",
+        )
+    if tftp_root in repo.parents:
+        raise InputError(
+            f"the image repository {repo}{named} is inside the TFTP root {tftp_root}: every disk "
+            "image saved there would be served to anyone on the network",
+            "keep the repository and the TFTP root apart (pxeprov repo init --path DIR)",
+        )
+    if repo in tftp_root.parents:
+        raise InputError(
+            f"the TFTP root {tftp_root} is inside the image repository {repo}{named}: the boot "
+            "files would be shared by Samba, and writable through its write share",
+            "keep the repository and the TFTP root apart (pxeprov init --tftp-root DIR)",
+        )
 
 
 def check_interface(value: str, what: str = "network interface") -> str:

@@ -52,6 +52,7 @@ PACKAGE_OF = {
     "logrotate": "logrotate",
     "testparm": "samba-common-bin",
     "smbpasswd": "samba-common-bin",
+    "useradd": "passwd",
     "qemu-system-x86_64": "qemu-system-x86",
     "xorriso": "xorriso",
 }
@@ -392,6 +393,24 @@ def logrotate_check(conf: Path) -> None:
     if have("logrotate"):
         with tempfile.TemporaryDirectory(prefix="pxeprov-logrotate-") as tmp:
             run(["logrotate", "--debug", "--state", f"{tmp}/state", str(conf)], timeout=30)
+
+
+def system_account(name: str) -> tuple[int, int]:
+    """A system account that cannot log in and has no home, made with useradd when it is
+    missing (its group of the same name with it): its user and group ids. One with root's
+    user or group id is refused: what acts as it would act as root."""
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir",
+             "/nonexistent", "--shell", "/usr/sbin/nologin", name], timeout=60)  # fmt: skip
+        entry = pwd.getpwnam(name)
+    if entry.pw_uid == 0 or entry.pw_gid == 0:
+        raise CommandError(
+            f"the account {name} has root's user or group id",
+            f"give it ids of its own (userdel {name}; pxeprov makes it again)",
+        )
+    return entry.pw_uid, entry.pw_gid
 
 
 def testparm_check(conf: Path) -> None:

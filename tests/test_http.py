@@ -37,7 +37,7 @@ def test_http_init_and_image(loader_root: Path, cli: Cli, tmp_path: Path) -> Non
     assert "Payloads (kernels, initrds, squashfs) over HTTP from http://127.0.0.1:8080/" in r.stdout
     site = (loader_root / SITE).read_text()
     assert "listen 127.0.0.1:8080;" in site and "root /var/lib/tftpboot;" in site
-    assert "autoindex off;" in site and "disable_symlinks on;" in site
+    assert "autoindex off;" in site and "disable_symlinks on from=$document_root;" in site
     conf = (loader_root / DROP_IN).read_text()
     # BIOS clients get iPXE, then the same iPXE menu as UEFI clients
     assert 'pxe-service=tag:!ipxe,x86PC,"pxeprov network boot (BIOS)",undionly.kpxe' in conf
@@ -186,3 +186,24 @@ def test_nginx_serves_the_root_read_only(served_root: Path, cli: Cli, tmp_path: 
             assert request(port, method, "/images/cz/vmlinuz")[0] in (403, 405), method
     log = (workdir / "access.log").read_text()
     assert re.search(r'"GET /images/cz/filesystem.squashfs HTTP/1.1" 200 300000', log)
+
+
+def test_nginx_serves_a_tftp_root_that_is_a_link(
+    served_root: Path, cli: Cli, tmp_path: Path
+) -> None:
+    """`init` takes a TFTP root that is a link to a tree it allows (checked on disk); nginx
+    serves it too (dnsmasq does), and still follows no link under it."""
+    real = served_root / "var/lib/tftpboot-real"
+    real.mkdir(parents=True)
+    (served_root / TFTP).symlink_to("tftpboot-real")
+    port = free_port()
+    assert cli(served_root, "init", *NET, "--http", "--http-port", str(port)).exit_code == 0
+    iso = make_iso(tmp_path / "cz.iso", clonezilla_files())
+    assert cli(served_root, "add-image", str(iso)).exit_code == 0
+    (real / "images/cz/alias").symlink_to("vmlinuz")
+    workdir = tmp_path / "nginx"
+    workdir.mkdir()
+    with nginx(served_root / SITE, served_root / TFTP, workdir):
+        status, body = request(port, "GET", "/images/cz/vmlinuz")
+        assert status == 200 and body == (real / "images/cz/vmlinuz").read_bytes()
+        assert request(port, "GET", "/images/cz/alias")[0] in (403, 404)

@@ -319,7 +319,7 @@ def test_kill_during_copy_leaves_no_half_image(server: Path, cli: Cli, tmp_path:
         deadline = time.monotonic() + 60
         while staging is None and time.monotonic() < deadline and proc.poll() is None:
             found = (
-                [p for p in images.glob(".staging-*") if any(p.iterdir())]
+                [p for p in images.glob(".pxeprov-work/.staging-*") if any(p.iterdir())]
                 if images.is_dir()
                 else []
             )

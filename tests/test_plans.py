@@ -310,9 +310,10 @@ def test_the_watcher_fires_a_plan_assigned_while_it_runs(
         assert cli(http_server, "assign", MAC, "--entry", "cz", "--once").exit_code == 0
         plan = load_state(Root.of(http_server)).plans[0]
         assert plan.marker and (http_server / TFTP / plan.marker).is_file()
-        assert f"imgfetch --name pxeprov-plan {plan.marker} || goto failed" in (
-            http_server / TFTP / "boot.ipxe"
-        ).read_text()
+        assert (
+            f"imgfetch --name pxeprov-plan {plan.marker} || goto failed"
+            in (http_server / TFTP / "boot.ipxe").read_text()
+        )
         boot(time.time())  # the kernel, without the plan's marker: not evidence
         time.sleep(1.5)
         assert not load_state(Root.of(http_server)).plans[0].fired

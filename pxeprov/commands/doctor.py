@@ -252,6 +252,29 @@ def _files(machine: Machine, state: State, chain: boot.UefiChain) -> Iterator[Ch
         )
 
 
+def _strays(machine: Machine, state: State) -> Iterator[Check]:
+    """What TFTP would serve that HTTP refuses: links (dnsmasq follows them, out of the root
+    too) and dot names (staging and hidden files)."""
+    found = pipeline.strays(machine.root, state.tftp_root)
+    if not found:
+        yield Check(
+            "files.served",
+            "pass",
+            f"nothing under {state.tftp_root} that TFTP would serve and HTTP refuses (no dot "
+            "file, no symbolic link)",
+        )
+        return
+    for stray in found[:10]:
+        yield Check(
+            "files.link-out" if stray.leaves else "files.hidden",
+            "fail" if stray.leaves else "warn",
+            f"{stray.path} is {stray.what}",
+            f"rm -r {stray.path}" if "dot directory" in stray.what else f"rm {stray.path}",
+        )
+    if len(found) > 10:
+        yield Check("files.hidden", "warn", f"and {len(found) - 10} more such files")
+
+
 def _curl(url: str, *extra: str) -> tuple[int, str]:
     """(curl's exit code, what -w printed)."""
     done = system.run(
@@ -525,6 +548,7 @@ def doctor(machine: Machine, options: Options = Options()) -> Report:
     checks += _dnsmasq(machine, state)
     checks += _nginx(machine, state)
     checks += _files(machine, state, chain)
+    checks += _strays(machine, state)
     checks += _fetches(machine, state, chain)
     checks += _firewall(state)
     checks += _plans(state, machine.root.is_system)

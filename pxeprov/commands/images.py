@@ -26,6 +26,7 @@ from pxeprov.errors import ChecksumError, ImageError, InputError
 from pxeprov.images import kinds, pe
 from pxeprov.images.iso import Iso
 from pxeprov.images.source import Source, open_source
+from pxeprov.images.trees import DirTree
 from pxeprov.pipeline import Change, Machine
 from pxeprov.plan import DirAction, DirOp, Plan
 from pxeprov.progress import Counter, Progress
@@ -327,7 +328,14 @@ def add_image(
     notes = list(source.notes)
     iso = open_source(source.path)
     with contextlib.closing(iso):
-        layout = _layout(iso, options)
+        try:
+            layout = _layout(iso, options)
+        except ImageError as exc:
+            if not isinstance(iso, DirTree) or not iso.unfollowed:
+                raise
+            links = ", ".join(iso.unfollowed)
+            raise ImageError(f"{exc.message} (symbolic links in {iso.path} are not followed: "
+                             f"{links})", exc.hint) from None  # fmt: skip
         kind = kinds.get(layout.kind)
         populate = _populate(iso, _to_copy(iso, layout), layout.whole, progress)
         image = _new_image(options, name, layout, populate.size, source.sha256)

@@ -227,6 +227,7 @@ def init(machine: Machine, options: InitOptions, *, dry_run: bool = False) -> In
     done = pipeline.run(machine, build, dry_run=dry_run, force=options.force)
     state = done.change.state
     warnings = done.warnings + pipeline.uefi_warnings(machine, state, preview=True)
+    warnings += pipeline.stray_warnings(machine.root, state.tftp_root)  # TFTP would serve them
     override = pipeline.override_dir(machine.root)
     result = InitResult(
         state,

@@ -30,8 +30,10 @@ from pathlib import Path
 
 import pytest
 
+from pxeprov import fsutil
 from pxeprov.paths import DEFAULT_REPO_PATH, Root
-from pxeprov.pipeline import load_state
+from pxeprov.pipeline import REPO_ACCOUNT, REPO_MODE, load_state
+from pxeprov.system import system_account
 
 from .conftest import MakeDir
 from .disks import TOOLS, make_source_disk, partition_hashes, partition_table, save_image
@@ -104,7 +106,14 @@ def samba_conf(base: Path, root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def samba(lab: NetLab, make_dir: MakeDir, root: Path) -> Iterator[Path]:
-    """The repository directory, shared by smbd in namespace B as //10.77.0.2/pxeprov-images."""
+    """The repository directory, shared by smbd in namespace B as //10.77.0.2/pxeprov-images.
+    The shares act as the account pxeprov-imaging (never root): it must exist on this machine,
+    and own the directory, as `repo init` makes it on a real system (under --root it touches
+    neither)."""
+    uid, gid = system_account(REPO_ACCOUNT)  # made with useradd --system when it is missing
+    fsutil.hand_over(
+        root / DEFAULT_REPO_PATH.lstrip("/"), uid, gid, REPO_MODE, keep=("README.txt",)
+    )
     base = make_dir("pxeprov-e2e-samba-")
     conf = samba_conf(base, root)
     private = base / "private-dirs"
@@ -143,6 +152,9 @@ def test_unattended_restore(lab: NetLab, make_dir: MakeDir, root: Path, samba: P
     make_source_disk(source, work)
     save_image(source, samba, "img1", work)
     saved = samba / "img1"
+    # saved here as root; a save through the write share leaves the account's files (0600)
+    uid, gid = system_account(REPO_ACCOUNT)
+    fsutil.hand_over(samba, uid, gid, REPO_MODE, keep=("README.txt",))
     assert len((saved / "parts").read_text().split()) == 2, sorted(p.name for p in saved.iterdir())
     assert len(list(saved.glob("*-ptcl-img.gz"))) == 2
     expected, table = partition_hashes(source), partition_table(source)
