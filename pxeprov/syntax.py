@@ -227,12 +227,25 @@ def check_tftp_root(value: str, what: str = "TFTP root") -> PurePosixPath:
     ):
         raise _refuse(what, value, "must be an absolute path of names made of A-Z a-z 0-9 . _ + - "
                       "(not starting with '.'), like /srv/tftp")  # fmt: skip
-    for system in SYSTEM_DIRS:
-        if path == system or system in path.parents:
-            raise _refuse(what, value, f"is inside {system}, which is not for served files")
-        if path in system.parents:
-            raise _refuse(what, value, f"contains {system}: every file under it would be served")
+    _keep_out(path, value, what, SYSTEM_DIRS, "which is not for served files",
+              "every file under it would be served")  # fmt: skip
     return path
+
+
+def _keep_out(
+    path: PurePosixPath,
+    value: str,
+    what: str,
+    dirs: tuple[PurePosixPath, ...],
+    inside: str,
+    holding: str,
+) -> None:
+    """`path` is none of `dirs`, inside none, and holds none: `inside` and `holding` say why."""
+    for d in dirs:
+        if path == d or d in path.parents:
+            raise _refuse(what, value, f"is inside {d}, {inside}")
+        if path in d.parents:
+            raise _refuse(what, value, f"contains {d}: {holding}")
 
 
 # Where an image repository may not be either: people's own files (other users' homes are read
@@ -244,11 +257,8 @@ def check_repo_path(value: str, what: str = "repository path") -> PurePosixPath:
     """The directory Samba shares as the image repository: as the TFTP root (a path of plain
     names, no system tree), and not a home directory, inside one or holding one."""
     path = check_tftp_root(value, what)
-    for home in HOME_DIRS:
-        if path == home or home in path.parents:
-            raise _refuse(what, value, f"is inside {home}, which holds people's own files")
-        if path in home.parents:
-            raise _refuse(what, value, f"contains {home}: people's own files would be shared")
+    _keep_out(path, value, what, HOME_DIRS, "which holds people's own files",
+              "people's own files would be shared")  # fmt: skip
     return path
 
 
