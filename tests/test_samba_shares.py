@@ -32,8 +32,8 @@ from pxeprov.system import system_account
 from pxeprov.vlab import stop_process
 
 from .conftest import NET, Cli
+from .sambalab import private_binds, smb_conf
 
-SAMBA_DIRS = ("/var/log/samba", "/var/lib/samba", "/run/samba", "/var/cache/samba")
 PASSWORD = "test-Password-1"
 
 
@@ -64,40 +64,12 @@ def smb(loader_root: Path, cli: Cli) -> Iterator[Smb]:
     repo.mkdir()
     uid, gid = system_account(REPO_ACCOUNT)
     fsutil.hand_over(repo, uid, gid, REPO_MODE)  # what `repo init` does on a real system
-    run = work / "run"
-    for d in ("lock", "state", "cache", "private", "pid", "ncalrpc", "log"):
-        (run / d).mkdir(parents=True)
     shares = (loader_root / "etc/samba/pxeprov.conf").read_text()
     assert shares.count(f"path = {DEFAULT_REPO_PATH}\n") == 2
-    conf = work / "smb.conf"
-    conf.write_text(f"""\
-[global]
-  server role = standalone server
-  interfaces = 127.0.0.1/8
-  bind interfaces only = yes
-  smb ports = 445
-  disable netbios = yes
-  lock directory = {run}/lock
-  state directory = {run}/state
-  cache directory = {run}/cache
-  private dir = {run}/private
-  pid directory = {run}/pid
-  ncalrpc dir = {run}/ncalrpc
-  log file = {run}/log/log.%m
-  passdb backend = tdbsam:{run}/private/passdb.tdb
-  guest account = nobody
-  load printers = no
-  printing = bsd
-  printcap name = /dev/null
-  disable spoolss = yes
-
-{shares.replace(f"path = {DEFAULT_REPO_PATH}", f"path = {repo}")}""")
-    subprocess.run(["testparm", "-s", str(conf)], check=True, capture_output=True, timeout=30)
-    binds = []
-    for d in SAMBA_DIRS:  # smbd and its helpers write there: the test's own copies
-        mine = work / "private-dirs" / d.strip("/").replace("/", "-")
-        mine.mkdir(parents=True)
-        binds.append(f"mkdir -p {d} && mount --bind {mine} {d}")
+    conf = smb_conf(
+        work, "127.0.0.1/8", shares.replace(f"path = {DEFAULT_REPO_PATH}", f"path = {repo}")
+    )
+    binds = private_binds(work)
     script = " && ".join([
         *binds,
         f"printf '%s\\n%s\\n' {PASSWORD} {PASSWORD} | smbpasswd -c {conf} -s -a {REPO_ACCOUNT}",

@@ -35,6 +35,7 @@ from pxeprov.paths import DEFAULT_REPO_PATH, Root
 from pxeprov.pipeline import REPO_ACCOUNT, REPO_MODE, load_state
 from pxeprov.system import system_account
 
+from ..sambalab import private_binds, smb_conf
 from .conftest import MakeDir
 from .disks import TOOLS, make_source_disk, partition_hashes, partition_table, save_image
 from .liveimage import LiveImage
@@ -47,7 +48,6 @@ MAC = "52:54:00:77:10:01"
 RESTORE_LIMIT = 1200.0  # ~5 min under TCG here; margin for a loaded CI machine
 CONSOLE = "console=ttyS0,115200n8"
 FAILED = r"PXEPROV-OCS-RESULT (?!rc=0\b)|Kernel panic"
-SAMBA_DIRS = ("/var/log/samba", "/var/lib/samba", "/run/samba", "/var/cache/samba")
 
 
 @pytest.fixture(scope="module")
@@ -69,39 +69,11 @@ def root(lab: NetLab, make_dir: MakeDir, live_image: LiveImage) -> Path:
 def samba_conf(base: Path, root: Path) -> Path:
     """smbd for the lab: this address only, its state in the test's directory, and pxeprov's
     shares as `repo init` rendered them (their path pointed at the test's root)."""
-    run = base / "run"
-    for d in ("lock", "state", "cache", "private", "pid", "ncalrpc", "log"):
-        (run / d).mkdir(parents=True, exist_ok=True)
     rendered = (root / "etc/samba/pxeprov.conf").read_text()
     line = f"path = {DEFAULT_REPO_PATH}"
     assert rendered.count(line) == 2, rendered
     shares = rendered.replace(line, f"path = {root}{DEFAULT_REPO_PATH}")
-    conf = base / "smb.conf"
-    conf.write_text(f"""\
-[global]
-  server role = standalone server
-  interfaces = {B_ADDR}/24
-  bind interfaces only = yes
-  smb ports = 445
-  disable netbios = yes
-  lock directory = {run}/lock
-  state directory = {run}/state
-  cache directory = {run}/cache
-  private dir = {run}/private
-  pid directory = {run}/pid
-  ncalrpc dir = {run}/ncalrpc
-  log file = {run}/log/log.%m
-  passdb backend = tdbsam:{run}/private/passdb.tdb
-  guest account = nobody
-  load printers = no
-  printing = bsd
-  printcap name = /dev/null
-  disable spoolss = yes
-  server min protocol = SMB2_10
-
-{shares}""")
-    subprocess.run(["testparm", "-s", str(conf)], check=True, capture_output=True)
-    return conf
+    return smb_conf(base, f"{B_ADDR}/24", shares, "server min protocol = SMB2_10")
 
 
 @pytest.fixture(scope="module")
@@ -116,14 +88,8 @@ def samba(lab: NetLab, make_dir: MakeDir, root: Path) -> Iterator[Path]:
     )
     base = make_dir("pxeprov-e2e-samba-")
     conf = samba_conf(base, root)
-    private = base / "private-dirs"
-    binds = []
-    for d in SAMBA_DIRS:  # samba-dcerpcd and friends write there: the test's own copies
-        mine = private / d.strip("/").replace("/", "-")
-        mine.mkdir(parents=True)
-        binds.append(f"mkdir -p {d} && mount --bind {mine} {d}")
     smbd = f"exec smbd --foreground --no-process-group --debug-stdout -s {conf}"
-    script = " && ".join([*binds, smbd])
+    script = " && ".join([*private_binds(base), smbd])
     out = base / "smbd.out"
     with out.open("wb") as f:
         # its own session: smbd signals its process group on exit
