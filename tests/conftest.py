@@ -90,3 +90,15 @@ def override_template(root: Path, name: str, old: str, new: str) -> None:
     target = root / "etc/pxeprov/templates" / name
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text.replace(old, new))
+
+
+def clonezilla_http_root(root: Path, cli: Cli, tmp_path: Path) -> Path:
+    """`root` served over HTTP (iPXE for BIOS and UEFI, port 8080) with a Clonezilla image "cz":
+    where plans and their jobs are tested."""
+    from .isos import clonezilla_files, make_iso
+
+    r = cli(root, "init", *NET, "--http", "--http-port", "8080", "--menu-timeout", "30")
+    assert r.exit_code == 0, r.stderr
+    iso = make_iso(tmp_path / "cz.iso", clonezilla_files())
+    assert cli(root, "add-image", str(iso), "--name", "cz").exit_code == 0
+    return root

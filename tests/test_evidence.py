@@ -28,8 +28,7 @@ from pxeprov.paths import LOCK_FILE, Root
 from pxeprov.pipeline import Machine, load_state
 from pxeprov.state import Plan
 
-from .conftest import NET, Cli
-from .isos import clonezilla_files, make_iso
+from .conftest import Cli, clonezilla_http_root
 
 TFTP = "var/lib/tftpboot"
 STATE = "etc/pxeprov/pxeprov.toml"
@@ -41,11 +40,7 @@ OCS_SOCKET = shutil.which("ocs-socket") or "/usr/bin/ocs-socket"
 
 @pytest.fixture
 def server(loader_root: Path, cli: Cli, tmp_path: Path) -> Path:
-    r = cli(loader_root, "init", *NET, "--http", "--http-port", "8080", "--menu-timeout", "30")
-    assert r.exit_code == 0, r.stderr
-    iso = make_iso(tmp_path / "cz.iso", clonezilla_files())
-    assert cli(loader_root, "add-image", str(iso), "--name", "cz").exit_code == 0
-    return loader_root
+    return clonezilla_http_root(loader_root, cli, tmp_path)
 
 
 def free_port() -> int:

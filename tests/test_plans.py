@@ -19,7 +19,7 @@ from pxeprov.commands import watch as watch_command
 from pxeprov.paths import Root
 from pxeprov.pipeline import Machine, load_state
 
-from .conftest import NET, Cli, add_signed_uefi_loaders, snapshot
+from .conftest import NET, Cli, add_signed_uefi_loaders, clonezilla_http_root, snapshot
 from .grubwords import words
 from .isos import clonezilla_files, debian_live_files, make_iso
 
@@ -46,11 +46,7 @@ def server(loader_root: Path, cli: Cli, tmp_path: Path) -> Path:
 @pytest.fixture
 def http_server(loader_root: Path, cli: Cli, tmp_path: Path) -> Path:
     """HTTP: iPXE for BIOS and UEFI."""
-    r = cli(loader_root, "init", *NET, "--http", "--http-port", "8080", "--menu-timeout", "30")
-    assert r.exit_code == 0, r.stderr
-    iso = make_iso(tmp_path / "cz.iso", clonezilla_files())
-    assert cli(loader_root, "add-image", str(iso), "--name", "cz").exit_code == 0
-    return loader_root
+    return clonezilla_http_root(loader_root, cli, tmp_path)
 
 
 def pxelinux_plan(root: Path, mac: str = MAC) -> menucheck.PxelinuxMenu:
