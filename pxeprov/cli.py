@@ -229,6 +229,13 @@ def init(
         bool, typer.Option(help="Install missing packages with apt-get (on / only).")
     ] = True,
     force: Annotated[bool, typer.Option(help="Overwrite managed files edited by hand.")] = False,
+    start_over: Annotated[
+        bool,
+        typer.Option(
+            help="Set up as on a fresh box, forgetting every image and plan: the state file is "
+            "kept as /etc/pxeprov/pxeprov.toml.bad-TIME."
+        ),
+    ] = False,
     dry_run: Annotated[
         bool, typer.Option(help="Print the plan and the rendered files; write nothing.")
     ] = False,
@@ -247,6 +254,7 @@ def init(
         http_base_url=http_base_url,
         install_packages=install_packages,
         force=force,
+        start_over=start_over,
     )
     with _errors(ctx):
         machine = _machine(ctx)
@@ -676,12 +684,11 @@ def repo_init(
             return
         _print_outcome(result.outcome)
         typer.echo(f"Restores read {result.read_url} (the default repository of plans).")
-        if result.write_url:
-            typer.echo(
-                f"Saves: --repo {result.write_url}\n(its password is in "
-                "/etc/pxeprov/repo-password; a boot line is readable by anyone on the LAN who "
-                "can fetch TFTP or HTTP files: this account can write the image share only)"
-            )
+        typer.echo(
+            f"Saves (`pxeprov assign MAC --save NAME`) write to {result.write_url}, with a "
+            "password made for the save plans: the share takes it until their jobs report or "
+            "the plans are removed."
+        )
 
 
 # ---------------------------------------------------------------- diagnosis

@@ -41,6 +41,7 @@ from pxeprov.state import State
 LOCK_TIMEOUT = 60.0
 REPO_ACCOUNT = "pxeprov-imaging"  # the image repository's own account (commands/repo.py)
 REPO_MODE = 0o750
+READ_SHARE, WRITE_SHARE = "pxeprov-images", "pxeprov-images-rw"  # templates/samba/
 IMAGES_DIR = kinds.IMAGES_DIR  # under the TFTP root: one directory per image
 
 
@@ -78,6 +79,8 @@ class Machine:
     root: Root
     probe: Probe = field(default_factory=Probe)
     packages: system.Packages = field(default_factory=system.Packages)
+    # the write share's password; used on this system, or under --root when a test gives one
+    samba: system.SambaPasswords | None = None
     services: dict[str, system.Service] = field(
         default_factory=lambda: {
             "dnsmasq": system.Service("dnsmasq"),
@@ -93,15 +96,41 @@ class Machine:
 # ---------------------------------------------------------------- the state
 
 
+START_OVER = "restore it from a backup, or start over on purpose: `pxeprov init --start-over`"
+
+
 def load_state(root: Root) -> State:
+    """The state, or a fresh one where there is no state file. A file that is there but is not
+    whole (empty, cut short, not text) or not a file of its own (a link) is refused: read as
+    a fresh install it would forget every image and plan (a restore too)."""
     path = root.path(STATE_FILE)
+    if path.is_symlink():
+        raise InputError(
+            f"{path} is a symbolic link: pxeprov keeps its state in a file of its own, which "
+            "it replaces whole at each change",
+            "copy the file it points to over the link with `cp --remove-destination`; or "
+            + START_OVER,
+        )
     raw = read_bytes(path, limit=state_mod.MAX_STATE_BYTES)
     if raw is None:
         return State()
     try:
         text = raw.decode()
     except UnicodeDecodeError:
-        raise InputError(f"{path} is not UTF-8 text") from None
+        raise InputError(f"{path} is not UTF-8 text", START_OVER) from None
+    lines = text.splitlines()
+    if all(not line.strip() or line.lstrip().startswith("#") for line in lines):
+        raise InputError(
+            f"{path} is empty{' but for comments' if text.strip() else ''}: pxeprov does not "
+            "take that for a fresh install (every image and plan would be forgotten)",
+            START_OVER,
+        )
+    if state_mod.WHOLE in lines and state_mod.TRAILER.strip() not in lines:
+        raise InputError(
+            f"{path} was cut short: its last line {state_mod.TRAILER.strip()!r}, which pxeprov "
+            "writes last, is missing",
+            "if you took it out while editing, put it back; else " + START_OVER,
+        )
     state = state_mod.loads(text, where=str(path))
     check_kinds(state, str(path))
     return state
@@ -307,14 +336,33 @@ def plan_change(
     return with_dirs(plan, change.dirs), chain
 
 
-def run(machine: Machine, build: Build, *, dry_run: bool = False, force: bool = False) -> Run:
-    """Carry a command's change out, or (dry run) only plan it: no lock, nothing written."""
+def run(
+    machine: Machine,
+    build: Build,
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    start_over: bool = False,
+) -> Run:
+    """Carry a command's change out, or (dry run) only plan it: no lock, nothing written.
+    With `start_over`, the change is built on a fresh state, and the state file is kept aside
+    first (set_aside)."""
+
+    def load() -> State:
+        return State() if start_over else load_state(machine.root)
+
     if dry_run:
-        change = build(load_state(machine.root))
+        change = build(load())
         plan, chain = plan_change(machine, change, preview=True)
-        return Run(change, plan, chain, list(change.warnings))
+        aside = [f"would keep {STATE_FILE} as {aside_name()}"] if start_over else []
+        return Run(change, plan, chain, aside + list(change.warnings))
     with session(machine) as notes:
-        change = build(load_state(machine.root))
+        if start_over:
+            kept = set_aside(machine.root)
+            if kept is not None:
+                notes.append(f"the state file was kept as {kept}")
+        previous = load()
+        change = build(previous)
         plan, chain = plan_change(machine, change)
         installed: tuple[str, ...] = ()
         if change.install or change.optional:
@@ -330,13 +378,88 @@ def run(machine: Machine, build: Build, *, dry_run: bool = False, force: bool = 
                     notes.append(f"could not install {' '.join(change.optional)}: {failure}")
             if change.after_install is not None:
                 notes += change.after_install(installed)
-            change = build(load_state(machine.root))
+            change = build(load())
             plan, chain = plan_change(machine, change)
         outcome = apply_plan(machine, plan, force=force)
         shares = any(a.path == SAMBA_SHARES and a.changes for a in plan.files)
         if machine.root.is_system and change.state.repo_path and shares:
             hand_over_repo(change.state)  # shares that act as the account: its directory
+        if write_password(previous) != write_password(change.state):
+            notes += sync_write_access(machine, change.state)
         return Run(change, plan, chain, notes + list(change.warnings), outcome, installed)
+
+
+# ---------------------------------------------------------------- the write share's password
+
+
+def own_write_share(state: State, url: str) -> bool:
+    """Whether `url` is this box's write share (`repo init`), whatever account it names."""
+    if state.network is None or not url:
+        return False
+    parts = state_mod.repo_parts(url)
+    return (
+        parts["host"] == str(state.network.address)
+        and parts["path"].strip("/").split("/")[0] == WRITE_SHARE
+    )
+
+
+def write_share_url(state: State, password: str) -> str:
+    assert state.network is not None
+    return f"smb://{REPO_ACCOUNT}:{password}@{state.network.address}/{WRITE_SHARE}/"
+
+
+def write_password(state: State, skip: frozenset[str] = frozenset()) -> str:
+    """The write share's password while a save plan on it is armed or its job runs (a plan of
+    a machine in `skip` aside), else "": the share takes no password then. Every such plan
+    has the same one (Samba keeps one per account), made with the first."""
+    live = (p for p in state.plans if p.action == "save" and p.status in ("armed", "started"))
+    for p in live:
+        if p.mac not in skip and own_write_share(state, p.repo):
+            return state_mod.repo_parts(p.repo)["password"]
+    return ""
+
+
+def sync_write_access(machine: Machine, state: State) -> list[str]:
+    """Samba's password of the repository's account: the save plans' (write_password), or
+    none (disabled) when no save plan is armed or running. Said in notes, not raised: the
+    state is already written; `doctor` and `repo init` find and mend a mismatch."""
+    samba = machine.samba or (system.SambaPasswords() if machine.root.is_system else None)
+    if samba is None or not state.repo_path:
+        return []
+    password = write_password(state)
+    try:
+        if password:
+            samba.enable(REPO_ACCOUNT, password)
+        else:
+            samba.disable(REPO_ACCOUNT)
+    except PxeprovError as exc:
+        what = "open the write share to the save plans" if password else "close the write share"
+        return [f"could not {what}: {exc.message} (`pxeprov repo init` tries again)"]
+    return []
+
+
+def aside_name(when: float | None = None) -> PurePosixPath:
+    stamp = state_mod.utc_stamp(when).replace(":", "")
+    return STATE_FILE.with_name(f"{STATE_FILE.name}.bad-{stamp}")
+
+
+def set_aside(root: Root) -> PurePosixPath | None:
+    """Keep the state file (start over on purpose) as pxeprov.toml.bad-<time>, root's only: a
+    file is copied (it stays in place until the new state replaces it), anything else (a
+    link, a directory) is moved as it is. None when there is nothing."""
+    path = root.path(STATE_FILE)
+    if not path.is_symlink() and not path.exists():
+        return None
+    name = aside_name()
+    target = root.path(name)
+    try:
+        if path.is_symlink() or not path.is_file():
+            path.rename(target)
+        else:
+            fsutil.write_atomic(target, path.read_bytes(), mode=0o600)
+    except OSError as exc:
+        raise fsutil.os_error("keep", target, exc) from None
+    return name
 
 
 def hand_over_repo(state: State) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import enum
 import json
+import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -226,8 +227,11 @@ def _action(
         assert f.edit is not None
         new = f.edit(old)
         note = "edited in place" if old is not None else ""
+        op = _op(old, new)
+        if op is Op.IDENTICAL and _mode(root.path(f.path)) not in (None, f.mode):
+            op, note = Op.UPDATE, f"its mode becomes {f.mode:04o}"
         return FileAction(
-            _op(old, new),
+            op,
             f.path,
             new,
             old,
@@ -283,6 +287,13 @@ def diff_text(action: FileAction) -> str:
         tofile=f"{action.path} (rendered)" if action.new is not None else "/dev/null",
     )
     return "".join(lines)
+
+
+def _mode(path: Path) -> int | None:
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None
 
 
 def _op(old: bytes | None, new: bytes) -> Op:

@@ -442,7 +442,13 @@ def render(
         if p.marker:
             files.append(ManagedFile(tftp / p.marker, Kind.GENERATED, content=marker_text(p)))
     files.append(
-        ManagedFile(STATE_FILE, Kind.EDIT, edit=lambda _current: state_mod.dumps(state).encode())
+        # root's only: it holds the plans' tokens and a save plan's password
+        ManagedFile(
+            STATE_FILE,
+            Kind.EDIT,
+            edit=lambda _current: state_mod.dumps(state).encode(),
+            mode=0o600,
+        )
     )
     files.append(
         ManagedFile(DNSMASQ_DEFAULTS, Kind.EDIT, edit=set_dnsmasq_except, service="dnsmasq")

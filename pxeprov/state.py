@@ -52,7 +52,13 @@ MAX_STATE_BYTES = 1 << 20  # a state file is a few kB; more is not one
 HEADER = (
     "# pxeprov state: every file pxeprov manages is rendered from this file.\n"
     "# Edit it and run `pxeprov init` (or use pxeprov's commands) to apply a change.\n"
+    + "# Keep its last line: a state file without it was cut short, and pxeprov refuses it.\n"
 )
+# pxeprov writes this line last: a file that has the header's last line but not this one was
+# cut short (a copy, a disk that ran out) and is refused, not read as a state with fewer images
+# and plans. (A file written before pxeprov wrote this line has neither.)
+TRAILER = "# pxeprov: end of the state\n"
+WHOLE = HEADER.splitlines()[-1]
 
 
 def check_port(value: int, what: str) -> int:
@@ -95,6 +101,15 @@ class Network:
         check_interface(self.interface, "network.interface")
         if self.address not in self.subnet:
             raise InputError(f"address {self.address} is not inside subnet {self.subnet}")
+        if self.subnet.prefixlen < 31 and self.address in (
+            self.subnet.network_address,
+            self.subnet.broadcast_address,
+        ):
+            raise InputError(
+                f"address {self.address} is the "
+                + ("network" if self.address == self.subnet.network_address else "broadcast")
+                + f" address of {self.subnet}, not a host's"
+            )
 
 
 @dataclass(frozen=True)
@@ -185,6 +200,9 @@ _REPO_RE = re.compile(
 )
 
 
+_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
 def normal_mac(value: str, what: str = "MAC address") -> str:
     """52:54:00:ab:cd:ef from any common spelling (dashes, dots, upper case)."""
     text = value.strip().lower().replace("-", ":")
@@ -201,12 +219,31 @@ def normal_mac(value: str, what: str = "MAC address") -> str:
 
 
 def check_repo(value: str, what: str = "repository") -> str:
-    if not _REPO_RE.fullmatch(value):
+    m = _REPO_RE.fullmatch(value)
+    if not m:
         raise InputError(
             f"{what} {value[:80]!r} must be smb://[user[:password]@]host/share/path, "
             "nfs://host/path, nfs4://host/path or ssh://user@host[:port]/path",
             "a password may hold letters, digits and ._~+=- only",
         )
+    user, host, port = m["user"] or "", m["host"], m["port"]
+    if user.startswith("-"):  # mount.cifs or ssh would read it as an option
+        raise InputError(f"{what}: the user name {user!r} starts with '-'")
+    if port is not None and not 1 <= int(port) <= 65535:
+        raise InputError(f"{what}: port {port} is not a port (1-65535)")
+    labels = host.split(".")
+    if not all(_LABEL_RE.fullmatch(label) for label in labels) or (
+        len(labels) != 4 and labels[-1].isdigit()
+    ):
+        raise InputError(
+            f"{what}: the host {host!r} is neither an IPv4 address nor a host name "
+            "(labels of letters, digits and inner '-')"
+        )
+    if len(labels) == 4 and all(label.isdigit() for label in labels):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise InputError(f"{what}: the host {host!r} is not an IPv4 address") from None
     return value
 
 
@@ -424,6 +461,8 @@ def loads(text: str, where: str = "state") -> State:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{where}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise InputError(f"{where}: not a state: arrays or tables nested too deeply") from None
     unknown = sorted(set(data) - {"network", "server", "menu", "http", "images", "imaging",
                                   "plans"})  # fmt: skip
     if unknown:
@@ -568,7 +607,7 @@ def dumps(state: State) -> str:
         data["images"] = [_image_table(image) for image in state.images]
     if state.plans:
         data["plans"] = [_plan_table(plan) for plan in state.plans]
-    return HEADER + "\n" + tomli_w.dumps(data)
+    return HEADER + "\n" + tomli_w.dumps(data) + "\n" + TRAILER
 
 
 def _image_table(image: Image) -> dict[str, Any]:

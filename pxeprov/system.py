@@ -10,6 +10,8 @@ import contextlib
 import logging
 import os
 import pwd
+import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -52,6 +54,7 @@ PACKAGE_OF = {
     "logrotate": "logrotate",
     "testparm": "samba-common-bin",
     "smbpasswd": "samba-common-bin",
+    "pdbedit": "samba-common-bin",
     "useradd": "passwd",
     "qemu-system-x86_64": "qemu-system-x86",
     "xorriso": "xorriso",
@@ -411,6 +414,46 @@ def system_account(name: str) -> tuple[int, int]:
             f"give it ids of its own (userdel {name}; pxeprov makes it again)",
         )
     return entry.pw_uid, entry.pw_gid
+
+
+@dataclass(frozen=True)
+class SambaPasswords:
+    """Samba's own password of an account (its passdb, through smbpasswd and pdbedit): the
+    system's, or with `conf` the one that smb.conf names (a test's private smbd)."""
+
+    conf: str | None = None
+
+    def _argv(self, program: str, *args: str) -> list[str]:
+        return [program, *(["-c" if program == "smbpasswd" else "-s", self.conf] if self.conf
+                           else []), *args]  # fmt: skip
+
+    def enable(self, account: str, password: str) -> None:
+        """The account takes `password` (added to the passdb when it is missing)."""
+        self._set(account, password)
+        run(self._argv("smbpasswd", "-e", account), timeout=60)
+
+    def disable(self, account: str) -> None:
+        """The account takes no password (a random one, and disabled); nothing when it is not
+        in the passdb or Samba is not installed."""
+        if not have("smbpasswd") or self.enabled(account) is None:
+            return
+        self._set(account, secrets.token_urlsafe(24))
+        run(self._argv("smbpasswd", "-d", account), timeout=60)
+
+    def enabled(self, account: str) -> bool | None:
+        """Whether Samba takes a password for the account (None: not in the passdb, or Samba
+        is not installed)."""
+        if not have("pdbedit"):
+            return None
+        done = run(self._argv("pdbedit", "-v", "-u", account), check=False, timeout=60)
+        flags = re.search(r"^Account Flags:\s*\[([A-Z ]*)\]", done.stdout, re.MULTILINE)
+        if done.returncode != 0 or flags is None:
+            return None
+        return "D" not in flags.group(1)
+
+    def _set(self, account: str, password: str) -> None:
+        run(self._argv("smbpasswd", "-s", "-a", account), stdin=f"{password}\n{password}\n",
+            timeout=60)  # fmt: skip
 
 
 def testparm_check(conf: Path) -> None:

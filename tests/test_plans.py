@@ -350,3 +350,26 @@ def test_repo_init_shares_a_directory_with_samba(server: Path, cli: Cli) -> None
     assert cli(server, "assign", MAC, "--restore", "img", "--yes").exit_code == 0
     args = pxelinux_plan(server).labels[0].append
     assert "//127.0.0.1/pxeprov-images /home/partimag" in args and "@" not in args
+
+
+def test_a_save_to_this_box_writes_through_its_write_share(server: Path, cli: Cli) -> None:
+    """`assign --save` with this box's repository (`repo init`): the write share, with a
+    password of its own in the boot line (no fixed one); --repo naming that share is refused."""
+    assert cli(server, "repo", "init").exit_code == 0
+    r = cli(server, "assign", MAC, "--save", "golden", "--disk", "vda")
+    assert r.exit_code == 0, r.stderr
+    assert "takes this save's password" in r.stderr
+    args = pxelinux_plan(server).labels[0].append
+    m = re.search(r'ocs_repository="smb://pxeprov-imaging:([^@"]+)@127\.0\.0\.1/pxeprov-images-rw/"',
+                  args)  # fmt: skip
+    assert m is not None, args
+    (plan,) = load_state(Root.of(server)).plans
+    assert plan.repo == f"smb://pxeprov-imaging:{m[1]}@127.0.0.1/pxeprov-images-rw/"
+    assert not (server / "etc/pxeprov/repo-password").exists()
+    for url in ("smb://127.0.0.1/pxeprov-images-rw/",
+                f"smb://pxeprov-imaging:{m[1]}@127.0.0.1/pxeprov-images-rw/"):  # fmt: skip
+        r = cli(server, "assign", OTHER, "--save", "x", "--repo", url)
+        assert r.exit_code == 2 and "names this box's write share" in r.stderr, r.stderr
+    # a restore still reads the guest share: no password
+    assert cli(server, "assign", OTHER, "--restore", "golden", "--yes").exit_code == 0
+    assert "@" not in pxelinux_plan(server, OTHER).labels[0].append

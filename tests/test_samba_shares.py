@@ -26,15 +26,21 @@ from pathlib import Path
 import pytest
 
 from pxeprov import fsutil
-from pxeprov.paths import DEFAULT_REPO_PATH
-from pxeprov.pipeline import REPO_ACCOUNT, REPO_MODE
-from pxeprov.system import system_account
+from pxeprov.commands.doctor import write_share
+from pxeprov.commands.plans import AssignOptions, assign, fire, record_result, unassign
+from pxeprov.commands.repo import repo_init
+from pxeprov.paths import DEFAULT_REPO_PATH, Root
+from pxeprov.pipeline import REPO_ACCOUNT, REPO_MODE, Machine, load_state
+from pxeprov.state import repo_parts
+from pxeprov.system import SambaPasswords, system_account
 from pxeprov.vlab import stop_process
 
 from .conftest import NET, Cli
+from .isos import clonezilla_files, make_iso
 from .sambalab import private_binds, smb_conf
 
 PASSWORD = "test-Password-1"
+MAC_A, MAC_B = "52:54:00:17:03:01", "52:54:00:17:03:02"
 
 
 @dataclass(frozen=True)
@@ -43,8 +49,10 @@ class Smb:
     repo: Path
     work: Path
 
-    def client(self, share: str, command: str, *, user: str | None = None) -> tuple[int, str]:
-        auth = ["-U", f"{user}%{PASSWORD}"] if user else ["-N"]
+    def client(
+        self, share: str, command: str, *, user: str | None = None, password: str = PASSWORD
+    ) -> tuple[int, str]:
+        auth = ["-U", f"{user}%{password}"] if user else ["-N"]
         done = subprocess.run(["ip", "netns", "exec", self.ns, "smbclient", f"//127.0.0.1/{share}",
                                *auth, "-m", "SMB3", "-c", command], capture_output=True, text=True,
                               timeout=30, check=False)  # fmt: skip
@@ -137,3 +145,74 @@ def test_the_shares_never_act_as_root(smb: Smb) -> None:
     assert (st.st_uid, st.st_mode & 0o777) == (uid, 0o750)  # other local users: no way in
     rc, out = smb.client("pxeprov-images", f"get img2/new {smb.work / 'back'}")
     assert rc == 0 and (smb.work / "back").read_bytes() == b"a save", out
+
+
+def share_check(machine: Machine) -> str:
+    """doctor's verdict on the write share."""
+    (check,) = write_share(machine, load_state(machine.root))
+    assert check.name == "repo.write"
+    return check.status
+
+
+def test_the_write_share_takes_a_password_only_while_a_save_runs(
+    smb: Smb, loader_root: Path, cli: Cli, tmp_path: Path
+) -> None:
+    """Samba takes the repository account's password only while a save plan is armed or its
+    job runs: the password of a boot line is worth nothing once the job reported or the plan
+    is gone (an SMB client tries to write with it), and the fixed password of an older pxeprov
+    stops working at `repo init`."""
+    iso = make_iso(tmp_path / "cz.iso", clonezilla_files())
+    assert cli(loader_root, "add-image", str(iso), "--name", "cz").exit_code == 0
+    machine = Machine(root=Root.of(loader_root), samba=SambaPasswords(str(smb.work / "smb.conf")))
+    (smb.work / "new").write_bytes(b"a save")
+    tries = iter(range(100))
+
+    def writes(password: str) -> bool:
+        name = f"try{next(tries)}"
+        rc, out = smb.client("pxeprov-images-rw", f"put {smb.work / 'new'} {name}",
+                             user=REPO_ACCOUNT, password=password)  # fmt: skip
+        assert (rc == 0) == (smb.repo / name).exists(), out
+        assert rc == 0 or "NT_STATUS_LOGON_FAILURE" in out or "ACCOUNT_DISABLED" in out, out
+        return rc == 0
+
+    def password_of(mac: str) -> str:
+        (plan,) = (p for p in load_state(machine.root).plans if p.mac == mac)
+        assert plan.repo.startswith(f"smb://{REPO_ACCOUNT}:") and "pxeprov-images-rw" in plan.repo
+        return repo_parts(plan.repo)["password"]
+
+    def token_of(mac: str) -> str:
+        return next(p.token for p in load_state(machine.root).plans if p.mac == mac)
+
+    assert writes(PASSWORD)  # what the account had before (an older pxeprov's fixed password)
+    assert share_check(machine) == "fail"  # open, and no save plan
+    repo_init(machine)
+    assert not writes(PASSWORD)
+    assert share_check(machine) == "pass"
+    assert SambaPasswords(str(smb.work / "smb.conf")).enabled(REPO_ACCOUNT) is False
+
+    save = AssignOptions((MAC_A,), "save", image="golden", disk="vda")
+    assign(machine, save)
+    first = password_of(MAC_A)
+    assert len(first) >= 20 and writes(first)
+    assert share_check(machine) == "info"
+    SambaPasswords(str(smb.work / "smb.conf")).disable(REPO_ACCOUNT)
+    assert share_check(machine) == "fail"  # a save plan, and the share closed
+    repo_init(machine)
+    assert writes(first)
+    assign(machine, AssignOptions((MAC_B,), "save", image="other", disk="vda"))
+    assert password_of(MAC_B) == first  # one password per account: the armed plans share it
+    assert fire(machine, MAC_A, token_of(MAC_A))  # A's job runs: its mount needs the password
+    assert writes(first)
+    assert record_result(machine, MAC_A, token_of(MAC_A), "done", "")
+    assert writes(first)  # B is still armed
+    unassign(machine, (MAC_B,))
+    assert not writes(first)  # neither plan stands: its password writes nothing
+
+    assign(machine, save)  # a new save: a new password, the old one stays dead
+    second = password_of(MAC_A)
+    assert second != first
+    assert writes(second) and not writes(first)
+    assert fire(machine, MAC_A, token_of(MAC_A))
+    assert record_result(machine, MAC_A, token_of(MAC_A), "failed", "Failed to save partition")
+    assert not writes(second)
+    assert not writes(PASSWORD)

@@ -11,7 +11,9 @@ and the read-back would differ.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+import stat
 import tempfile
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
@@ -318,7 +320,7 @@ def test_every_state_value_is_checked_on_load(key: str, value: str) -> None:
 def test_state_file_that_is_a_device_is_refused(tmp_path: Path, cli: Cli) -> None:
     state = tmp_path / "etc/pxeprov/pxeprov.toml"
     state.parent.mkdir(parents=True)
-    state.symlink_to("/dev/zero")
+    os.mknod(state, 0o644 | stat.S_IFCHR, os.makedev(1, 5))  # /dev/zero's device
     for args in (["list"], ["render"], ["init", *CLI_NET, "--no-install-packages"]):
         r = cli(tmp_path, *args)
         assert r.exit_code == 2, (args, r.stderr)

@@ -372,6 +372,10 @@ def _firewall(state: State) -> Iterator[Check]:
     ]
     if state.http and not state.http_base_url:
         wanted.append(firewall.Port("tcp", state.http_port, "HTTP"))
+    if state.repo or any(p.imaging for p in state.plans):
+        wanted.append(firewall.Port("tcp", REPORT_PORT, "imaging jobs' reports"))
+    if state.repo_path:
+        wanted.append(firewall.Port("tcp", 445, "the image repository (Samba)"))
     if not any(system.have(t) for t in ("nft", "iptables-nft-save", "iptables-legacy-save")):
         yield Check("firewall", "info", "no nft or iptables here: no firewall rules to read")
         return
@@ -517,8 +521,10 @@ def _plans(state: State, root_is_system: bool, now: float | None = None) -> Iter
             yield Check(
                 "plans.report",
                 "warn",
-                f"the job of {p.mac} was taken at {p.fired} and never reported how it ended",
-                f"look at the machine; `pxeprov assign {p.mac} …` again to run it again",
+                f"the job of {p.mac} was taken at {p.fired} and never reported how it ended"
+                + ("; the write share takes its password until then" if p.action == "save" else ""),
+                f"look at the machine; `pxeprov assign {p.mac} …` again to run it again, or "
+                f"`pxeprov unassign {p.mac}`",
             )
         elif p.status == "failed":
             yield Check(
@@ -529,6 +535,38 @@ def _plans(state: State, root_is_system: bool, now: float | None = None) -> Iter
             )
 
 
+def write_share(machine: Machine, state: State) -> Iterator[Check]:
+    """Samba takes a password for the repository's account only while a save plan is armed or
+    its job runs (pipeline.sync_write_access): anything else is a share open to an old
+    password, or a save that cannot write."""
+    samba = machine.samba or (system.SambaPasswords() if machine.root.is_system else None)
+    if not state.repo_path or samba is None:
+        return
+    enabled = samba.enabled(pipeline.REPO_ACCOUNT)
+    saving = bool(pipeline.write_password(state))
+    share = pipeline.WRITE_SHARE
+    if enabled and not saving:
+        yield Check(
+            "repo.write",
+            "fail",
+            f"the write share {share} takes a password, and no save plan is armed or running: "
+            "a password read from an old boot line writes the repository",
+            "pxeprov repo init (it closes the share)",
+        )
+    elif saving and not enabled:
+        yield Check(
+            "repo.write",
+            "fail",
+            f"a save plan is armed or running, and the write share {share} takes no password: "
+            "its job cannot write",
+            "pxeprov repo init (it opens the share to the save plans)",
+        )
+    elif saving:
+        yield Check("repo.write", "info", f"the write share {share} is open to the save plans")
+    else:
+        yield Check("repo.write", "pass", f"the write share {share} takes no password")
+
+
 # ---------------------------------------------------------------- all of it
 
 
@@ -536,7 +574,8 @@ def doctor(machine: Machine, options: Options = Options()) -> Report:
     try:
         state = pipeline.load_state(machine.root)
     except PxeprovError as exc:
-        return Report((Check("state", "fail", exc.one_line(), "pxeprov init --force"),), "")
+        fix = exc.hint if exc.hint and "--start-over" in exc.hint else "pxeprov init --force"
+        return Report((Check("state", "fail", exc.message, fix),), "")
     if state.network is None:
         return Report((Check("state", "fail", "pxeprov is not set up here", "pxeprov init"),), "")
     net = state.network
@@ -552,6 +591,7 @@ def doctor(machine: Machine, options: Options = Options()) -> Report:
     checks += _fetches(machine, state, chain)
     checks += _firewall(state)
     checks += _plans(state, machine.root.is_system)
+    checks += write_share(machine, state)
     if options.probe:
         checks += _probe(state, options.wait)
     log = machine.root.path(DNSMASQ_LOG)

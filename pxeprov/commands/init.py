@@ -34,6 +34,7 @@ class InitOptions:
     http_base_url: str | None = None
     install_packages: bool = True
     force: bool = False
+    start_over: bool = False  # build on a fresh state; the state file is kept aside
 
 
 @dataclass
@@ -224,7 +225,9 @@ def init(machine: Machine, options: InitOptions, *, dry_run: bool = False) -> In
             after_install=_retire_default_site(machine.root, had_nginx),
         )
 
-    done = pipeline.run(machine, build, dry_run=dry_run, force=options.force)
+    done = pipeline.run(
+        machine, build, dry_run=dry_run, force=options.force, start_over=options.start_over
+    )
     state = done.change.state
     warnings = done.warnings + pipeline.uefi_warnings(machine, state, preview=True)
     warnings += pipeline.stray_warnings(machine.root, state.tftp_root)  # TFTP would serve them

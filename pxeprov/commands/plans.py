@@ -84,6 +84,31 @@ def _live_image(state: State, wanted: str | None) -> str:
     return clonezilla[0]
 
 
+def _repository(state: State, options: AssignOptions, macs: list[str]) -> str:
+    """The repository of a restore or a save plan: --repo, else the state's. A save to this
+    box's own repository (`repo init`) writes through its write share, with the password of
+    the save plans that are armed or running, or a new one: the share takes it only until
+    their jobs report or the plans are removed (pipeline.sync_write_access)."""
+    if options.repo is not None:
+        check_repo(options.repo, "--repo")
+        if pipeline.own_write_share(state, options.repo):
+            raise InputError(
+                f"--repo names this box's write share {pipeline.WRITE_SHARE}, whose password "
+                "pxeprov makes for each save plan",
+                "leave --repo out: a save goes to this box's repository by itself",
+            )
+        return options.repo
+    if not state.repo:
+        raise InputError(
+            "no image repository: give --repo smb://host/share/path (or nfs://, ssh://)",
+            "`pxeprov repo init` makes this box serve one",
+        )
+    if options.action == "save" and state.repo_path:
+        password = pipeline.write_password(state, skip=frozenset(macs))
+        return pipeline.write_share_url(state, password or secrets.token_urlsafe(18))
+    return ""  # the state's repository, as it is when the menus are rendered
+
+
 def new_plans(
     state: State, options: AssignOptions, live: str | None = None, now: float | None = None
 ) -> list[Plan]:
@@ -103,15 +128,10 @@ def new_plans(
                 f"({', '.join(names) or 'there is none'})"
             )
         entry = options.entry or ""
-    elif options.action in ("restore", "save"):
+    repo = ""
+    if options.action in ("restore", "save"):
         entry = _live_image(state, live)
-        if options.repo is not None:
-            check_repo(options.repo, "--repo")
-        elif not state.repo:
-            raise InputError(
-                "no image repository: give --repo smb://host/share/path (or nfs://, ssh://)",
-                "`pxeprov repo init` makes this box serve one",
-            )
+        repo = _repository(state, options, macs)
         if options.action == "restore" and not options.yes:
             raise InputError(
                 f"restoring {options.image} overwrites {options.disk} of "
@@ -126,7 +146,7 @@ def new_plans(
             image=options.image or "" if options.action in ("restore", "save") else "",
             disk=options.disk if options.action in ("restore", "save") else "sda",
             then=options.then if options.action in ("restore", "save") else "reboot",
-            repo=(options.repo or "") if options.action in ("restore", "save") else "",
+            repo=repo,
             once=options.once,
             group=options.group,
             assigned=utc_stamp(now),
@@ -147,9 +167,14 @@ def assign(
         macs = set(_macs(options.macs))
         kept = tuple(p for p in previous.plans if p.mac not in macs)
         warnings = []
-        repo = (options.repo or previous.repo) if plans and plans[0].imaging else ""
+        repo = (plans[0].repo or previous.repo) if plans and plans[0].imaging else ""
         parts = repo_parts(repo) if repo else {}
-        if parts.get("password"):
+        if pipeline.own_write_share(previous, repo):
+            warnings.append(
+                f"the write share {pipeline.WRITE_SHARE} takes this save's password (in the "
+                "boot line until the plan fires) until its job reports or the plan is removed"
+            )
+        elif parts.get("password"):
             warnings.append(
                 f"the password of {parts['user']}@{parts['host']} is in "
                 "the boot line of these machines: anyone on the LAN who can fetch TFTP or HTTP "

@@ -4,7 +4,9 @@ Samba's package is installed like dnsmasq's; pxeprov's shares go in a file of th
 (/etc/samba/pxeprov.conf, checked with `testparm`), included from smb.conf; the shared
 directory is created with a README. A read-only share for guests (restores need nothing more,
 so no password goes into their boot lines) becomes the state's repository; a write share for
-one account, pxeprov-imaging, whose password is kept in a 0600 file, serves saves.
+one account, pxeprov-imaging, serves saves: Samba takes a password for it only while a save
+plan is armed or its job runs (the plan's, in its boot line; pipeline.sync_write_access), so a
+password read from a boot line is worth nothing once the job has reported.
 
 Neither share acts as root: both read and write as pxeprov-imaging, a system account that
 cannot log in, which owns the directory (0750: other local users read no disk image). So what a
@@ -16,12 +18,10 @@ disk image to anyone), not a system tree or anyone's home, and no symbolic link 
 
 from __future__ import annotations
 
-import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pxeprov import pipeline, syntax, system
+from pxeprov import fsutil, pipeline, syntax, system
 from pxeprov.apply import Outcome
 from pxeprov.errors import InputError
 from pxeprov.paths import DEFAULT_REPO_PATH, REPO_PASSWORD
@@ -30,7 +30,7 @@ from pxeprov.plan import Plan as FilePlan
 from pxeprov.state import State
 
 ACCOUNT = pipeline.REPO_ACCOUNT
-READ_SHARE, WRITE_SHARE = "pxeprov-images", "pxeprov-images-rw"
+READ_SHARE, WRITE_SHARE = pipeline.READ_SHARE, pipeline.WRITE_SHARE
 
 
 @dataclass
@@ -39,7 +39,7 @@ class RepoResult:
     plan: FilePlan
     outcome: Outcome | None
     read_url: str
-    write_url: str  # with the account's password; "" where it was not set up
+    write_url: str  # the write share (no password: each save plan gets one)
     notes: list[str] = field(default_factory=list)
 
 
@@ -67,32 +67,26 @@ def repo_init(
     done = pipeline.run(machine, build, dry_run=dry_run)
     state = done.change.state
     assert state.network is not None
-    write_url = ""
+    write_url = f"smb://{state.network.address}/{WRITE_SHARE}/"
     if done.outcome is not None:
         if machine.root.is_system:
             pipeline.hand_over_repo(state)
-            password = _password()
-            write_url = f"smb://{ACCOUNT}:{password}@{state.network.address}/{WRITE_SHARE}/"
+            notes += _forget_fixed_password()
         else:
-            notes.append(f"skipped: the Samba account {ACCOUNT} (--root is not /)")
             notes.append(f"skipped: handing {state.repo_path} over to {ACCOUNT} (--root is not /)")
+            if machine.samba is None:
+                notes.append(f"skipped: the Samba account {ACCOUNT} (--root is not /)")
+        # whatever Samba had (a password of an older pxeprov, a sync that failed): the save
+        # plans' password, or none
+        notes += pipeline.sync_write_access(machine, state)
     return RepoResult(state, done.plan, done.outcome, state.repo, write_url, notes + done.warnings)
 
 
-def _password() -> str:
-    """The write share's account's Samba password (kept in /etc/pxeprov/repo-password, 0600,
-    made once)."""
+def _forget_fixed_password() -> list[str]:
+    """An older pxeprov kept one password for the write share in REPO_PASSWORD: gone."""
     path = Path(str(REPO_PASSWORD))
-    try:
-        password = path.read_text().strip()
-    except OSError:
-        password = ""
-    if not password:
-        # only characters a repository URL may hold (state.check_repo)
-        password = secrets.token_urlsafe(18)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(password + "\n")
-    system.run(["smbpasswd", "-s", "-a", ACCOUNT], stdin=f"{password}\n{password}\n")
-    return password
+    if not path.exists():
+        return []
+    fsutil.remove(path)
+    return [f"{REPO_PASSWORD} is removed: the write share takes a password only while a save "
+            "plan is armed or its job runs (each `assign --save` makes one)"]  # fmt: skip
