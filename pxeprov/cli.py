@@ -14,7 +14,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from pxeprov import __version__, bootlog, pipeline, vlab
+from pxeprov import __version__, bootlog, pipeline, vlab, wol
 from pxeprov.apply import Outcome
 from pxeprov.commands import doctor as doctor_module
 from pxeprov.commands import images, listing
@@ -526,6 +526,12 @@ def assign(
     yes: Annotated[
         bool, typer.Option("--yes", help="Confirm that a restore erases the disk.")
     ] = False,
+    wake: Annotated[
+        bool,
+        typer.Option(
+            "--wake", help="Then wake the machines (Wake-on-LAN on the serving interface)."
+        ),
+    ] = False,
     force: Annotated[bool, typer.Option(help="Overwrite menus edited by hand.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Show what would change; write nothing.")] = False,
 ) -> None:
@@ -589,9 +595,35 @@ def assign(
                     "next network boot"
                 )
         if result.outcome is None:
+            if wake:
+                typer.echo(f"would wake {', '.join(macs)}")
             _print_files(result.plan, diff=True)
             return
         _print_outcome(result.outcome)
+        if wake:
+            _say_woken(plans_module.wake(machine, tuple(macs)))
+
+
+def _say_woken(sent: wol.Sent) -> None:
+    typer.echo(
+        f"Woke {', '.join(sent.macs)}: {sent.count} magic packets each to {sent.target} on "
+        f"{sent.interface}."
+    )
+
+
+@app.command("wake")
+def wake_(
+    ctx: typer.Context,
+    macs: Annotated[list[str] | None, typer.Argument(help="The machines' MAC addresses.")] = None,
+    group: Annotated[str, typer.Option(help="Every machine of this group (its plans).")] = "",
+    port: Annotated[
+        int, typer.Option(help="The UDP port of the magic packets (9 or 7).")
+    ] = wol.WOL_PORT,
+) -> None:
+    """Wake machines with Wake-on-LAN: magic packets to the serving subnet's broadcast
+    address, out of the serving interface only."""
+    with _errors(ctx):
+        _say_woken(plans_module.wake(_machine(ctx), tuple(macs or ()), group, port))
 
 
 @app.command()

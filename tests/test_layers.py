@@ -26,6 +26,7 @@ FLOORS: list[tuple[str, ...]] = [
         "pxeprov.vlab",
         "pxeprov.menucheck",
         "pxeprov.journal",
+        "pxeprov.wol",
     ),
     # boot chains; image code; logs; the imaging jobs' reports
     ("pxeprov.boot", "pxeprov.images", "pxeprov.bootlog", "pxeprov.jobreport"),

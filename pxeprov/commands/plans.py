@@ -21,13 +21,21 @@ import secrets
 import time
 from dataclasses import dataclass, field, replace
 
-from pxeprov import bootlog, pipeline
+from pxeprov import bootlog, pipeline, wol
 from pxeprov.apply import Outcome
 from pxeprov.errors import InputError
 from pxeprov.pipeline import Change, Machine
 from pxeprov.plan import Plan as FilePlan
 from pxeprov.render import plan_label, plan_now, plan_progress
-from pxeprov.state import Plan, State, check_repo, normal_mac, repo_parts, utc_stamp
+from pxeprov.state import (
+    Plan,
+    State,
+    check_port,
+    check_repo,
+    normal_mac,
+    repo_parts,
+    utc_stamp,
+)
 
 ACTIONS = ("entry", "local", "menu", "restore", "save")
 
@@ -305,3 +313,24 @@ def plans(machine: Machine, last_seen: dict[str, bootlog.Client] | None = None) 
             last = f"{bootlog.STAGE_WORDS[client.stage]} at {when}"
         out.append(PlanView(p, plan_label(p), plan_now(p), last, plan_progress(p)))
     return out
+
+
+def wake(
+    machine: Machine, macs: tuple[str, ...], group: str = "", port: int = wol.WOL_PORT
+) -> wol.Sent:
+    """Wake-on-LAN for the machines named, and those of `group` (by their plans), on the
+    serving interface only."""
+    state = pipeline.load_state(machine.root)
+    if state.network is None:
+        raise InputError("pxeprov is not set up here", "run `pxeprov init` first")
+    wanted = _macs(macs) if macs else []
+    if group:
+        members = [p.mac for p in state.plans if p.group == group]
+        if not members:
+            raise InputError(f"no plan has the group {group!r} (`pxeprov plans` lists them)")
+        wanted += [m for m in members if m not in wanted]
+    if not wanted:
+        raise InputError("give MAC addresses, or --group NAME")
+    check_port(port, "--port")
+    net = state.network
+    return wol.wake(wanted, net.interface, net.subnet, net.address, port=port)
