@@ -512,3 +512,20 @@ def test_doctor_looks_at_every_file_an_image_serves(tmp_path: Path) -> None:
         "/var/lib/tftpboot/images/rocky/.treeinfo (file of image rocky) is missing",
         "/var/lib/tftpboot/images/rocky/images (tree of image rocky) is missing",
     ]
+
+
+def test_doctor_stops_fetching_when_nothing_answers_tftp(
+    netns: str, loader_root: Path, cli: Cli
+) -> None:
+    """In a namespace of its own (nothing serves TFTP there), doctor's first TFTP fetch waits
+    for curl's timeout; the other files are not tried (each would wait as long), and doctor
+    says so."""
+    assert cli(loader_root, "init", *NET, "--no-http").exit_code == 0
+    done = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-m", "pxeprov",
+                           "--root", str(loader_root), "doctor", "--no-probe", "--json"],
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    checks = [c for c in json.loads(done.stdout)["checks"] if c["name"] == "fetch.tftp"]
+    assert [c["status"] for c in checks] == ["fail", "info"], checks
+    assert checks[0]["message"] == "TFTP fetch of pxelinux.0 from 127.0.0.1: no answer (timeout)"
+    assert checks[1]["message"].startswith("not tried, as nothing answers TFTP: ldlinux.c32, ")
+    assert "boot.ipxe" in checks[1]["message"]

@@ -319,7 +319,8 @@ def _fetches(machine: Machine, state: State, chain: boot.UefiChain) -> Iterator[
     loaders = [f.name for c in boot.served(state, chain) for f in c.files]
     menus = [c.menu[0] for c in boot.served(state, chain)]
     bad = 0
-    for name in dict.fromkeys([*loaders, *menus]):
+    names = list(dict.fromkeys([*loaders, *menus]))
+    for index, name in enumerate(names):
         rc, out = _curl(f"tftp://{address}/{name}", "--tftp-blksize", "1428")
         size = (tftp_root / name).stat().st_size if (tftp_root / name).is_file() else -1
         got = int(out.split()[-1]) if out.split() else -1
@@ -334,6 +335,13 @@ def _fetches(machine: Machine, state: State, chain: boot.UefiChain) -> Iterator[
                 if rc == 28
                 else "pxeprov doctor's other findings say why",
             )
+            if rc == 28 and index + 1 < len(names):  # no answer: the others would wait too
+                yield Check(
+                    "fetch.tftp",
+                    "info",
+                    f"not tried, as nothing answers TFTP: {', '.join(names[index + 1 :])}",
+                )
+                break
     if not bad:
         yield Check(
             "fetch.tftp",
