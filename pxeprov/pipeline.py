@@ -36,12 +36,10 @@ from pxeprov.paths import (
     Root,
 )
 from pxeprov.plan import DirAction, Plan, load_manifest, make_plan, with_dirs
+from pxeprov.repository import REPO_ACCOUNT, REPO_MODE, write_password
 from pxeprov.state import State
 
 LOCK_TIMEOUT = 60.0
-REPO_ACCOUNT = "pxeprov-imaging"  # the image repository's own account (commands/repo.py)
-REPO_MODE = 0o750
-READ_SHARE, WRITE_SHARE = "pxeprov-images", "pxeprov-images-rw"  # templates/samba/
 IMAGES_DIR = kinds.IMAGES_DIR  # under the TFTP root: one directory per image
 
 
@@ -91,6 +89,11 @@ class Machine:
     )
     validators: dict[str, Validator] = field(default_factory=lambda: dict(VALIDATORS))
     lock_timeout: float = LOCK_TIMEOUT
+
+    def passwords(self) -> system.SambaPasswords | None:
+        """Samba's passwords to keep: the one given (a test's smbd), else this system's; None
+        under --root."""
+        return self.samba or (system.SambaPasswords() if self.root.is_system else None)
 
 
 # ---------------------------------------------------------------- the state
@@ -392,38 +395,11 @@ def run(
 # ---------------------------------------------------------------- the write share's password
 
 
-def own_write_share(state: State, url: str) -> bool:
-    """Whether `url` is this box's write share (`repo init`), whatever account it names."""
-    if state.network is None or not url:
-        return False
-    parts = state_mod.repo_parts(url)
-    return (
-        parts["host"] == str(state.network.address)
-        and parts["path"].strip("/").split("/")[0] == WRITE_SHARE
-    )
-
-
-def write_share_url(state: State, password: str) -> str:
-    assert state.network is not None
-    return f"smb://{REPO_ACCOUNT}:{password}@{state.network.address}/{WRITE_SHARE}/"
-
-
-def write_password(state: State, skip: frozenset[str] = frozenset()) -> str:
-    """The write share's password while a save plan on it is armed or its job runs (a plan of
-    a machine in `skip` aside), else "": the share takes no password then. Every such plan
-    has the same one (Samba keeps one per account), made with the first."""
-    live = (p for p in state.plans if p.action == "save" and p.status in ("armed", "started"))
-    for p in live:
-        if p.mac not in skip and own_write_share(state, p.repo):
-            return state_mod.repo_parts(p.repo)["password"]
-    return ""
-
-
 def sync_write_access(machine: Machine, state: State) -> list[str]:
     """Samba's password of the repository's account: the save plans' (write_password), or
     none (disabled) when no save plan is armed or running. Said in notes, not raised: the
     state is already written; `doctor` and `repo init` find and mend a mismatch."""
-    samba = machine.samba or (system.SambaPasswords() if machine.root.is_system else None)
+    samba = machine.passwords()
     if samba is None or not state.repo_path:
         return []
     password = write_password(state)

@@ -28,8 +28,14 @@ FLOORS: list[tuple[str, ...]] = [
         "pxeprov.journal",
         "pxeprov.wol",
     ),
-    # boot chains; image code; logs; the imaging jobs' reports
-    ("pxeprov.boot", "pxeprov.images", "pxeprov.bootlog", "pxeprov.jobreport"),
+    # boot chains; image code; logs; the imaging jobs' reports; the repository's shares
+    (
+        "pxeprov.boot",
+        "pxeprov.images",
+        "pxeprov.bootlog",
+        "pxeprov.jobreport",
+        "pxeprov.repository",
+    ),
     ("pxeprov.render",),
     ("pxeprov.plan",),
     ("pxeprov.apply",),

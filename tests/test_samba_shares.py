@@ -30,7 +30,8 @@ from pxeprov.commands.doctor import write_share
 from pxeprov.commands.plans import AssignOptions, assign, fire, record_result, unassign
 from pxeprov.commands.repo import repo_init
 from pxeprov.paths import DEFAULT_REPO_PATH, Root
-from pxeprov.pipeline import REPO_ACCOUNT, REPO_MODE, Machine, load_state
+from pxeprov.pipeline import Machine, load_state
+from pxeprov.repository import REPO_ACCOUNT, REPO_MODE
 from pxeprov.state import repo_parts
 from pxeprov.system import SambaPasswords, system_account
 from pxeprov.vlab import stop_process

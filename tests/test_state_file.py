@@ -11,7 +11,9 @@ repository (port 0, a host that is no host, a user that reads as an option) are 
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import stat
 import threading
 from pathlib import Path
@@ -200,23 +202,13 @@ def test_the_state_is_root_s_only(loader_root: Path, cli: Cli) -> None:
     assert snapshot(loader_root) == before  # re-running changes nothing
 
 
-@pytest.mark.parametrize(
-    ("address", "subnet", "words"),
-    [
-        ("10.0.0.0", "10.0.0.0/24", "is the network address of 10.0.0.0/24"),
-        ("10.0.0.255", "10.0.0.0/24", "is the broadcast address of 10.0.0.0/24"),
-        ("10.0.1.255", "10.0.0.0/23", "is the broadcast address"),
-    ],
-)
-def test_a_server_address_is_a_host_s(
-    loader_root: Path, cli: Cli, address: str, subnet: str, words: str
-) -> None:
-    r = cli(loader_root, "init", "--interface", "lo", "--address", address, "--subnet", subnet)
-    assert r.exit_code == 2 and words in r.stderr, r.stderr
-    assert not (loader_root / STATE).exists()
-
-
-def test_a_point_to_point_address_is_a_host_s() -> None:
+def test_a_server_address_is_a_host_s() -> None:
+    """(`init --address` on the subnet's network or broadcast address: tests/test_syntax.py.)
+    Any prefix: the broadcast address of a /23; a /31's two addresses are both hosts."""
+    with pytest.raises(InputError, match=re.escape("is the broadcast address of 10.0.0.0/23")):
+        state_mod.Network(
+            "lo", state_mod.parse_address("10.0.1.255"), state_mod.parse_subnet("10.0.0.0/23")
+        )
     net = state_mod.Network(
         "lo", state_mod.parse_address("10.0.0.0"), state_mod.parse_subnet("10.0.0.0/31")
     )
@@ -276,3 +268,12 @@ def test_any_text_is_a_state_or_one_clean_error(text: str) -> None:
     except InputError as exc:
         assert exc.message.startswith("fuzz: "), exc.message
         assert "\n" not in exc.message.removeprefix("fuzz: ").split(":")[0]
+
+
+def test_doctor_names_the_way_out_of_a_bad_state(loader_root: Path, cli: Cli) -> None:
+    _set_up(loader_root, cli)
+    (loader_root / STATE).write_bytes(b"")
+    r = cli(loader_root, "doctor", "--no-probe", "--json")
+    (check,) = json.loads(r.stdout)["checks"]
+    assert (check["name"], check["status"]) == ("state", "fail")
+    assert "is empty" in check["message"] and "init --start-over" in check["fix"], check

@@ -354,6 +354,8 @@ def test_hostile_state_fails_every_command_naming_the_key(loader_root: Path, cli
         ("--http-base-url", "http://x:99999/", "a port 1-65535"),
         # iPXE's `menu` (and GRUB's `menuentry`) would take it for an option: no menu at all
         ("--title", "--delete Evil", "must not start with '-'"),
+        ("--address", "127.0.0.0", "is the network address of 127.0.0.0/8"),
+        ("--address", "127.255.255.255", "is the broadcast address of 127.0.0.0/8"),
     ],
 )
 def test_options_are_refused_naming_them(
@@ -361,7 +363,9 @@ def test_options_are_refused_naming_them(
 ) -> None:
     assert cli(loader_root, "init", *CLI_NET).exit_code == 0
     before = snapshot(loader_root)
-    args = [a for a in CLI_NET if option != "--interface" or a not in ("--interface", "lo")]
+    given = dict(zip(CLI_NET[::2], CLI_NET[1::2], strict=True))
+    given.pop(option, None)  # the option tried, instead of the lab's own value
+    args = [word for pair in given.items() for word in pair]
     r = cli(loader_root, "init", *args, option, value)
     assert r.exit_code == 2, r.stderr
     assert words in r.stderr and len(r.stderr.splitlines()) == 1

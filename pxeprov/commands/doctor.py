@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pxeprov import boot, dhcpprobe, firewall, pipeline, ports, render, system
+from pxeprov import boot, dhcpprobe, firewall, pipeline, ports, render, repository, system
 from pxeprov import state as state_mod
 from pxeprov.errors import PxeprovError
 from pxeprov.images.kinds.clonezilla import REPORT_PORT
@@ -547,12 +547,12 @@ def write_share(machine: Machine, state: State) -> Iterator[Check]:
     """Samba takes a password for the repository's account only while a save plan is armed or
     its job runs (pipeline.sync_write_access): anything else is a share open to an old
     password, or a save that cannot write."""
-    samba = machine.samba or (system.SambaPasswords() if machine.root.is_system else None)
+    samba = machine.passwords()
     if not state.repo_path or samba is None:
         return
-    enabled = samba.enabled(pipeline.REPO_ACCOUNT)
-    saving = bool(pipeline.write_password(state))
-    share = pipeline.WRITE_SHARE
+    enabled = samba.enabled(repository.REPO_ACCOUNT)
+    saving = bool(repository.write_password(state))
+    share = repository.WRITE_SHARE
     if enabled and not saving:
         yield Check(
             "repo.write",
@@ -582,8 +582,9 @@ def doctor(machine: Machine, options: Options = Options()) -> Report:
     try:
         state = pipeline.load_state(machine.root)
     except PxeprovError as exc:
-        fix = exc.hint if exc.hint and "--start-over" in exc.hint else "pxeprov init --force"
-        return Report((Check("state", "fail", exc.message, fix),), "")
+        return Report(
+            (Check("state", "fail", exc.message, exc.hint or "pxeprov init --force"),), ""
+        )
     if state.network is None:
         return Report((Check("state", "fail", "pxeprov is not set up here", "pxeprov init"),), "")
     net = state.network

@@ -21,7 +21,7 @@ import secrets
 import time
 from dataclasses import dataclass, field, replace
 
-from pxeprov import bootlog, pipeline, wol
+from pxeprov import bootlog, pipeline, repository, wol
 from pxeprov.apply import Outcome
 from pxeprov.errors import InputError
 from pxeprov.pipeline import Change, Machine
@@ -99,9 +99,9 @@ def _repository(state: State, options: AssignOptions, macs: list[str]) -> str:
     their jobs report or the plans are removed (pipeline.sync_write_access)."""
     if options.repo is not None:
         check_repo(options.repo, "--repo")
-        if pipeline.own_write_share(state, options.repo):
+        if repository.own_write_share(state, options.repo):
             raise InputError(
-                f"--repo names this box's write share {pipeline.WRITE_SHARE}, whose password "
+                f"--repo names this box's write share {repository.WRITE_SHARE}, whose password "
                 "pxeprov makes for each save plan",
                 "leave --repo out: a save goes to this box's repository by itself",
             )
@@ -112,8 +112,8 @@ def _repository(state: State, options: AssignOptions, macs: list[str]) -> str:
             "`pxeprov repo init` makes this box serve one",
         )
     if options.action == "save" and state.repo_path:
-        password = pipeline.write_password(state, skip=frozenset(macs))
-        return pipeline.write_share_url(state, password or secrets.token_urlsafe(18))
+        password = repository.write_password(state, skip=frozenset(macs))
+        return repository.write_share_url(state, password or secrets.token_urlsafe(18))
     return ""  # the state's repository, as it is when the menus are rendered
 
 
@@ -177,9 +177,9 @@ def assign(
         warnings = []
         repo = (plans[0].repo or previous.repo) if plans and plans[0].imaging else ""
         parts = repo_parts(repo) if repo else {}
-        if pipeline.own_write_share(previous, repo):
+        if repository.own_write_share(previous, repo):
             warnings.append(
-                f"the write share {pipeline.WRITE_SHARE} takes this save's password (in the "
+                f"the write share {repository.WRITE_SHARE} takes this save's password (in the "
                 "boot line until the plan fires) until its job reports or the plan is removed"
             )
         elif parts.get("password"):

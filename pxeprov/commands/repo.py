@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pxeprov import fsutil, pipeline, syntax, system
+from pxeprov import fsutil, pipeline, repository, syntax, system
 from pxeprov.apply import Outcome
 from pxeprov.errors import InputError
 from pxeprov.paths import DEFAULT_REPO_PATH, REPO_PASSWORD
@@ -29,8 +29,8 @@ from pxeprov.pipeline import Change, Machine
 from pxeprov.plan import Plan as FilePlan
 from pxeprov.state import State
 
-ACCOUNT = pipeline.REPO_ACCOUNT
-READ_SHARE, WRITE_SHARE = pipeline.READ_SHARE, pipeline.WRITE_SHARE
+ACCOUNT = repository.REPO_ACCOUNT
+READ_SHARE = repository.READ_SHARE
 
 
 @dataclass
@@ -67,7 +67,7 @@ def repo_init(
     done = pipeline.run(machine, build, dry_run=dry_run)
     state = done.change.state
     assert state.network is not None
-    write_url = f"smb://{state.network.address}/{WRITE_SHARE}/"
+    write_url = repository.write_share_url(state)
     if done.outcome is not None:
         if machine.root.is_system:
             pipeline.hand_over_repo(state)

@@ -32,7 +32,8 @@ import pytest
 
 from pxeprov import fsutil
 from pxeprov.paths import DEFAULT_REPO_PATH, Root
-from pxeprov.pipeline import REPO_ACCOUNT, REPO_MODE, load_state
+from pxeprov.pipeline import load_state
+from pxeprov.repository import REPO_ACCOUNT, REPO_MODE
 from pxeprov.system import system_account
 
 from ..sambalab import private_binds, smb_conf
