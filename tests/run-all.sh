@@ -27,12 +27,13 @@ fi
 # the userspace tests boot (built once, cached in /var/cache/pxeprov-tests); nftables, iptables:
 # the firewall rules `pxeprov doctor` is tested against (ufw's too, loaded for real); clonezilla,
 # drbl, partclone, parted, gdisk, dosfstools: the disk image the restore test saves (ocs-sr
-# savedisk); samba: its repository.
+# savedisk), and the multicast sessions' feeder (drbl's ocs-functions); udpcast: udp-sender and
+# udp-receiver of those sessions; samba: its repository.
 apt-get install -y -q --no-install-recommends \
     dnsmasq-base pxelinux syslinux-common ipxe grub-common \
     qemu-system-x86 ovmf debian-installer-12-netboot-amd64 memtest86+ \
     grub-pc-bin grub-efi-amd64-bin mtools mmdebstrap squashfs-tools nftables iptables \
-    clonezilla drbl partclone parted samba smbclient gdisk dosfstools e2fsprogs \
+    clonezilla drbl partclone udpcast parted samba smbclient gdisk dosfstools e2fsprogs \
     nginx-light xorriso curl tftp-hpa iproute2 strace openssl python3 python3-venv
 if [ -n "$ours" ]; then
     rm -f "$policy"

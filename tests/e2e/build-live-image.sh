@@ -107,7 +107,7 @@ deb $MIRROR/debian-security bookworm-security main"
 PACKAGES=linux-image-amd64,live-boot,live-boot-initramfs-tools,busybox,initramfs-tools,systemd-sysv
 PACKAGES+=,udev,live-config,live-config-systemd,user-setup,sudo,iproute2,procps,kmod,zstd
 # Clonezilla's tools and what they call without declaring it, and the repositories' clients
-PACKAGES+=,clonezilla,drbl,partclone,pigz,dialog,parted,gdisk,dosfstools,lvm2,net-tools
+PACKAGES+=,clonezilla,drbl,partclone,pigz,dialog,parted,gdisk,dosfstools,lvm2,net-tools,udpcast
 PACKAGES+=,cifs-utils,nfs-common,sshfs,openssh-client,locales,isc-dhcp-client,psmisc
 # dracut's livenet initramfs (built below, outside the live initramfs) needs curl
 PACKAGES+=,curl

@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -248,6 +249,7 @@ class NetLab:
     _ordinary: Ordinary = field(init=False, default="dnsmasq")
     _ordinary_options: tuple[str, ...] = field(init=False, default=())
     _boots: int = field(init=False, default=0)
+    _count: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         # PID suffix: leftovers of a crashed run can never collide with (or be deleted by) this one.
@@ -327,6 +329,15 @@ class NetLab:
         self._ip(ns, "link", "set", far, "up")
         self._wait_link_up(ns, far)
         return ns
+
+    def add_tap(self, name: str) -> str:
+        """One more tap on the lab's bridge, for a VM booting beside the one on tap0."""
+        if not name.startswith("tap") or name == TAP:
+            raise LabError(f"refusing tap name {name!r}")
+        self._ip(self.ns_a, "tuntap", "add", "dev", name, "mode", "tap")
+        self._ip(self.ns_a, "link", "set", name, "master", BRIDGE)
+        self._ip(self.ns_a, "link", "set", name, "up")
+        return name
 
     def remove_host(self, ns: str) -> None:
         if ns in (self.ns_a, self.ns_b) or ns not in self._namespaces:
@@ -602,13 +613,14 @@ class NetLab:
         serial: Path,
         vars_copy: Path,
         memory_mb: int | None = None,
+        tap: str = TAP,
     ) -> list[str]:
         """QEMU as lab.sh (uefi-sb: lab/secureboot/sb.sh) runs it, through pxeprov verify's own
         builder (TCG: /dev/kvm is unusable on these machines). ``memory_mb``: instead of lab.sh's
         size (a loader holds the whole initrd in memory: a big one needs more); Secure Boot's is
         sb.sh's: shim + GRUB + the installer's initrd in 512 MB is tight."""
         default = 768 if firmware == "uefi-sb" else 512
-        return qemu_argv(firmware, mac, serial, vars_copy, memory_mb or default)
+        return qemu_argv(firmware, mac, serial, vars_copy, memory_mb or default, tap)
 
     def boot(
         self,
@@ -621,6 +633,7 @@ class NetLab:
         memory_mb: int | None = None,
         marks: Mapping[str, tuple[Path, str]] | None = None,
         qemu_extra: Sequence[str] = (),
+        tap: str = TAP,
     ) -> BootEvidence:
         """PXE-boot one VM on tap0 until the kernel prints (plus a grace period) or ``limit``.
 
@@ -633,8 +646,9 @@ class NetLab:
         """
         if self.ns_a not in self._namespaces:
             raise LabError("lab is not up")
-        self._boots += 1
-        case = f"{self._boots:02d}-{firmware}"
+        with self._count:
+            self._boots += 1
+            case = f"{self._boots:02d}-{firmware}"
         serial = self.workdir / f"serial-{case}.log"
         qemu_out = self.workdir / f"qemu-{case}.out"
         vars_copy = self.workdir / f"vars-{case}.fd"
@@ -652,7 +666,7 @@ class NetLab:
         argv = [
             "timeout", "-k", "5", str(int(limit) + HARD_STOP_SLACK),
             "ip", "netns", "exec", self.ns_a,
-            *self.qemu_argv(firmware, mac, serial, vars_copy, memory_mb),
+            *self.qemu_argv(firmware, mac, serial, vars_copy, memory_mb, tap),
             *qemu_extra,
         ]  # fmt: skip
         (self.workdir / f"qemu-{case}.cmd").write_text(" ".join(argv) + "\n")

@@ -7,12 +7,15 @@ bench/boot_bench.py.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -22,7 +25,17 @@ import pytest
 from pxeprov import state as state_mod
 
 from ..isos import clonezilla_files, make_iso
-from .netlab import A_ADDR, B_ADDR, LEASE_RANGE, VETH_B, BootEvidence, Dnsmasq, NetLab, Nginx
+from .netlab import (
+    A_ADDR,
+    B_ADDR,
+    LEASE_RANGE,
+    VETH_B,
+    BootEvidence,
+    Dnsmasq,
+    NetLab,
+    Nginx,
+    stop_process,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DI = Path("/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64")
@@ -257,3 +270,30 @@ class OneAtATime:
         if current.nginx is not None:
             self.lab.stop_nginx(current.nginx)
         current.proxy = current.nginx = None
+
+
+@contextlib.contextmanager
+def watching(
+    lab: NetLab, root: Path, served: Served, out: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`pxeprov watch --fire` in namespace B on the served root's logs, its output in `out`:
+    yields once it watches; stopped (SIGINT, then by its pid) afterwards."""
+    assert served.nginx is not None
+    argv = ["ip", "netns", "exec", lab.ns_b, sys.executable, "-m", "pxeprov", "--root", str(root),
+            "watch", "--fire", "--dnsmasq-log", str(served.running.log), "--nginx-log",
+            str(served.nginx.access_log)]  # fmt: skip
+    with out.open("wb") as f:
+        watcher = subprocess.Popen(argv, cwd=REPO, stdout=f, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while "Watching " not in out.read_text():
+            assert watcher.poll() is None and time.monotonic() < deadline, out.read_text()
+            time.sleep(0.2)
+        yield watcher
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        try:
+            watcher.wait(timeout=15)
+        finally:
+            stop_process(watcher)

@@ -38,6 +38,7 @@ from .pxeserver import (
     build_root,
     leases,
     pxeprov,
+    watching,
 )
 from .sbfiles import SecureBootFiles
 from .test_secureboot import GRUB, SHIM
@@ -123,29 +124,13 @@ def test_ipxe_plan_and_a_one_shot_that_fires(
     served = one.serve(Served.of("plans-http", root))
     assert served.nginx is not None
     out = lab.workdir / "plans-watch.out"
-    argv = ["ip", "netns", "exec", lab.ns_b, sys.executable, "-m", "pxeprov", "--root", str(root),
-            "watch", "--fire", "--dnsmasq-log", str(served.running.log), "--nginx-log",
-            str(served.nginx.access_log)]  # fmt: skip
-    with out.open("wb") as f:
-        watcher = subprocess.Popen(argv, cwd=REPO, stdout=f, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while "Watching " not in out.read_text():
-            assert watcher.poll() is None and time.monotonic() < deadline, out.read_text()
-            time.sleep(0.2)
+    with watching(lab, root, served, out):
         ev = lab.boot("bios", ONCE, served.running, limit=KERNEL_LIMIT)
         assert ev.kernel_after is not None and ev.kernel_after < MENU_WAIT, ev.summary()
         deadline = time.monotonic() + 20
         while "plan fired" not in out.read_text():
             assert time.monotonic() < deadline, out.read_text()
             time.sleep(0.3)
-    finally:
-        watcher.send_signal(signal.SIGINT)
-        try:
-            watcher.wait(timeout=15)
-        finally:
-            stop_process(watcher)
     client = leases(ev)[-1]
     requests = served.nginx.requests()
     assert any(r.client == client and r.path == f"/{KERNEL}" and r.status == 200 for r in requests)

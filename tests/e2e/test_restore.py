@@ -18,12 +18,9 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,7 +38,7 @@ from .conftest import MakeDir
 from .disks import TOOLS, make_source_disk, partition_hashes, partition_table, save_image
 from .liveimage import LiveImage
 from .netlab import B_ADDR, NetLab, missing_files, stop_process
-from .pxeserver import LOADERS, REPO, UNDIONLY, OneAtATime, Served, build_root, pxeprov
+from .pxeserver import LOADERS, UNDIONLY, OneAtATime, Served, build_root, pxeprov, watching
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -136,31 +133,17 @@ def test_unattended_restore(lab: NetLab, make_dir: MakeDir, root: Path, samba: P
     served = one.serve(Served.of("restore", root))
     assert served.nginx is not None
     out = lab.workdir / "restore-watch.out"
-    argv = ["ip", "netns", "exec", lab.ns_b, sys.executable, "-m", "pxeprov", "--root", str(root),
-            "watch", "--fire", "--dnsmasq-log", str(served.running.log), "--nginx-log",
-            str(served.nginx.access_log)]  # fmt: skip
-    with out.open("wb") as f:
-        watcher = subprocess.Popen(argv, cwd=REPO, stdout=f, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while "Watching " not in out.read_text():
-            assert watcher.poll() is None and time.monotonic() < deadline, out.read_text()
-            time.sleep(0.2)
-        # Success is QEMU powering itself off; a failed job or a panic ends the boot at once.
-        ev = lab.boot("bios", MAC, served.running, limit=RESTORE_LIMIT, memory_mb=2048,
-                      stop_on=FAILED, stop_grace=2.0,
-                      qemu_extra=["-drive", f"file={target},if=virtio,format=raw"])  # fmt: skip
-        deadline = time.monotonic() + 30  # the report came before the power-off; its line soon
-        while "job done" not in out.read_text() and time.monotonic() < deadline:
-            time.sleep(0.3)
+        with watching(lab, root, served, out):
+            # Success is QEMU powering itself off; a failed job or a panic ends the boot at once.
+            ev = lab.boot("bios", MAC, served.running, limit=RESTORE_LIMIT, memory_mb=2048,
+                          stop_on=FAILED, stop_grace=2.0,
+                          qemu_extra=["-drive", f"file={target},if=virtio,format=raw"])  # fmt: skip
+            deadline = time.monotonic() + 30  # the report came before the power-off; its line
+            while "job done" not in out.read_text() and time.monotonic() < deadline:
+                time.sleep(0.3)
     finally:
-        watcher.send_signal(signal.SIGINT)
-        try:
-            watcher.wait(timeout=15)
-        finally:
-            stop_process(watcher)
-            one.stop()
+        one.stop()
     serial = ev.serial
     print(f"\nrestore: QEMU ran {ev.seconds:.0f} s, kernel at {ev.kernel_after or 0:.0f} s")  # noqa: T201
     assert ev.ended_by == "qemu exited (rc=0)", ev.summary()  # it powered itself off
