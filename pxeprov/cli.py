@@ -20,6 +20,7 @@ from pxeprov.commands import doctor as doctor_module
 from pxeprov.commands import images, listing
 from pxeprov.commands import plans as plans_module
 from pxeprov.commands import repo as repo_module
+from pxeprov.commands import session as session_module
 from pxeprov.commands import verify as verify_module
 from pxeprov.commands import watch as watch_module
 from pxeprov.commands.init import InitOptions, InitResult
@@ -532,6 +533,56 @@ def assign(
             "--wake", help="Then wake the machines (Wake-on-LAN on the serving interface)."
         ),
     ] = False,
+    multicast: Annotated[
+        bool,
+        typer.Option(
+            "--multicast",
+            help="Restore all these machines at once: one multicast session (Clonezilla's "
+            "feeder, udp-sender) sends each partition once, from this box's repository. Its "
+            "name is --group's.",
+        ),
+    ] = False,
+    clients: Annotated[
+        int | None,
+        typer.Option(help="--multicast: start when this many joined [default: all of them]."),
+    ] = None,
+    max_wait: Annotated[
+        int,
+        typer.Option(help="--multicast: or this many seconds after the first one joined."),
+    ] = 300,
+    part_pause: Annotated[
+        int,
+        typer.Option(
+            help="--multicast: the longest wait for the machines before each next partition "
+            "(Clonezilla's 30 s; a slow disk needs its time to settle)."
+        ),
+    ] = 30,
+    max_bitrate: Annotated[
+        str,
+        typer.Option(help="--multicast: a cap in bits per second, like 500m [default: none]."),
+    ] = "",
+    mcast_address: Annotated[
+        str | None,
+        typer.Option(help="--multicast: the data's address in 239.0.0.0/8 [default: a free one]."),
+    ] = None,
+    mcast_port: Annotated[
+        int | None,
+        typer.Option(
+            help="--multicast: the port base, even; the session takes 64 ports from it "
+            "[default: 2232 or the next free]."
+        ),
+    ] = None,
+    mcast_interface: Annotated[
+        str | None,
+        typer.Option(help="--multicast: the interface to send on [default: the serving one]."),
+    ] = None,
+    drop_retries: Annotated[
+        int,
+        typer.Option(
+            help="--multicast: drop a machine that stops answering after this many retries "
+            "(udp-sender's --retries-until-drop; ~20 s at 30), so the others go on."
+        ),
+    ] = 30,
     force: Annotated[bool, typer.Option(help="Overwrite menus edited by hand.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Show what would change; write nothing.")] = False,
 ) -> None:
@@ -577,7 +628,13 @@ def assign(
             group,
             yes or dry_run,
             force,
-        )
+            session_module.MulticastOptions(
+                clients, max_wait, part_pause, max_bitrate, mcast_address, mcast_port,
+                mcast_interface, drop_retries,
+            ) if multicast else None,
+        )  # fmt: skip
+        if not multicast and (clients, mcast_address, mcast_port, mcast_interface) != (None,) * 4:
+            raise InputError("--clients and --mcast-* are for --multicast")
         machine = _machine(ctx)
         if action == "menu":
             result = plans_module.unassign(machine, tuple(macs), dry_run=dry_run, force=force)
@@ -600,6 +657,8 @@ def assign(
             _print_files(result.plan, diff=True)
             return
         _print_outcome(result.outcome)
+        for line in result.said:
+            typer.echo(line)
         if wake:
             _say_woken(plans_module.wake(machine, tuple(macs)))
 
@@ -645,6 +704,19 @@ def unassign(
             _print_files(result.plan, diff=True)
             return
         _print_outcome(result.outcome)
+        for line in result.said:
+            typer.echo(line)
+
+
+@app.command("session-run", hidden=True)
+def session_run(
+    ctx: typer.Context, name: Annotated[str, typer.Argument(help="The session.")]
+) -> None:
+    """The sender of a multicast session (started by `assign --multicast`, as a service)."""
+    with _errors(ctx):
+        progress = session_module.run_sender(_machine(ctx), name, typer.echo)
+        if progress.phase != "sent":
+            raise typer.Exit(1)
 
 
 @app.command("plans")
@@ -655,9 +727,11 @@ def plans_(
         Path | None, typer.Option(help="dnsmasq's log [default: /var/log/pxeprov-dnsmasq.log].")
     ] = None,
 ) -> None:
-    """Every machine's plan, what it boots now, and its last stage in the logs."""
+    """Every machine's plan, what it boots now, and its last stage in the logs; multicast
+    sessions: who joined, which partition goes, who was dropped."""
     with _errors(ctx):
         machine = _machine(ctx)
+        said = session_module.check_senders(machine, act=_may_act(machine))
         seen: dict[str, bootlog.Client] = {}
         try:
             found = watch_module.status(
@@ -678,6 +752,11 @@ def plans_(
                             "what": v.what,
                             "now": v.now,
                             "last": v.last,
+                            "session_progress": session_module.progress_json(
+                                machine, v.plan.session
+                            )
+                            if v.plan.session
+                            else None,
                         }
                         for v in views
                     ],
@@ -685,6 +764,8 @@ def plans_(
                 )
             )
             return
+        for line in said:
+            typer.echo(line)
         if not views:
             typer.echo("No machine has a plan: every one gets the menu.")
         for v in views:
@@ -692,6 +773,13 @@ def plans_(
             group = f" [{v.plan.group}]" if v.plan.group else ""
             typer.echo(f"{v.plan.mac}{group}  {v.what}{once}")
             typer.echo(f"    boots now: {v.now}" + (f"; last seen: {v.last}" if v.last else ""))
+        for line in session_module.describe(machine):
+            typer.echo(line)
+
+
+def _may_act(machine: pipeline.Machine) -> bool:
+    """Whether a report may also clean up after a sender (root, or a test's --root)."""
+    return not machine.root.is_system or os.geteuid() == 0
 
 
 repo_app = typer.Typer(
@@ -830,7 +918,12 @@ def status(
     """The clients that booted (or tried to) recently: the stages each reached."""
     with _errors(ctx):
         options = _watch_options(mac, since, stall, dnsmasq_log, nginx_log)
-        lines = watch_module.status(_machine(ctx), options)
+        machine = _machine(ctx)
+        for said in session_module.check_senders(machine, act=_may_act(machine)):
+            typer.echo(said)
+        for said in session_module.describe(machine):
+            typer.echo(said)
+        lines = watch_module.status(machine, options)
         if not lines:
             typer.echo("No PXE client in the logs for that time.")
         for line in lines:

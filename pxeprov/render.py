@@ -265,6 +265,12 @@ def plan_progress(plan: Plan) -> str:
     return words
 
 
+def missed_session(state: State, plan: Plan) -> bool:
+    """The plan's multicast session ended before its machine took the plan."""
+    session = state.session(plan.session) if plan.session else None
+    return session is not None and bool(session.ended) and not plan.fired
+
+
 def plan_now(plan: Plan) -> str:
     """What the machine boots now, in words: its plan, or after a one-shot fired, its local
     disk or the menu."""
@@ -272,8 +278,9 @@ def plan_now(plan: Plan) -> str:
 
 
 def plan_entry(state: State, plan: Plan, *, grub_http: bool = False) -> PlanEntry | None:
-    """How each loader boots `plan` (None once it boots the menu again)."""
-    if plan.now == "menu":
+    """How each loader boots `plan` (None once it boots the menu again, or when its multicast
+    session ended before the machine took it: no sender would answer it)."""
+    if plan.now == "menu" or missed_session(state, plan):
         return None
     key = plan.mac.replace(":", "")
     dashes = plan.mac.replace(":", "-")
@@ -282,7 +289,8 @@ def plan_entry(state: State, plan: Plan, *, grub_http: bool = False) -> PlanEntr
         image = next(i for i in state.images if i.name == plan.entry)
         if plan.imaging:
             kind = kinds.get(image.kind)
-            args = kind.job_args(image, served(state), plan, plan.repo or state.repo)
+            session = state.session(plan.session) if plan.session else None
+            args = kind.job_args(image, served(state), plan, plan.repo or state.repo, session)
             if args is None:
                 raise InputError(
                     f"the plan of {plan.mac} runs its job with {image.name}, a {image.kind} "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import calendar
 import ipaddress
+import itertools
 import re
 import time
 import tomllib
@@ -280,6 +281,9 @@ class Plan:
     result: str = ""
     reported: str = ""
     reason: str = ""
+    # a restore plan of a multicast session ([[sessions]], by name): its machine takes the
+    # image from the session's sender (udpcast), not from the share
+    session: str = ""
 
     def __post_init__(self) -> None:
         if normal_mac(self.mac, "plans.mac") != self.mac:
@@ -323,6 +327,10 @@ class Plan:
                 ) from None
         if self.group:
             check_name(self.group, "plans.group")
+        if self.session:
+            check_name(self.session, "plans.session")
+            if self.action != "restore":
+                raise InputError("plans.session is for restore plans")
 
     @property
     def imaging(self) -> bool:
@@ -363,6 +371,91 @@ class Plan:
         return "local" if self.imaging and self.then == "local" else "menu"
 
 
+MCAST_PORT_SPAN = 64  # the ports of one session: udp-sender's portbase, +2 for each partition
+MAX_MCAST_PARTS = MCAST_PORT_SPAN // 2
+SESSION_OUTCOMES = ("", "sent", "failed", "stopped")
+_BITRATE_RE = re.compile(r"[1-9][0-9]{0,5}[kmgKMG]?")
+
+
+@dataclass(frozen=True)
+class Session:
+    """A multicast restore: one image sent once (Clonezilla's feeder, udp-sender, partition by
+    partition) to the machines whose restore plans name the session. The settings are
+    udp-sender's and Clonezilla's: how many clients to wait for, the longest wait after the
+    first one joined, the pause between partitions (PART_PREPARE_TIME), a bitrate cap, the
+    interface, the port base and the data address."""
+
+    name: str
+    image: str
+    port: int = 2232  # Clonezilla's MULTICAST_PORT
+    address: str = "239.255.10.1"  # the data's multicast address (udp-sender's)
+    clients: int = 1  # start when this many machines joined (--clients-to-wait)
+    max_wait: int = 300  # or this many seconds after the first one (--max-time-to-wait)
+    part_pause: int = 30  # before each next partition (Clonezilla's PART_PREPARE_TIME)
+    bitrate: str = ""  # udp-sender's --max-bitrate ("" none), e.g. 500m
+    # udp-sender's --retries-until-drop: a machine that stops answering (powered off, crashed)
+    # is dropped after this many unanswered requests, ~20 s at 30, so the others go on
+    # (udpcast's own default, 200, holds them for minutes)
+    drop_retries: int = 30
+    interface: str = ""  # "" the serving interface
+    created: str = ""
+    # the sender's end: when, sent/failed/stopped, and why (its last words)
+    ended: str = ""
+    outcome: str = ""
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "sessions.name")
+        if not _OCS_IMAGE_RE.fullmatch(self.image):
+            raise InputError(
+                f"sessions.image {self.image[:70]!r} must match [A-Za-z0-9][A-Za-z0-9._-]*"
+            )
+        if not 1024 <= self.port <= 65535 - MCAST_PORT_SPAN or self.port % 2:
+            raise InputError(
+                f"sessions.port {self.port} must be an even port from 1024 to "
+                f"{65535 - MCAST_PORT_SPAN} (each partition takes the next two)"
+            )
+        try:
+            address = ipaddress.IPv4Address(self.address)
+        except ValueError:
+            raise InputError(
+                f"sessions.address {self.address[:40]!r} is not an IPv4 address"
+            ) from None
+        if address not in ipaddress.IPv4Network("239.0.0.0/8"):
+            raise InputError(
+                f"sessions.address {self.address} must be in 239.0.0.0/8 (administratively "
+                "scoped multicast: it stays on this LAN)"
+            )
+        if not 1 <= self.clients <= 1000:
+            raise InputError("sessions.clients must be from 1 to 1000")
+        if not 1 <= self.max_wait <= 86400:
+            raise InputError("sessions.max_wait must be from 1 to 86400 seconds")
+        if not 5 <= self.part_pause <= 3600:
+            raise InputError("sessions.part_pause must be from 5 to 3600 seconds")
+        if self.bitrate and not _BITRATE_RE.fullmatch(self.bitrate):
+            raise InputError(
+                f"sessions.bitrate {self.bitrate[:20]!r} must be a number with k, m or g "
+                "(bits per second), like 500m"
+            )
+        if not 5 <= self.drop_retries <= 1000:
+            raise InputError("sessions.drop_retries must be from 5 to 1000")
+        if self.interface:
+            check_interface(self.interface, "sessions.interface")
+        if self.outcome not in SESSION_OUTCOMES:
+            raise InputError("sessions.outcome must be sent, failed, stopped or empty")
+        if bool(self.outcome) != bool(self.ended):
+            raise InputError("sessions.ended and sessions.outcome go together")
+        if not _REASON_RE.fullmatch(self.reason):
+            raise InputError("sessions.reason must be one line of printable ASCII (300 at most)")
+        for key, stamp in (("created", self.created), ("ended", self.ended)):
+            if not _STAMP_RE.fullmatch(stamp):
+                raise InputError(f"sessions.{key} {stamp[:40]!r} must be like 2026-11-28T13:00:00Z")
+
+    @property
+    def ports(self) -> range:
+        return range(self.port, self.port + MCAST_PORT_SPAN)
+
+
 @dataclass(frozen=True)
 class State:
     network: Network | None = None
@@ -380,6 +473,7 @@ class State:
     repo_path: str = ""  # the directory this box shares with Samba as a repository ("" none)
     images: tuple[Image, ...] = field(default_factory=tuple)
     plans: tuple[Plan, ...] = field(default_factory=tuple)
+    sessions: tuple[Session, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         check_tftp_root(str(self.tftp_root), "server.tftp_root")
@@ -417,6 +511,35 @@ class State:
                 )
             if plan.imaging and not (plan.repo or self.repo):
                 raise InputError(f"the plan of {plan.mac} has no repository (and the state none)")
+        self._check_sessions()
+
+    def _check_sessions(self) -> None:
+        by_name = {s.name: s for s in self.sessions}
+        if len(by_name) != len(self.sessions):
+            raise InputError("two sessions have the same name in the state")
+        for plan in self.plans:
+            session = by_name.get(plan.session) if plan.session else None
+            if plan.session and session is None:
+                raise InputError(f"the plan of {plan.mac} names the session {plan.session!r}, "
+                                 "which is not in the state")  # fmt: skip
+            if session is not None and plan.image != session.image:
+                raise InputError(
+                    f"the plan of {plan.mac} restores {plan.image!r}, its session "
+                    f"{session.name!r} sends {session.image!r}"
+                )
+        ordered = sorted(self.sessions, key=lambda s: s.port)
+        for a, b in itertools.pairwise(ordered):
+            if b.port < a.port + MCAST_PORT_SPAN:
+                raise InputError(
+                    f"the sessions {a.name!r} and {b.name!r} share ports: each takes "
+                    f"{MCAST_PORT_SPAN} ports from its own"
+                )
+        addresses = [s.address for s in self.sessions]
+        if len(set(addresses)) != len(addresses):
+            raise InputError("two sessions have the same multicast address")
+
+    def session(self, name: str) -> Session | None:
+        return next((s for s in self.sessions if s.name == name), None)
 
     @property
     def payload_base(self) -> str | None:
@@ -464,7 +587,7 @@ def loads(text: str, where: str = "state") -> State:
     except RecursionError:  # tomllib recurses once per nested array or inline table
         raise InputError(f"{where}: not a state: arrays or tables nested too deeply") from None
     unknown = sorted(set(data) - {"network", "server", "menu", "http", "images", "imaging",
-                                  "plans"})  # fmt: skip
+                                  "plans", "sessions"})  # fmt: skip
     if unknown:
         raise InputError(f"{where}: unknown key {unknown[0]}")
     try:
@@ -523,7 +646,34 @@ def _from_dict(data: dict[str, Any], where: str) -> State:
     if not isinstance(plans, list):
         raise InputError(f"{where}: plans must be an array of tables ([[plans]])")
     kwargs["plans"] = tuple(_plan(entry, where, i) for i, entry in enumerate(plans))
+    sessions = data.get("sessions", [])
+    if not isinstance(sessions, list):
+        raise InputError(f"{where}: sessions must be an array of tables ([[sessions]])")
+    kwargs["sessions"] = tuple(_session(entry, where, i) for i, entry in enumerate(sessions))
     return State(**kwargs)
+
+
+_SESSION_KEYS = {f.name: f for f in fields(Session)}
+
+
+def _session(entry: Any, where: str, index: int) -> Session:
+    if not isinstance(entry, dict):
+        raise InputError(f"{where}: each [[sessions]] entry must be a table")
+    unknown = sorted(set(entry) - set(_SESSION_KEYS))
+    if unknown:
+        raise InputError(f"{where}: unknown key sessions.{unknown[0]}")
+    missing = sorted({"name", "image"} - set(entry))
+    if missing:
+        raise InputError(f"{where}: a session has no {missing[0]}")
+    kwargs = {
+        name: _typed(entry, name, int if str(f.type) == "int" else str, where)
+        for name, f in _SESSION_KEYS.items()
+        if name in entry
+    }
+    try:
+        return Session(**kwargs)
+    except InputError as exc:
+        raise InputError(f"{where}: sessions[{index}]: {exc.message}", exc.hint) from None
 
 
 _PLAN_KEYS = {f.name for f in fields(Plan)}
@@ -607,6 +757,12 @@ def dumps(state: State) -> str:
         data["images"] = [_image_table(image) for image in state.images]
     if state.plans:
         data["plans"] = [_plan_table(plan) for plan in state.plans]
+    if state.sessions:
+        defaults = {f.name: f.default for f in fields(Session)}
+        data["sessions"] = [
+            {k: v for k, v in asdict(s).items() if k in ("name", "image") or v != defaults[k]}
+            for s in state.sessions
+        ]
     return HEADER + "\n" + tomli_w.dumps(data) + "\n" + TRAILER
 
 

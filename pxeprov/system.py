@@ -285,7 +285,7 @@ class Service:
         pid_file = PID_FILES[self.unit]
         pid_file.parent.mkdir(parents=True, exist_ok=True)
         if self.unit in _SPAWNED:
-            _spawn(_DIRECT[self.unit](), pid_file, _SPAWNED[self.unit])
+            spawn(_DIRECT[self.unit](), pid_file, _SPAWNED[self.unit])
             return
         run(_DIRECT[self.unit](), timeout=60)
 
@@ -335,7 +335,7 @@ def _is_watcher(pid: int) -> bool:
     return b"pxeprov" in argv and b"watch" in argv
 
 
-def _spawn(argv: list[str], pid_file: Path, log: Path, wait: float = 1.0) -> None:
+def spawn(argv: list[str], pid_file: Path, log: Path, wait: float = 1.0) -> None:
     """Start a daemon that does not detach itself: its own session, its output appended to
     `log`, its pid in `pid_file`; it must still run after `wait` seconds."""
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -365,7 +365,7 @@ _DIRECT: dict[str, Callable[[], list[str]]] = {
     "nginx": lambda: ["nginx"],  # daemonizes; /etc/nginx/nginx.conf names /run/nginx.pid
     "pxeprov-watch": _watch_argv,
 }
-# Daemons that stay in the foreground: started by _spawn, their output in a log of their own
+# Daemons that stay in the foreground: started by spawn, their output in a log of their own
 _SPAWNED: dict[str, Path] = {"pxeprov-watch": Path(str(WATCH_LOG))}
 
 

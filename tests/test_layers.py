@@ -28,13 +28,15 @@ FLOORS: list[tuple[str, ...]] = [
         "pxeprov.journal",
         "pxeprov.wol",
     ),
-    # boot chains; image code; logs; the imaging jobs' reports; the repository's shares
+    # boot chains; image code; logs; the imaging jobs' reports; the repository's shares;
+    # multicast sessions' feeder and progress
     (
         "pxeprov.boot",
         "pxeprov.images",
         "pxeprov.bootlog",
         "pxeprov.jobreport",
         "pxeprov.repository",
+        "pxeprov.multicast",
     ),
     ("pxeprov.render",),
     ("pxeprov.plan",),

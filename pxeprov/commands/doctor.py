@@ -17,8 +17,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pxeprov import boot, dhcpprobe, firewall, pipeline, ports, render, repository, system
+from pxeprov import (
+    boot,
+    dhcpprobe,
+    firewall,
+    multicast,
+    pipeline,
+    ports,
+    render,
+    repository,
+    system,
+)
 from pxeprov import state as state_mod
+from pxeprov.commands import session as sessions
 from pxeprov.errors import PxeprovError
 from pxeprov.images.kinds.clonezilla import REPORT_PORT
 from pxeprov.paths import DNSMASQ_LOG, NGINX_SITE
@@ -384,6 +395,10 @@ def _firewall(state: State) -> Iterator[Check]:
         wanted.append(firewall.Port("tcp", REPORT_PORT, "imaging jobs' reports"))
     if state.repo_path:
         wanted.append(firewall.Port("tcp", 445, "the image repository (Samba)"))
+    for session in sessions.active(state):
+        what = f"multicast session {session.name} (udpcast; +2 for each next partition)"
+        wanted += [firewall.Port("udp", session.port, what),
+                   firewall.Port("udp", session.port + 1, what)]  # fmt: skip
     if not any(system.have(t) for t in ("nft", "iptables-nft-save", "iptables-legacy-save")):
         yield Check("firewall", "info", "no nft or iptables here: no firewall rules to read")
         return
@@ -575,6 +590,38 @@ def write_share(machine: Machine, state: State) -> Iterator[Check]:
         yield Check("repo.write", "pass", f"the write share {share} takes no password")
 
 
+def _multicast(machine: Machine, state: State) -> Iterator[Check]:
+    """What multicast sessions need: a sender for each session that has not ended, none for
+    sessions gone, an interface that can multicast, udp-sender and Clonezilla's feeder."""
+    assert state.network is not None
+    running = sessions.active(state)
+    notes = sessions.check_senders(machine, act=False)
+    for note in notes:
+        fix = "pxeprov plans (it stops a leftover sender, resumes or ends a session)"
+        yield Check("multicast.sender", "fail", note, fix)
+    if not running:
+        return
+    for name in sorted({s.interface or state.network.interface for s in running}):
+        flag = multicast.interface_multicast(name)
+        if flag is None:
+            yield Check("multicast.interface", "fail", f"the interface {name} is missing",
+                        "unassign the session, and assign it with --mcast-interface")  # fmt: skip
+        elif not flag:
+            yield Check("multicast.interface", "fail",
+                        f"the interface {name} has no MULTICAST flag: the session's packets "
+                        "are not sent", f"ip link set {name} multicast on")  # fmt: skip
+        else:
+            yield Check("multicast.interface", "pass", f"{name} can multicast")
+    missing = [t for t in ("udp-sender",) if not system.have(t)]
+    if missing or not multicast.FUNCTIONS.is_file():
+        yield Check("multicast.tools", "fail",
+                    "udp-sender or Clonezilla's feeder (drbl's ocs-functions) is missing",
+                    f"apt-get install {' '.join(multicast.PACKAGES)}")  # fmt: skip
+    elif not notes:
+        names = ", ".join(s.name for s in running)
+        yield Check("multicast.sender", "pass", f"the senders of {names} run")
+
+
 # ---------------------------------------------------------------- all of it
 
 
@@ -601,6 +648,7 @@ def doctor(machine: Machine, options: Options = Options()) -> Report:
     checks += _firewall(state)
     checks += _plans(state, machine.root.is_system)
     checks += write_share(machine, state)
+    checks += _multicast(machine, state)
     if options.probe:
         checks += _probe(state, options.wait)
     log = machine.root.path(DNSMASQ_LOG)

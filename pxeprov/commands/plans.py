@@ -21,14 +21,16 @@ import secrets
 import time
 from dataclasses import dataclass, field, replace
 
-from pxeprov import bootlog, pipeline, repository, wol
+from pxeprov import bootlog, multicast, pipeline, repository, wol
 from pxeprov.apply import Outcome
+from pxeprov.commands import session as sessions
 from pxeprov.errors import InputError
 from pxeprov.pipeline import Change, Machine
 from pxeprov.plan import Plan as FilePlan
-from pxeprov.render import plan_label, plan_now, plan_progress
+from pxeprov.render import missed_session, plan_label, plan_now, plan_progress
 from pxeprov.state import (
     Plan,
+    Session,
     State,
     check_port,
     check_repo,
@@ -53,6 +55,7 @@ class AssignOptions:
     group: str = ""
     yes: bool = False  # a restore overwrites the disk: said yes to
     force: bool = False
+    multicast: sessions.MulticastOptions | None = None  # a restore: one multicast session
 
 
 @dataclass
@@ -61,6 +64,7 @@ class PlansResult:
     plan: FilePlan
     outcome: Outcome | None  # None: a dry run
     notes: list[str] = field(default_factory=list)
+    said: list[str] = field(default_factory=list)  # what was done besides: senders started
 
 
 def _macs(values: tuple[str, ...]) -> list[str]:
@@ -171,9 +175,24 @@ def assign(
 
     def build(previous: State) -> Change:
         plans = new_plans(previous, options, live)
-        made[:] = plans
         macs = set(_macs(options.macs))
         kept = tuple(p for p in previous.plans if p.mac not in macs)
+        new_sessions: tuple[Session, ...] = ()
+        _check_sessions(previous, options, macs)
+        if options.multicast is not None:
+            name = sessions.session_name(previous, options.group, options.image or "")
+            session = sessions.new_session(
+                machine,
+                previous,
+                options.image or "",
+                options.disk,
+                name,
+                sorted(macs),
+                options.multicast,
+            )
+            new_sessions = (session,)
+            plans = [replace(p, session=name, group=name) for p in plans]
+        made[:] = plans
         warnings = []
         repo = (plans[0].repo or previous.repo) if plans and plans[0].imaging else ""
         parts = repo_parts(repo) if repo else {}
@@ -189,13 +208,71 @@ def assign(
                 "files can read it. Give this account write access to the image share only "
                 "(restores need no account: a read-only guest share)"
             )
-        return Change(previous.with_changes(plans=kept + tuple(plans)), warnings=tuple(warnings))
+        names = {s.name for s in new_sessions}
+        old = tuple(s for s in previous.sessions if s.name not in names)
+        state = previous.with_changes(plans=kept + tuple(plans), sessions=old + new_sessions)
+        state = state.with_changes(sessions=sessions.prune(state))
+        return Change(
+            state,
+            install=tuple(machine.packages.missing(multicast.PACKAGES))
+            if new_sessions and machine.root.is_system
+            else (),
+            warnings=tuple(warnings),
+        )
 
+    before = _session_names(machine)
     done = pipeline.run(machine, build, dry_run=dry_run, force=options.force)
     notes = list(done.warnings)
+    said = []
+    if done.outcome is not None:
+        said = _after_sessions(machine, before, {p.session for p in made if p.session})
     if done.outcome is not None and any(p.one_shot for p in made):
         notes += _watcher_note(machine)
-    return PlansResult(made, done.plan, done.outcome, notes)
+    return PlansResult(made, done.plan, done.outcome, notes, said)
+
+
+def _check_sessions(state: State, options: AssignOptions, macs: set[str]) -> None:
+    """A machine in a running session keeps its plan until it is unassigned; a save never
+    writes into an image a session is sending; --multicast is for a restore from this box."""
+    for plan in state.plans:
+        session = state.session(plan.session) if plan.session else None
+        if plan.mac in macs and session is not None and not session.ended:
+            raise InputError(
+                f"{plan.mac} is in the multicast session {session.name!r}",
+                f"`pxeprov unassign {plan.mac}` first (or `unassign --group {session.name}`)",
+            )
+    if options.action == "save":
+        reading = [s.name for s in sessions.active(state) if s.image == options.image]
+        if reading:
+            raise InputError(
+                f"the multicast session {reading[0]!r} is sending {options.image}: a save "
+                "into it would change the image under its machines",
+                "save under another name, or wait for the session to end",
+            )
+    if options.multicast is not None:
+        if options.action != "restore":
+            raise InputError("--multicast is for --restore")
+        if options.repo is not None:
+            raise InputError(
+                "--multicast sends the image from this box's repository: leave --repo out"
+            )
+
+
+def _session_names(machine: Machine) -> set[str]:
+    try:
+        return {s.name for s in pipeline.load_state(machine.root).sessions}
+    except InputError:
+        return set()
+
+
+def _after_sessions(machine: Machine, before: set[str], started: set[str]) -> list[str]:
+    """Stop the senders of sessions the change removed; start those of new sessions."""
+    after = _session_names(machine)
+    notes = sessions.stop_gone(machine, sorted(before - after))
+    for name in sorted(started & after):
+        how = sessions.start(machine, name)
+        notes.append(f"the sender of the session {name!r} waits for its machines: {how}")
+    return notes
 
 
 def _watcher_note(machine: Machine) -> list[str]:
@@ -228,12 +305,13 @@ def unassign(
         if not gone:
             raise InputError("none of those machines has a plan (`pxeprov plans` lists them)")
         removed[:] = gone
-        return Change(
-            previous.with_changes(plans=tuple(p for p in previous.plans if p not in gone))
-        )
+        state = previous.with_changes(plans=tuple(p for p in previous.plans if p not in gone))
+        return Change(state.with_changes(sessions=sessions.prune(state)))
 
+    before = _session_names(machine)
     done = pipeline.run(machine, build, dry_run=dry_run, force=force)
-    return PlansResult(removed, done.plan, done.outcome, done.warnings)
+    said = _after_sessions(machine, before, set()) if done.outcome is not None else []
+    return PlansResult(removed, done.plan, done.outcome, list(done.warnings), said)
 
 
 def fire(machine: Machine, mac: str, token: str, when: float | None = None) -> list[Plan]:
@@ -311,6 +389,13 @@ def plans(machine: Machine, last_seen: dict[str, bootlog.Client] | None = None) 
         if client is not None and client.stage:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(client.reached[client.stage]))
             last = f"{bootlog.STAGE_WORDS[client.stage]} at {when}"
+        if missed_session(state, p):
+            session = state.session(p.session)
+            assert session is not None
+            progress = (f"MISSED its multicast session {p.session}: it ended {session.ended} "
+                        "before this machine took its plan")  # fmt: skip
+            out.append(PlanView(p, plan_label(p), "the menu", last, progress))
+            continue
         out.append(PlanView(p, plan_label(p), plan_now(p), last, plan_progress(p)))
     return out
 

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pxeprov import boot, bootlog, fsutil, jobreport, pipeline, system
+from pxeprov import boot, bootlog, fsutil, jobreport, multicast, pipeline, system
 from pxeprov import state as state_mod
 from pxeprov.bootlog import Client, Event, Tracker
 from pxeprov.commands import plans as plans_command
+from pxeprov.commands import session as session_command
 from pxeprov.errors import InputError, PxeprovError
 from pxeprov.images.kinds.clonezilla import REPORT_PORT
 from pxeprov.menucheck import MARKER_RE
@@ -28,6 +29,8 @@ from pxeprov.render import plan_label, plan_now
 from pxeprov.state import State
 
 POLL = 0.5  # seconds between looks at the logs
+SESSION_POLL = 2.0  # seconds between looks at the multicast sessions' progress
+SENDER_CHECK = 30.0  # seconds between checks that each session's sender runs (--fire)
 RETRY = 2.0  # seconds between tries of a plan change that could not be made (busy, bad state)
 DEFAULT_STALL = 30.0  # seconds without progress before a client is called stalled
 _MAX_READ = 64 << 20  # bytes read from a log at once
@@ -269,13 +272,25 @@ def watch(
     shown: dict[str, set[str]] = {}
     waiting: list[_Action] = list(w.resumed_actions)
     said_waiting = ""
-    next_try = 0.0
+    next_try = next_session = next_check = 0.0
+    sessions_said: dict[str, tuple[object, ...]] = {}
     try:
         while keep_going():
             now = time.time()
             if listener is not None:
                 listener.poll()
             w.refresh(machine)
+            if now >= next_session:
+                next_session = now + SESSION_POLL
+                for line in _session_news(machine, w.state, sessions_said):
+                    emit(f"{_time(now)}  {line}")
+            if options.fire and now >= next_check:
+                next_check = now + SENDER_CHECK
+                try:
+                    for note in session_command.check_senders(machine):
+                        emit(f"{_time(now)}  {note}")
+                except PxeprovError as exc:
+                    emit(f"{_time(now)}  the multicast senders could not be checked: {exc}")
             for event in w.events(now):
                 client = w.tracker.feed(event)
                 if options.fire and (action := _marker_action(event)) is not None:
@@ -316,6 +331,26 @@ def watch(
     finally:
         if listener is not None:
             listener.close()
+
+
+def _session_news(machine: Machine, state: State, said: dict[str, tuple[object, ...]]) -> list[str]:
+    """A line for each session whose phase, partition, joined or dropped machines changed."""
+    lines = []
+    for session in state.sessions:
+        progress = multicast.read_progress(machine.root, session.name)
+        if progress is None:
+            continue
+        dropped = [r for r in progress.receivers if r.dropped]
+        key = (progress.phase, progress.part, len(progress.receivers), len(dropped))
+        if said.get(session.name) == key:
+            continue
+        before = said.get(session.name, ("", 0, 0, 0))
+        said[session.name] = key
+        lines.append(f"session {session.name}: {progress.summary()}")
+        for r in dropped[int(str(before[3])) :]:
+            lines.append(f"session {session.name}: dropped {r.mac or '?'} ({r.ip}) in "
+                         f"partition {r.dropped}: {r.why}")  # fmt: skip
+    return lines
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pxeprov.images.kinds._liveboot import LiveBootKind, fetch, lang
 from pxeprov.images.kinds.registry import Served, register
-from pxeprov.state import Image, Plan, repo_parts
+from pxeprov.state import Image, Plan, Session, repo_parts
 
 
 class Clonezilla(LiveBootKind):
@@ -30,13 +30,21 @@ class Clonezilla(LiveBootKind):
             "ocs_live_batch=no net.ifnames=0 nosplash"
         )
 
-    def job_args(self, image: Image, served: Served, plan: Plan, repo: str) -> str | None:
+    def job_args(
+        self, image: Image, served: Served, plan: Plan, repo: str, session: Session | None = None
+    ) -> str | None:
         """Clonezilla's own boot parameters for an unattended job: ocs_live_run (ocs-sr in
         batch mode), ocs_live_batch=yes, the repository (ocs_repository, or for a share without
         credentials a guest mount in ocs_prerun: mount.cifs would ask for a password), and
         ocs_final_action. `-p true` leaves the end to ocs_final_action, after ocs_postrun."""
         ocs_sr = _RESTORE if plan.action == "restore" else _SAVE
         run = f"{ocs_sr} {plan.action}disk {plan.image} {plan.disk}"
+        if session is not None and plan.action == "restore":
+            # Clonezilla SE's client: udp-receiver for each partition from the port base up,
+            # the image's other files from the repository; --max-time-to-wait bounds its pause
+            # between partitions
+            run = (f"{ocs_sr} --mcast-port {session.port} --max-time-to-wait {session.max_wait} "
+                   f"multicast_restoredisk {plan.image} {plan.disk}")  # fmt: skip
         final = "poweroff" if plan.then == "poweroff" else "reboot"
         return (
             "boot=live union=overlay username=user config components noswap edd=on nomodeset "

@@ -22,7 +22,7 @@ from typing import ClassVar, Protocol
 from pxeprov.boot.chains import LoaderFile
 from pxeprov.errors import ImageError, InputError
 from pxeprov.images.isofs import Entry
-from pxeprov.state import Image, Plan
+from pxeprov.state import Image, Plan, Session
 
 VERSION_LIMIT = 48  # characters of a version kept: the label stays within syntax.MAX_TEXT
 # What the files every kind serves are called under images/<name>/, whatever the ISO calls them.
@@ -142,9 +142,12 @@ class ImageKind(ABC):
         it (notes, warnings)."""
         return []
 
-    def job_args(self, image: Image, served: Served, plan: Plan, repo: str) -> str | None:
+    def job_args(
+        self, image: Image, served: Served, plan: Plan, repo: str, session: Session | None = None
+    ) -> str | None:
         """The kernel arguments that run `plan` (a restore or save job) unattended, or None
-        when this kind cannot run jobs."""
+        when this kind cannot run jobs; a restore of a multicast `session` takes the
+        partitions from the session's sender."""
         return None
 
     def boots(self, image: Image, served: Served) -> dict[str, BootSpec]:

@@ -1,0 +1,149 @@
+"""End to end: a room restored at once over multicast (issue 18), woken by pxeprov.
+
+- The server as in test_restore.py: `pxeprov init`, the suite's Clonezilla-style live image
+  (now with udpcast), `repo init` and its read-only share in namespace B (the clients read the
+  image's small files from it), a source disk saved with Clonezilla's own `ocs-sr savedisk`.
+- `pxeprov assign` of three machines (BIOS with iPXE, two UEFI with iPXE), blank disks,
+  `--restore img1 --multicast --then poweroff --wake`: the magic packet of each MAC is taken on
+  the lab's bridge; the session's sender (Clonezilla's feeder, udp-sender) runs in namespace B.
+- The three VMs boot at once: each fires its plan by its marker, boots Clonezilla live, whose
+  `ocs-sr … --mcast-port P multicast_restoredisk` receives each partition from the one stream,
+  reports to the watcher and powers off. Then every disk is byte for byte the source; the
+  multicast bytes out of namespace B (an nft counter there) are at most 1.2x the image; the
+  session is `sent`, and every plan done by its own job's report.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from pxeprov import fsutil
+from pxeprov.paths import Root
+from pxeprov.pipeline import load_state
+from pxeprov.repository import REPO_ACCOUNT, REPO_MODE
+from pxeprov.system import system_account
+from pxeprov.vlab import Firmware
+from pxeprov.wol import magic_packet
+
+from ..test_wake import LISTENER  # UDP 9's datagrams, one JSON line each
+from .conftest import MakeDir
+from .disks import TOOLS, make_source_disk, partition_hashes, partition_table, save_image
+from .netlab import BootEvidence, NetLab
+from .pxeserver import OneAtATime, Served, pxeprov, watching
+from .test_restore import FAILED, root, samba  # noqa: F401  (fixtures)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+MACHINES = (("bios", "52:54:00:77:18:01"), ("uefi", "52:54:00:77:18:02"),
+            ("uefi", "52:54:00:77:18:03"))  # fmt: skip
+LIMIT = 1800.0  # three TCG VMs on two cores: each takes longer than one alone
+COUNTER = """
+table inet pxeprovmc {
+  counter mcast {}
+  chain out { type filter hook output priority 0; ip daddr 224.0.0.0/4 counter name mcast; }
+}
+"""
+
+
+def _nft(lab: NetLab, *args: str, stdin: str | None = None) -> str:
+    argv = ["ip", "netns", "exec", lab.ns_b, "nft", *args]
+    done = subprocess.run(argv, input=stdin, capture_output=True, text=True, check=True, timeout=30)
+    return done.stdout
+
+
+def test_a_room_restored_at_once(lab: NetLab, make_dir: MakeDir, root: Path, samba: Path) -> None:  # noqa: F811
+    missing = [t for t in (*TOOLS, "udp-sender", "nft") if shutil.which(t) is None]
+    if missing:
+        pytest.fail(f"e2e preconditions not met: programs missing: {missing}", pytrace=False)
+    work = make_dir("pxeprov-e2e-mcast-")
+    source = work / "source.img"
+    make_source_disk(source, work)
+    save_image(source, samba, "img1", work)
+    # saved from a loop device: Clonezilla's multicast client writes only a disk of the name
+    # saved (pxeprov refuses another), so the image's disk is renamed with Clonezilla's tool
+    saved = (samba / "img1" / "disk").read_text().split()[0]
+    cnvt = ["cnvt-ocs-dev", "-b", "-d", str(samba), "img1", saved, "vda"]
+    subprocess.run(cnvt, check=True, capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert (samba / "img1" / "disk").read_text().split() == ["vda"]
+    uid, gid = system_account(REPO_ACCOUNT)
+    fsutil.hand_over(samba, uid, gid, REPO_MODE, keep=("README.txt",))
+    image_bytes = sum(f.stat().st_size for f in (samba / "img1").glob("*-ptcl-img.gz*"))
+    expected, table = partition_hashes(source), partition_table(source)
+    targets = []
+    for i in range(len(MACHINES)):
+        target = work / f"target{i}.img"
+        with target.open("wb") as f:
+            f.truncate(source.stat().st_size)
+        targets.append(target)
+    _nft(lab, "-f", "-", stdin=COUNTER)
+    try:
+        _restore_room(lab, root, work, targets, image_bytes)
+    finally:
+        subprocess.run(["ip", "netns", "exec", lab.ns_b, "nft", "delete", "table", "inet",
+                        "pxeprovmc"], capture_output=True, timeout=30, check=False)  # fmt: skip
+    for target in targets:
+        assert partition_hashes(target) == expected
+        assert partition_table(target) == table
+
+
+def _restore_room(lab: NetLab, top: Path, work: Path, targets: list[Path], image: int) -> None:
+    macs = [mac for _, mac in MACHINES]
+    listener = subprocess.Popen(["ip", "netns", "exec", lab.ns_a, sys.executable, "-c", LISTENER,
+                                 "20"], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
+    r = pxeprov(lab, top, "assign", *macs, "--restore", "img1", "--disk", "vda", "--then",
+                "poweroff", "--multicast", "--group", "room", "--max-wait", "600",
+                "--part-pause", "60", "--max-bitrate", "20m", "--yes", "--wake")  # fmt: skip
+    out, _ = listener.communicate(timeout=60)
+    packets = [bytes.fromhex(json.loads(line)[0]) for line in out.splitlines()]
+    for mac in macs:  # the magic packets, on the lab's bridge
+        assert packets.count(magic_packet(mac)) == 3, (mac, len(packets))
+    assert "the sender of the session 'room' waits for its machines" in r.stdout, r.stdout
+
+    one = OneAtATime(lab)
+    served = one.serve(Served.of("mcast", top))
+    assert served.nginx is not None
+    log = lab.workdir / "mcast-watch.out"
+    taps = ["tap0", *(lab.add_tap(f"tap{i}") for i in range(1, len(MACHINES)))]
+
+    def boot(i: int) -> BootEvidence:
+        firmware: Firmware = "bios" if MACHINES[i][0] == "bios" else "uefi"
+        disk = ["-drive", f"file={targets[i]},if=virtio,format=raw"]
+        return lab.boot(firmware, MACHINES[i][1], served.running, limit=LIMIT, memory_mb=2048,
+                        stop_on=FAILED, stop_grace=2.0, tap=taps[i], qemu_extra=disk)  # fmt: skip
+
+    try:
+        with watching(lab, top, served, log), ThreadPoolExecutor(len(MACHINES)) as pool:
+            evidence = list(pool.map(boot, range(len(MACHINES))))
+            deadline = time.monotonic() + 30
+            while log.read_text().count("job done") < len(MACHINES):
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.3)
+    finally:
+        one.stop()
+    text = log.read_text()
+    for ev in evidence:
+        print(f"\n{ev.firmware} {ev.mac}: QEMU ran {ev.seconds:.0f} s")  # noqa: T201
+        assert ev.ended_by == "qemu exited (rc=0)", ev.summary()
+        assert "PXEPROV-OCS-RESULT rc=0" in ev.serial, ev.summary()
+        assert "multicast_restoredisk img1 vda" in ev.serial, ev.summary()
+    counted = json.loads(_nft(lab, "-j", "list", "counter", "inet", "pxeprovmc", "mcast"))
+    sent = next(x["counter"]["bytes"] for x in counted["nftables"] if "counter" in x)
+    said = f"multicast out of the server: {sent} bytes for {len(MACHINES)} machines; "
+    print(said + f"image {image} bytes ({sent / image:.2f}x)")  # noqa: T201
+    state = load_state(Root.of(top))
+    session = state.session("room")
+    assert session is not None and session.outcome == "sent", (session, text)
+    assert sent <= 1.2 * image, (sent, image, session.reason)
+    for plan in state.plans:
+        assert (plan.status, plan.result) == ("done", "done"), (plan, text)
+    assert "session room: waiting for machines (3 joined)" in text, text
+    assert "session room: sent: 2 partitions" in text, text
