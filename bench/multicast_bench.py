@@ -85,6 +85,15 @@ class Net:
             self.ip(ns, "addr", "add", f"10.91.0.{11 + i}/24", "dev", "eth0")
             self.ip(ns, "link", "set", "eth0", "up")
 
+    def limit(self, mbit: int) -> None:
+        """The server's link: what leaves its bridge is shaped to `mbit` Mbit/s (tbf), as a
+        real server's one port is; 0 leaves it as fast as memory."""
+        if mbit:
+            self.ip(self.server, "link", "set", IFACE, "txqueuelen", "1000")
+            subprocess.run(["ip", "netns", "exec", self.server, "tc", "qdisc", "add", "dev",
+                            IFACE, "root", "tbf", "rate", f"{mbit}mbit", "burst", "256kb",
+                            "latency", "100ms"], check=True, timeout=30)  # fmt: skip
+
     def down(self) -> None:
         for ns in self.made:
             pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True,
@@ -172,6 +181,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", default="1,2,3", help="the values of N, comma-separated")
     parser.add_argument("--size-mb", type=int, default=256, help="the image's size")
+    parser.add_argument("--link-mbit", type=int, default=1000,
+                        help="the server's link speed (0: unshaped, memory speed)")  # fmt: skip
     args = parser.parse_args()
     counts = sorted({int(x) for x in args.clients.split(",")})
     if os.geteuid() != 0:
@@ -184,6 +195,7 @@ def main() -> None:
     net = Net(max(counts))
     try:
         net.up()
+        net.limit(args.link_mbit)
         repo = work / "repo"
         names = make_image(repo, args.size_mb << 20)
         image = sum((repo / "img1" / n).stat().st_size for n in names)
@@ -202,7 +214,9 @@ def main() -> None:
                     flush=True,
                 )
         smbd.send_signal(signal.SIGTERM)
-        print(f"\nimage {image / 1e6:.0f} MB; ratios against N=1 of the same mode\n")
+        link = f"{args.link_mbit} Mbit/s" if args.link_mbit else "unshaped"
+        print(f"\nimage {image / 1e6:.0f} MB, server link {link}; ratios against N=1 of the "
+              "same mode\n")  # fmt: skip
         print("| N | mode | wall time | time vs N=1 | server bytes per client (x image) |")
         print("|---|---|---|---|---|")
         first = {mode: took for n, mode, took, _ in rows if n == counts[0]}
