@@ -281,6 +281,14 @@ def test_a_killed_sender_is_resumed_or_failed_and_a_leftover_one_stopped(
         in r.stdout, r.stdout  # fmt: skip
     pid2 = multicast.sender_pid(rootp, "lab")
     assert pid2 is not None and pid2 != pid
+    # a shutdown (SIGTERM) while it waits: the session is not ended, the next command resumes it
+    assert multicast.stop(rootp, "lab") == pid2
+    session = load_state(rootp).session("lab")
+    assert session is not None and not session.ended
+    r = pxeprov(room.server, root, "plans")
+    assert "started it again" in r.stdout, r.stdout
+    pid2 = multicast.sender_pid(rootp, "lab")
+    assert pid2 is not None
     procs = [room.receive(i, 2232, 2) for i in range(2)]
     deadline = time.monotonic() + 60
     while (p := multicast.read_progress(rootp, "lab")) is None or p.bytes_sent == 0:

@@ -163,10 +163,21 @@ def _systemd() -> bool:
     return system.Service("pxeprov-watch").systemd_running()
 
 
+def running(machine: Machine, name: str) -> bool:
+    """Whether the session's sender runs: its pid file's process, or on a box with systemd
+    its unit (active before the sender wrote its pid file)."""
+    if multicast.sender_pid(machine.root, name) is not None:
+        return True
+    if not (_systemd() and machine.root.is_system):
+        return False
+    unit = f"{multicast.unit(name)}.service"
+    return system.run(["systemctl", "is-active", "--quiet", unit], check=False).returncode == 0
+
+
 def start(machine: Machine, name: str) -> str:
     """Start the session's sender; how, in words."""
     root = machine.root
-    if multicast.sender_pid(root, name) is not None:
+    if running(machine, name):
         return "its sender runs already"
     argv = _argv(machine, name)
     if _systemd() and root.is_system:
@@ -267,7 +278,10 @@ def run_sender(machine: Machine, name: str, emit: Callable[[str], None] = print)
     multicast.write_progress(root, progress)
     emit(f"session {name}: {progress.phase}: {progress.message}")
     try:
-        record_end(machine, name, progress)
+        # Stopped by a signal (unassign, or the box shutting down): the session is not ended
+        # here; the next check_senders resumes it if nothing was sent, or fails it.
+        if not stopped:
+            record_end(machine, name, progress)
     finally:
         pid_file.unlink(missing_ok=True)
     return progress
@@ -340,7 +354,7 @@ def check_senders(machine: Machine, *, act: bool = True) -> list[str]:
             notes.append(f"a sender of the session {name!r} runs (pid {pid}), which is "
                          "not in the state: `pxeprov plans` (as root) stops it")  # fmt: skip
     for session in active(state):
-        if multicast.sender_pid(root, session.name) is not None:
+        if running(machine, session.name):
             continue
         if act and multicast.kill_feeder(root, session.name):
             notes.append(f"ended the udp-sender a killed sender of the session "
