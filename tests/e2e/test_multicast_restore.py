@@ -11,6 +11,8 @@
   reports to the watcher and powers off. Then every disk is byte for byte the source; the
   multicast bytes out of namespace B (an nft counter there) are at most 1.2x the image; the
   session is `sent`, and every plan done by its own job's report.
+- Beside them a fourth machine (UEFI, iPXE) restores the same image by itself from the share
+  (a unicast restore on the UEFI chain; test_restore.py's is BIOS), its disk byte for byte too.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 MACHINES = (("bios", "52:54:00:77:18:01"), ("uefi", "52:54:00:77:18:02"),
             ("uefi", "52:54:00:77:18:03"))  # fmt: skip
+# beside the room, one UEFI machine restores the same image by itself, from the share (unicast
+# on the UEFI iPXE chain)
+UNICAST = ("uefi", "52:54:00:77:18:04")
+BOOTS = (*MACHINES, UNICAST)
 LIMIT = 1800.0  # three TCG VMs on two cores: each takes longer than one alone
 COUNTER = """
 table inet pxeprovmc {
@@ -78,7 +84,7 @@ def test_a_room_restored_at_once(lab: NetLab, make_dir: MakeDir, root: Path, sam
     image_bytes = sum(f.stat().st_size for f in (samba / "img1").glob("*-ptcl-img.gz*"))
     expected, table = partition_hashes(source), partition_table(source)
     targets = []
-    for i in range(len(MACHINES)):
+    for i in range(len(BOOTS)):
         target = work / f"target{i}.img"
         with target.open("wb") as f:
             f.truncate(source.stat().st_size)
@@ -107,24 +113,26 @@ def _restore_room(lab: NetLab, top: Path, work: Path, targets: list[Path], image
     for mac in macs:  # the magic packets, on the lab's bridge
         assert packets.count(magic_packet(mac)) == 3, (mac, len(packets))
     assert "the sender of the session 'room' waits for its machines" in r.stdout, r.stdout
+    pxeprov(lab, top, "assign", UNICAST[1], "--restore", "img1", "--disk", "vda", "--then",
+            "poweroff", "--yes")  # fmt: skip
 
     one = OneAtATime(lab)
     served = one.serve(Served.of("mcast", top))
     assert served.nginx is not None
     log = lab.workdir / "mcast-watch.out"
-    taps = ["tap0", *(lab.add_tap(f"tap{i}") for i in range(1, len(MACHINES)))]
+    taps = ["tap0", *(lab.add_tap(f"tap{i}") for i in range(1, len(BOOTS)))]
 
     def boot(i: int) -> BootEvidence:
-        firmware: Firmware = "bios" if MACHINES[i][0] == "bios" else "uefi"
+        firmware: Firmware = "bios" if BOOTS[i][0] == "bios" else "uefi"
         disk = ["-drive", f"file={targets[i]},if=virtio,format=raw"]
-        return lab.boot(firmware, MACHINES[i][1], served.running, limit=LIMIT, memory_mb=2048,
+        return lab.boot(firmware, BOOTS[i][1], served.running, limit=LIMIT, memory_mb=2048,
                         stop_on=FAILED, stop_grace=2.0, tap=taps[i], qemu_extra=disk)  # fmt: skip
 
     try:
-        with watching(lab, top, served, log), ThreadPoolExecutor(len(MACHINES)) as pool:
-            evidence = list(pool.map(boot, range(len(MACHINES))))
+        with watching(lab, top, served, log), ThreadPoolExecutor(len(BOOTS)) as pool:
+            evidence = list(pool.map(boot, range(len(BOOTS))))
             deadline = time.monotonic() + 30
-            while log.read_text().count("job done") < len(MACHINES):
+            while log.read_text().count("job done") < len(BOOTS):
                 assert time.monotonic() < deadline, log.read_text()
                 time.sleep(0.3)
     finally:
@@ -134,7 +142,9 @@ def _restore_room(lab: NetLab, top: Path, work: Path, targets: list[Path], image
         print(f"\n{ev.firmware} {ev.mac}: QEMU ran {ev.seconds:.0f} s")  # noqa: T201
         assert ev.ended_by == "qemu exited (rc=0)", ev.summary()
         assert "PXEPROV-OCS-RESULT rc=0" in ev.serial, ev.summary()
-        assert "multicast_restoredisk img1 vda" in ev.serial, ev.summary()
+        multicast = "multicast_restoredisk img1 vda" in ev.serial
+        assert multicast == (ev.mac != UNICAST[1]), ev.summary()
+    assert "restoredisk img1 vda" in evidence[-1].serial
     counted = json.loads(_nft(lab, "-j", "list", "counter", "inet", "pxeprovmc", "mcast"))
     sent = next(x["counter"]["bytes"] for x in counted["nftables"] if "counter" in x)
     said = f"multicast out of the server: {sent} bytes for {len(MACHINES)} machines; "
