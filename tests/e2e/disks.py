@@ -19,7 +19,11 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+from pxeprov import fsutil
+from pxeprov.repository import REPO_MODE
 
 SIZE_MB = 200
 TOOLS = ("ocs-sr", "partclone.ext4", "partclone.vfat", "sgdisk", "partx", "mkfs.ext4",
@@ -116,3 +120,36 @@ def partition_table(image: Path) -> str:
     """The GPT as sgdisk prints it, without the disk GUID line (the same table restored)."""
     text = sh("sgdisk", "-p", str(image))
     return "\n".join(line for line in text.splitlines() if not line.startswith("Disk "))
+
+
+@dataclass(frozen=True)
+class RoomImage:
+    """A source disk saved as `img1` for a room of `vda` disks, and their blank disks."""
+
+    expected: list[str]  # the source's partition hashes
+    table: str  # its partition table
+    targets: list[Path]  # blank disks, one per machine
+    image_bytes: int  # the saved partitions' files
+
+
+def room_image(repository: Path, work: Path, machines: int, owner: tuple[int, int]) -> RoomImage:
+    """make_source_disk, saved with `ocs-sr savedisk` as img1, its disk renamed to vda with
+    Clonezilla's cnvt-ocs-dev (saved from a loop device: Clonezilla's multicast client writes
+    only a disk of the name saved), the repository handed to `owner` (uid, gid) as `repo init`
+    leaves it, and `machines` blank disks of the source's size."""
+    source = work / "source.img"
+    make_source_disk(source, work)
+    save_image(source, repository, "img1", work)
+    saved = (repository / "img1" / "disk").read_text().split()[0]
+    cnvt = ["cnvt-ocs-dev", "-b", "-d", str(repository), "img1", saved, "vda"]
+    subprocess.run(cnvt, check=True, capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert (repository / "img1" / "disk").read_text().split() == ["vda"]
+    fsutil.hand_over(repository, *owner, REPO_MODE, keep=("README.txt",))
+    size = sum(f.stat().st_size for f in (repository / "img1").glob("*-ptcl-img.gz*"))
+    targets = []
+    for i in range(machines):
+        target = work / f"target{i}.img"
+        with target.open("wb") as f:
+            f.truncate(source.stat().st_size)
+        targets.append(target)
+    return RoomImage(partition_hashes(source), partition_table(source), targets, size)

@@ -250,6 +250,7 @@ class NetLab:
     _ordinary_options: tuple[str, ...] = field(init=False, default=())
     _boots: int = field(init=False, default=0)
     _count: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _taps: list[str] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         # PID suffix: leftovers of a crashed run can never collide with (or be deleted by) this one.
@@ -331,9 +332,13 @@ class NetLab:
         return ns
 
     def add_tap(self, name: str) -> str:
-        """One more tap on the lab's bridge, for a VM booting beside the one on tap0."""
+        """One more tap on the lab's bridge, for a VM booting beside the one on tap0 (one made
+        before by another test is used again)."""
         if not name.startswith("tap") or name == TAP:
             raise LabError(f"refusing tap name {name!r}")
+        if name in self._taps:
+            return name
+        self._taps.append(name)
         self._ip(self.ns_a, "tuntap", "add", "dev", name, "mode", "tap")
         self._ip(self.ns_a, "link", "set", name, "master", BRIDGE)
         self._ip(self.ns_a, "link", "set", name, "up")

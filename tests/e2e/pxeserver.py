@@ -15,7 +15,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from pxeprov import state as state_mod
+from pxeprov.vlab import Firmware
 
 from ..isos import clonezilla_files, make_iso
 from .netlab import (
@@ -297,3 +299,32 @@ def watching(
             watcher.wait(timeout=15)
         finally:
             stop_process(watcher)
+
+
+def restore_at_once(
+    lab: NetLab,
+    root: Path,
+    served: Served,
+    log: Path,
+    machines: Sequence[tuple[Firmware, str, Path]],
+    limit: float,
+    stop_on: str,
+) -> list[BootEvidence]:
+    """Boot the machines (firmware, MAC, disk image) at once, each on a tap of its own, while
+    `pxeprov watch --fire` follows the served root (its output in `log`); returns when every
+    QEMU ended and every job's report was taken (30 s after, at most)."""
+    taps = ["tap0", *(lab.add_tap(f"tap{i}") for i in range(1, len(machines)))]
+
+    def boot(i: int) -> BootEvidence:
+        firmware, mac, target = machines[i]
+        disk = ["-drive", f"file={target},if=virtio,format=raw"]
+        return lab.boot(firmware, mac, served.running, limit=limit, memory_mb=2048,
+                        stop_on=stop_on, stop_grace=2.0, tap=taps[i], qemu_extra=disk)  # fmt: skip
+
+    with watching(lab, root, served, log), ThreadPoolExecutor(len(machines)) as pool:
+        evidence = list(pool.map(boot, range(len(machines))))
+        deadline = time.monotonic() + 30
+        while log.read_text().count("job done") < len(machines):
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.3)
+    return evidence

@@ -21,25 +21,22 @@ import json
 import shutil
 import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from pxeprov import fsutil
 from pxeprov.paths import Root
 from pxeprov.pipeline import load_state
-from pxeprov.repository import REPO_ACCOUNT, REPO_MODE
+from pxeprov.repository import REPO_ACCOUNT
 from pxeprov.system import system_account
 from pxeprov.vlab import Firmware
 from pxeprov.wol import magic_packet
 
 from ..test_wake import LISTENER  # UDP 9's datagrams, one JSON line each
 from .conftest import MakeDir
-from .disks import TOOLS, make_source_disk, partition_hashes, partition_table, save_image
-from .netlab import BootEvidence, NetLab
-from .pxeserver import OneAtATime, Served, pxeprov, watching
+from .disks import TOOLS, partition_hashes, partition_table, room_image
+from .netlab import NetLab
+from .pxeserver import OneAtATime, Served, pxeprov, restore_at_once
 from .test_restore import FAILED, root, samba  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -70,37 +67,19 @@ def test_a_room_restored_at_once(lab: NetLab, make_dir: MakeDir, root: Path, sam
     if missing:
         pytest.fail(f"e2e preconditions not met: programs missing: {missing}", pytrace=False)
     work = make_dir("pxeprov-e2e-mcast-")
-    source = work / "source.img"
-    make_source_disk(source, work)
-    save_image(source, samba, "img1", work)
-    # saved from a loop device: Clonezilla's multicast client writes only a disk of the name
-    # saved (pxeprov refuses another), so the image's disk is renamed with Clonezilla's tool
-    saved = (samba / "img1" / "disk").read_text().split()[0]
-    cnvt = ["cnvt-ocs-dev", "-b", "-d", str(samba), "img1", saved, "vda"]
-    subprocess.run(cnvt, check=True, capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
-    assert (samba / "img1" / "disk").read_text().split() == ["vda"]
-    uid, gid = system_account(REPO_ACCOUNT)
-    fsutil.hand_over(samba, uid, gid, REPO_MODE, keep=("README.txt",))
-    image_bytes = sum(f.stat().st_size for f in (samba / "img1").glob("*-ptcl-img.gz*"))
-    expected, table = partition_hashes(source), partition_table(source)
-    targets = []
-    for i in range(len(BOOTS)):
-        target = work / f"target{i}.img"
-        with target.open("wb") as f:
-            f.truncate(source.stat().st_size)
-        targets.append(target)
+    room = room_image(samba, work, len(BOOTS), system_account(REPO_ACCOUNT))
     _nft(lab, "-f", "-", stdin=COUNTER)
     try:
-        _restore_room(lab, root, work, targets, image_bytes)
+        _restore_room(lab, root, room.targets, room.image_bytes)
     finally:
         subprocess.run(["ip", "netns", "exec", lab.ns_b, "nft", "delete", "table", "inet",
                         "pxeprovmc"], capture_output=True, timeout=30, check=False)  # fmt: skip
-    for target in targets:
-        assert partition_hashes(target) == expected
-        assert partition_table(target) == table
+    for target in room.targets:
+        assert partition_hashes(target) == room.expected
+        assert partition_table(target) == room.table
 
 
-def _restore_room(lab: NetLab, top: Path, work: Path, targets: list[Path], image: int) -> None:
+def _restore_room(lab: NetLab, top: Path, targets: list[Path], image: int) -> None:
     macs = [mac for _, mac in MACHINES]
     listener = subprocess.Popen(["ip", "netns", "exec", lab.ns_a, sys.executable, "-c", LISTENER,
                                  "20"], stdout=subprocess.PIPE, text=True)  # fmt: skip
@@ -120,21 +99,12 @@ def _restore_room(lab: NetLab, top: Path, work: Path, targets: list[Path], image
     served = one.serve(Served.of("mcast", top))
     assert served.nginx is not None
     log = lab.workdir / "mcast-watch.out"
-    taps = ["tap0", *(lab.add_tap(f"tap{i}") for i in range(1, len(BOOTS)))]
-
-    def boot(i: int) -> BootEvidence:
-        firmware: Firmware = "bios" if BOOTS[i][0] == "bios" else "uefi"
-        disk = ["-drive", f"file={targets[i]},if=virtio,format=raw"]
-        return lab.boot(firmware, BOOTS[i][1], served.running, limit=LIMIT, memory_mb=2048,
-                        stop_on=FAILED, stop_grace=2.0, tap=taps[i], qemu_extra=disk)  # fmt: skip
-
+    machines: list[tuple[Firmware, str, Path]] = [
+        ("bios" if firmware == "bios" else "uefi", mac, target)
+        for (firmware, mac), target in zip(BOOTS, targets, strict=True)
+    ]
     try:
-        with watching(lab, top, served, log), ThreadPoolExecutor(len(BOOTS)) as pool:
-            evidence = list(pool.map(boot, range(len(BOOTS))))
-            deadline = time.monotonic() + 30
-            while log.read_text().count("job done") < len(BOOTS):
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.3)
+        evidence = restore_at_once(lab, top, served, log, machines, LIMIT, FAILED)
     finally:
         one.stop()
     text = log.read_text()
