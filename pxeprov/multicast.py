@@ -29,7 +29,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -154,20 +154,6 @@ def free_address(state: State, skip: str = "") -> str:
     return str(next(base + i for i in range(4096) if str(base + i) not in taken))
 
 
-def arp_table(path: Path = Path("/proc/net/arp")) -> dict[str, str]:
-    """IPv4 address -> MAC, as this network namespace's neighbour table has them."""
-    out = {}
-    try:
-        lines = path.read_text().splitlines()[1:]
-    except OSError:
-        return {}
-    for line in lines:
-        words = line.split()
-        if len(words) >= 4 and words[3] != "00:00:00:00:00:00":
-            out[words[0]] = words[3].lower()
-    return out
-
-
 # ---------------------------------------------------------------- the sender's progress
 
 
@@ -217,9 +203,18 @@ class Progress:
             self.receivers.append(found)
         return found
 
-    def feed(self, line: str, macs: dict[str, str] | None = None) -> bool:
-        """One line of the feeder's stderr; True when it changed something worth saying."""
-        line = line.strip()
+    def feed(self, line: str, mac_of: Callable[[str], str | None] | None = None) -> bool:
+        """One line of the feeder's stderr; True when it changed something worth saying.
+        `mac_of` (the neighbour table) names the receivers: asked on such lines only, not on
+        the progress lines, for a receiver it could not name yet."""
+        changed = self._feed(line.strip())
+        if changed and mac_of is not None:
+            for r in self.receivers:
+                if not r.mac:
+                    r.mac = mac_of(r.ip) or ""
+        return changed
+
+    def _feed(self, line: str) -> bool:
         if line.startswith("UDP sender for"):
             self.bytes_done += self.bytes_part
             self.rexmits_done += self.rexmits_part
@@ -230,11 +225,8 @@ class Progress:
             return True
         m = re.match(r"New connection from (\S+)\s+\(#(\d+)\)", line)
         if m:
-            ip = m.group(1)
-            self._ids[int(m.group(2))] = ip
-            r = self.receiver(ip)
-            if macs and not r.mac:
-                r.mac = macs.get(ip, "")
+            self._ids[int(m.group(2))] = m.group(1)
+            self.receiver(m.group(1))
             return True
         if line.startswith("Starting transfer"):
             self.phase = "sending"

@@ -109,3 +109,19 @@ def resolve(
             "their boot files from an address this server does not have"
         )
     return Network(interface=interface, address=address, subnet=subnet), warnings
+
+
+def neighbour(ip: str) -> str | None:
+    """The MAC of `ip` in this host's (or network namespace's) neighbour table."""
+    if not system.have("ip"):
+        return None
+    done = system.run(["ip", "-j", "neigh", "show", "to", ip], check=False, timeout=10)
+    try:
+        entries = json.loads(done.stdout or "[]")
+    except ValueError:
+        return None
+    for entry in entries:
+        mac = entry.get("lladdr")
+        if isinstance(mac, str):
+            return mac.lower()
+    return None

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from types import FrameType
 
-from pxeprov import multicast, pipeline, system
+from pxeprov import multicast, network, pipeline, system
 from pxeprov.errors import CommandError, InputError
 from pxeprov.multicast import Progress
 from pxeprov.pipeline import Change, Machine
@@ -251,7 +251,7 @@ def run_sender(machine: Machine, name: str, emit: Callable[[str], None] = print)
     tail: list[str] = []
     try:
         for line in multicast.split_lines(iter(lambda: os.read(err.fileno(), 65536), b"")):
-            changed = progress.feed(line, multicast.arp_table())
+            changed = progress.feed(line, network.neighbour)
             if not line.startswith("bytes="):
                 tail = [*tail[-5:], line.strip()]
             if changed:

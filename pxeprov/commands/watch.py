@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pxeprov import boot, bootlog, fsutil, jobreport, multicast, pipeline, system
+from pxeprov import boot, bootlog, fsutil, jobreport, multicast, network, pipeline
 from pxeprov import state as state_mod
 from pxeprov.bootlog import Client, Event, Tracker
 from pxeprov.commands import plans as plans_command
@@ -126,22 +126,6 @@ class _Log:
         return lines
 
 
-def _neighbour(ip: str) -> str | None:
-    """The MAC of `ip` in this host's neighbour table."""
-    if not system.have("ip"):
-        return None
-    done = system.run(["ip", "-j", "neigh", "show", "to", ip], check=False, timeout=10)
-    try:
-        entries = json.loads(done.stdout or "[]")
-    except ValueError:
-        return None
-    for entry in entries:
-        mac = entry.get("lladdr")
-        if isinstance(mac, str):
-            return mac.lower()
-    return None
-
-
 @dataclass
 class Watcher:
     """The logs of one server, the stage tracker, and which stalls were already said."""
@@ -241,7 +225,7 @@ def _watcher(machine: Machine, options: WatchOptions) -> Watcher:
         logs.append((_Log(nginx), "nginx"))
     if options.fire:  # the jobs' reports: written by this watcher's listener, read back
         logs.append((_Log(options.reports_log or machine.root.path(REPORTS_LOG)), "reports"))
-    lookup = _neighbour if machine.root.is_system or options.dnsmasq_log else None
+    lookup = network.neighbour if machine.root.is_system or options.dnsmasq_log else None
     tracker = Tracker(_stages(machine, state), neighbour=lookup)
     roots = (str(state.tftp_root), str(machine.root.path(state.tftp_root)))
     return Watcher(state, tracker, logs, options, roots, state_sig=sig)
