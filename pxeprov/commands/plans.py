@@ -173,14 +173,18 @@ def assign(
 ) -> PlansResult:
     made: list[Plan] = []
 
+    before: set[str] = set()
+
     def build(previous: State) -> Change:
+        before.clear()
+        before.update(s.name for s in previous.sessions)
         plans = new_plans(previous, options, live)
         macs = set(_macs(options.macs))
         kept = tuple(p for p in previous.plans if p.mac not in macs)
         new_sessions: tuple[Session, ...] = ()
         _check_sessions(previous, options, macs)
         if options.multicast is not None:
-            name = sessions.session_name(previous, options.group, options.image or "")
+            name = sessions.session_name(previous, options.group)
             session = sessions.new_session(
                 machine,
                 previous,
@@ -220,12 +224,11 @@ def assign(
             warnings=tuple(warnings),
         )
 
-    before = _session_names(machine)
     done = pipeline.run(machine, build, dry_run=dry_run, force=options.force)
     notes = list(done.warnings)
     said = []
     if done.outcome is not None:
-        said = _after_sessions(machine, before, {p.session for p in made if p.session})
+        said = _after_sessions(machine, before, done.change.state, {p.session for p in made})
     if done.outcome is not None and any(p.one_shot for p in made):
         notes += _watcher_note(machine)
     return PlansResult(made, done.plan, done.outcome, notes, said)
@@ -258,16 +261,12 @@ def _check_sessions(state: State, options: AssignOptions, macs: set[str]) -> Non
             )
 
 
-def _session_names(machine: Machine) -> set[str]:
-    try:
-        return {s.name for s in pipeline.load_state(machine.root).sessions}
-    except InputError:
-        return set()
-
-
-def _after_sessions(machine: Machine, before: set[str], started: set[str]) -> list[str]:
-    """Stop the senders of sessions the change removed; start those of new sessions."""
-    after = _session_names(machine)
+def _after_sessions(
+    machine: Machine, before: set[str], state: State, started: set[str]
+) -> list[str]:
+    """Stop the senders of sessions the change removed (`before`: the sessions it found, `state`
+    the state it wrote); start those of new sessions."""
+    after = {s.name for s in state.sessions}
     notes = sessions.stop_gone(machine, sorted(before - after))
     for name in sorted(started & after):
         how = sessions.start(machine, name)
@@ -296,8 +295,11 @@ def unassign(
     force: bool = False,
 ) -> PlansResult:
     removed: list[Plan] = []
+    before: set[str] = set()
 
     def build(previous: State) -> Change:
+        before.clear()
+        before.update(s.name for s in previous.sessions)
         wanted = set(_macs(macs)) if macs else set()
         if not macs and not group:
             raise InputError("give MAC addresses, or --group NAME")
@@ -308,9 +310,10 @@ def unassign(
         state = previous.with_changes(plans=tuple(p for p in previous.plans if p not in gone))
         return Change(state.with_changes(sessions=sessions.prune(state)))
 
-    before = _session_names(machine)
     done = pipeline.run(machine, build, dry_run=dry_run, force=force)
-    said = _after_sessions(machine, before, set()) if done.outcome is not None else []
+    said = (
+        [] if done.outcome is None else _after_sessions(machine, before, done.change.state, set())
+    )
     return PlansResult(removed, done.plan, done.outcome, list(done.warnings), said)
 
 

@@ -76,8 +76,8 @@ def new_session(
 ) -> Session:
     """The session `assign --multicast` asks for, checked against the state and this box:
     the image is in the repository and was saved from a disk of the name restored (Clonezilla's
-    multicast client restores no other), no machine is in another session, the name is free,
-    the interface can multicast."""
+    multicast client restores no other), the name is free, the interface can multicast. (That
+    no machine is in another running session, assign checks for every plan it makes.)"""
     repo = repository_dir(machine, state)
     saved = multicast.read_image(repo / image)
     if saved.disks != [disk]:
@@ -89,14 +89,6 @@ def new_session(
             if len(saved.disks) == 1
             else "a multicast session restores an image of one disk",
         )
-    for plan in state.plans:
-        if plan.mac in macs and plan.session and plan.session != name:
-            other = state.session(plan.session)
-            if other is not None and not other.ended:
-                raise InputError(
-                    f"{plan.mac} is in the session {other.name!r}",
-                    f"`pxeprov unassign {plan.mac}` first, or `unassign --group {other.name}`",
-                )
     old = state.session(name)
     if old is not None:
         others = [p.mac for p in state.plans if p.session == name and p.mac not in macs]
@@ -135,7 +127,7 @@ def new_session(
     )
 
 
-def session_name(state: State, group: str, image: str) -> str:
+def session_name(state: State, group: str) -> str:
     """The group's name, else the first free `mcast-N`."""
     if group:
         return group

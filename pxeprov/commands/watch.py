@@ -257,7 +257,7 @@ def watch(
     waiting: list[_Action] = list(w.resumed_actions)
     said_waiting = ""
     next_try = next_session = next_check = 0.0
-    sessions_said: dict[str, tuple[object, ...]] = {}
+    sessions_said: dict[str, SessionKey] = {}
     try:
         while keep_going():
             now = time.time()
@@ -317,7 +317,10 @@ def watch(
             listener.close()
 
 
-def _session_news(machine: Machine, state: State, said: dict[str, tuple[object, ...]]) -> list[str]:
+SessionKey = tuple[str, int, int, int]  # phase, partition, receivers, dropped
+
+
+def _session_news(machine: Machine, state: State, said: dict[str, SessionKey]) -> list[str]:
     """A line for each session whose phase, partition, joined or dropped machines changed."""
     lines = []
     for session in state.sessions:
@@ -328,10 +331,10 @@ def _session_news(machine: Machine, state: State, said: dict[str, tuple[object, 
         key = (progress.phase, progress.part, len(progress.receivers), len(dropped))
         if said.get(session.name) == key:
             continue
-        before = said.get(session.name, ("", 0, 0, 0))
+        dropped_before = said[session.name][3] if session.name in said else 0
         said[session.name] = key
         lines.append(f"session {session.name}: {progress.summary()}")
-        for r in dropped[int(str(before[3])) :]:
+        for r in dropped[dropped_before:]:
             lines.append(f"session {session.name}: dropped {r.mac or '?'} ({r.ip}) in "
                          f"partition {r.dropped}: {r.why}")  # fmt: skip
     return lines
