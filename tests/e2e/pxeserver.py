@@ -23,7 +23,9 @@ from pathlib import Path
 
 import pytest
 
+from pxeprov import multicast
 from pxeprov import state as state_mod
+from pxeprov.paths import Root
 from pxeprov.vlab import Firmware
 
 from ..isos import clonezilla_files, make_iso
@@ -301,19 +303,36 @@ def watching(
             stop_process(watcher)
 
 
+@contextlib.contextmanager
+def stopping_senders(root: Path) -> Iterator[None]:
+    """The multicast senders the root's sessions started stop afterwards, whatever happened:
+    a sender waits for its first machine without end, and deleting the lab's namespaces does
+    not end it (by its pid file, then what a killed one left)."""
+    try:
+        yield
+    finally:
+        top = Root.of(root)
+        for name in multicast.senders(top):
+            multicast.stop(top, name)
+            multicast.kill_feeder(top, name)
+
+
 def restore_at_once(
     lab: NetLab,
     root: Path,
-    served: Served,
-    log: Path,
+    name: str,
     machines: Sequence[tuple[Firmware, str, Path]],
     limit: float,
     stop_on: str,
-) -> list[BootEvidence]:
-    """Boot the machines (firmware, MAC, disk image) at once, each on a tap of its own, while
-    `pxeprov watch --fire` follows the served root (its output in `log`); returns when every
-    QEMU ended and every job's report was taken (30 s after, at most)."""
+) -> tuple[list[BootEvidence], str]:
+    """Serve the root (OneAtATime, as `name`) and boot the machines (firmware, MAC, disk image)
+    at once, each on a tap of its own, while `pxeprov watch --fire` follows it; returns when
+    every QEMU ended and every job's report was taken (30 s after, at most): the boots'
+    evidence and the watcher's output."""
     taps = ["tap0", *(lab.add_tap(f"tap{i}") for i in range(1, len(machines)))]
+    one = OneAtATime(lab)
+    served = one.serve(Served.of(name, root))
+    log = lab.workdir / f"{name}-watch.out"
 
     def boot(i: int) -> BootEvidence:
         firmware, mac, target = machines[i]
@@ -321,10 +340,13 @@ def restore_at_once(
         return lab.boot(firmware, mac, served.running, limit=limit, memory_mb=2048,
                         stop_on=stop_on, stop_grace=2.0, tap=taps[i], qemu_extra=disk)  # fmt: skip
 
-    with watching(lab, root, served, log), ThreadPoolExecutor(len(machines)) as pool:
-        evidence = list(pool.map(boot, range(len(machines))))
-        deadline = time.monotonic() + 30
-        while log.read_text().count("job done") < len(machines):
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.3)
-    return evidence
+    try:
+        with watching(lab, root, served, log), ThreadPoolExecutor(len(machines)) as pool:
+            evidence = list(pool.map(boot, range(len(machines))))
+            deadline = time.monotonic() + 30
+            while log.read_text().count("job done") < len(machines):
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.3)
+    finally:
+        one.stop()
+    return evidence, log.read_text()

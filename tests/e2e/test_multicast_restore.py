@@ -36,7 +36,7 @@ from ..test_wake import LISTENER  # UDP 9's datagrams, one JSON line each
 from .conftest import MakeDir
 from .disks import TOOLS, partition_hashes, partition_table, room_image
 from .netlab import NetLab
-from .pxeserver import OneAtATime, Served, pxeprov, restore_at_once
+from .pxeserver import pxeprov, restore_at_once, stopping_senders
 from .test_restore import FAILED, root, samba  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -70,7 +70,8 @@ def test_a_room_restored_at_once(lab: NetLab, make_dir: MakeDir, root: Path, sam
     room = room_image(samba, work, len(BOOTS), system_account(REPO_ACCOUNT))
     _nft(lab, "-f", "-", stdin=COUNTER)
     try:
-        _restore_room(lab, root, room.targets, room.image_bytes)
+        with stopping_senders(root):
+            _restore_room(lab, root, room.targets, room.image_bytes)
     finally:
         subprocess.run(["ip", "netns", "exec", lab.ns_b, "nft", "delete", "table", "inet",
                         "pxeprovmc"], capture_output=True, timeout=30, check=False)  # fmt: skip
@@ -95,19 +96,11 @@ def _restore_room(lab: NetLab, top: Path, targets: list[Path], image: int) -> No
     pxeprov(lab, top, "assign", UNICAST[1], "--restore", "img1", "--disk", "vda", "--then",
             "poweroff", "--yes")  # fmt: skip
 
-    one = OneAtATime(lab)
-    served = one.serve(Served.of("mcast", top))
-    assert served.nginx is not None
-    log = lab.workdir / "mcast-watch.out"
     machines: list[tuple[Firmware, str, Path]] = [
         ("bios" if firmware == "bios" else "uefi", mac, target)
         for (firmware, mac), target in zip(BOOTS, targets, strict=True)
     ]
-    try:
-        evidence = restore_at_once(lab, top, served, log, machines, LIMIT, FAILED)
-    finally:
-        one.stop()
-    text = log.read_text()
+    evidence, text = restore_at_once(lab, top, "mcast", machines, LIMIT, FAILED)
     for ev in evidence:
         print(f"\n{ev.firmware} {ev.mac}: QEMU ran {ev.seconds:.0f} s")  # noqa: T201
         assert ev.ended_by == "qemu exited (rc=0)", ev.summary()

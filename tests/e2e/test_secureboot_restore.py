@@ -25,7 +25,14 @@ from .conftest import MakeDir
 from .disks import TOOLS, partition_hashes, partition_table, room_image
 from .liveimage import LiveImage
 from .netlab import NetLab, missing_files
-from .pxeserver import LOADERS, UNDIONLY, OneAtATime, Served, build_root, pxeprov, restore_at_once
+from .pxeserver import (
+    LOADERS,
+    UNDIONLY,
+    build_root,
+    pxeprov,
+    restore_at_once,
+    stopping_senders,
+)
 from .sbfiles import SecureBootFiles
 from .test_restore import CONSOLE, FAILED, samba  # noqa: F401  (samba: its fixture, on our root)
 from .test_secureboot import GRUB, SB_ENABLED, SHIM
@@ -65,25 +72,18 @@ def test_restores_on_the_secure_boot_chain(
     work = make_dir("pxeprov-e2e-sb-restore-")
     macs = (*MULTICAST, UNICAST)
     room = room_image(samba, work, len(macs), system_account(REPO_ACCOUNT))
-    pxeprov(lab, root, "assign", *MULTICAST, "--restore", "img1", "--disk", "vda", "--then",
-            "poweroff", "--multicast", "--group", "sb", "--max-wait", "600", "--part-pause", "60",
-            "--max-bitrate", "20m", "--yes")  # fmt: skip
-    pxeprov(lab, root, "assign", UNICAST, "--restore", "img1", "--disk", "vda", "--then",
-            "poweroff", "--yes")  # fmt: skip
-    cfg = (root / "var/lib/tftpboot/grub/grub.cfg").read_text()
-    assert "multicast_restoredisk img1 vda" in cfg and "restoredisk img1 vda" in cfg, cfg
-
-    one = OneAtATime(lab)
-    served = one.serve(Served.of("sb-restore", root))
-    log = lab.workdir / "sb-restore-watch.out"
     machines: list[tuple[Firmware, str, Path]] = [
         ("uefi-sb", mac, target) for mac, target in zip(macs, room.targets, strict=True)
     ]
-    try:
-        evidence = restore_at_once(lab, root, served, log, machines, LIMIT, FAILED)
-    finally:
-        one.stop()
-    text = log.read_text()
+    with stopping_senders(root):
+        pxeprov(lab, root, "assign", *MULTICAST, "--restore", "img1", "--disk", "vda", "--then",
+                "poweroff", "--multicast", "--group", "sb", "--max-wait", "600", "--part-pause",
+                "60", "--max-bitrate", "20m", "--yes")  # fmt: skip
+        pxeprov(lab, root, "assign", UNICAST, "--restore", "img1", "--disk", "vda", "--then",
+                "poweroff", "--yes")  # fmt: skip
+        cfg = (root / "var/lib/tftpboot/grub/grub.cfg").read_text()
+        assert "multicast_restoredisk img1 vda" in cfg and "restoredisk img1 vda" in cfg, cfg
+        evidence, text = restore_at_once(lab, root, "sb-restore", machines, LIMIT, FAILED)
     for ev in evidence:
         print(f"\nuefi-sb {ev.mac}: QEMU ran {ev.seconds:.0f} s")  # noqa: T201
         assert ev.ended_by == "qemu exited (rc=0)", ev.summary()
