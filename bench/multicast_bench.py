@@ -29,7 +29,6 @@ unicast's 1x.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
 import signal
@@ -43,71 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pxeprov import multicast
 from pxeprov.state import Session
+from tests.mcastlab import Room
 from tests.sambalab import private_binds, smb_conf
 
 IFACE = "mcb0"
-SERVER = "10.91.0.2"
 LIMIT = 600.0
-RECEIVER = """
-port=$1; n=$2
-for i in $(seq 1 $n); do
-  udp-receiver --nokbd --mcast-all-addr 224.0.0.1 --portbase $port --ttl 1 -f /dev/null \
-    2>/dev/null || exit 1
-  sleep 3
-  port=$((port+2))
-done
-"""
-
-
-class Net:
-    def __init__(self, clients: int) -> None:
-        tag = f"mcb{os.getpid() % 100000}"
-        self.server = f"{tag}-s"
-        self.clients = [f"{tag}-c{i}" for i in range(clients)]
-        self.made: list[str] = []
-
-    def ip(self, ns: str, *args: str) -> None:
-        assert ns in self.made
-        subprocess.run(["ip", "-n", ns, *args], check=True, timeout=30)
-
-    def up(self) -> None:
-        for ns in (self.server, *self.clients):
-            subprocess.run(["ip", "netns", "add", ns], check=True, timeout=30)
-            self.made.append(ns)
-            self.ip(ns, "link", "set", "lo", "up")
-        self.ip(self.server, "link", "add", IFACE, "type", "bridge", "stp_state", "0")
-        self.ip(self.server, "addr", "add", f"{SERVER}/24", "dev", IFACE)
-        self.ip(self.server, "link", "set", IFACE, "up")
-        for i, ns in enumerate(self.clients):
-            self.ip(self.server, "link", "add", f"v{i}", "type", "veth", "peer", "name", "eth0",
-                    "netns", ns)  # fmt: skip
-            self.ip(self.server, "link", "set", f"v{i}", "master", IFACE, "up")
-            self.ip(ns, "addr", "add", f"10.91.0.{11 + i}/24", "dev", "eth0")
-            self.ip(ns, "link", "set", "eth0", "up")
-
-    def limit(self, mbit: int) -> None:
-        """The server's link: what leaves its bridge is shaped to `mbit` Mbit/s (tbf), as a
-        real server's one port is; 0 leaves it as fast as memory."""
-        if mbit:
-            self.ip(self.server, "link", "set", IFACE, "txqueuelen", "1000")
-            subprocess.run(["ip", "netns", "exec", self.server, "tc", "qdisc", "add", "dev",
-                            IFACE, "root", "tbf", "rate", f"{mbit}mbit", "burst", "256kb",
-                            "latency", "100ms"], check=True, timeout=30)  # fmt: skip
-
-    def down(self) -> None:
-        for ns in self.made:
-            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True,
-                                  timeout=30).stdout.split()  # fmt: skip
-            for pid in pids:  # only processes of namespaces made here
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-            subprocess.run(["ip", "netns", "del", ns], check=False, timeout=30)
-
-    def tx(self) -> int:
-        out = subprocess.run(["ip", "netns", "exec", self.server, "cat",
-                              f"/sys/class/net/{IFACE}/statistics/tx_bytes"],
-                             capture_output=True, text=True, check=True, timeout=30)  # fmt: skip
-        return int(out.stdout)
 
 
 def make_image(repo: Path, size: int) -> list[str]:
@@ -123,45 +62,43 @@ def make_image(repo: Path, size: int) -> list[str]:
     return names
 
 
-def run_multicast(net: Net, repo: Path, n: int, logdir: Path) -> tuple[float, int]:
+def run_multicast(net: Room, repo: Path, n: int, logdir: Path) -> tuple[float, int]:
     session = Session(name="bench", image="img1", clients=n, max_wait=120, part_pause=30)
     argv = multicast.feed_argv(session, repo, IFACE, logdir)
-    before = net.tx()
+    before = net.tx_bytes()
     t0 = time.monotonic()
     sender = subprocess.Popen(
         ["ip", "netns", "exec", net.server, "timeout", str(int(LIMIT)), *argv],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    receivers = [subprocess.Popen(["ip", "netns", "exec", ns, "timeout", str(int(LIMIT)), "bash",
-                                   "-c", RECEIVER, "recv", str(session.port), "2"])
-                 for ns in net.clients[:n]]  # fmt: skip
+    receivers = [net.receive(i, session.port, 2, "-", LIMIT) for i in range(n)]
     for proc in receivers:
         if proc.wait(timeout=LIMIT + 30) != 0:
             raise SystemExit("a multicast receiver failed")
     took = time.monotonic() - t0 - 3.0  # the client's last pause is not the transfer's
     sender.wait(timeout=60)
-    return took, net.tx() - before
+    return took, net.tx_bytes() - before
 
 
-def run_unicast(net: Net, repo: Path, names: list[str], n: int) -> tuple[float, int]:
-    before = net.tx()
+def run_unicast(net: Room, repo: Path, names: list[str], n: int) -> tuple[float, int]:
+    before = net.tx_bytes()
     t0 = time.monotonic()
     gets = "; ".join(f"get img1/{name} /dev/null" for name in names)
     clients = [subprocess.Popen(["ip", "netns", "exec", ns, "timeout", str(int(LIMIT)),
-                                 "smbclient", f"//{SERVER}/images", "-N", "-m", "SMB3", "-c",
+                                 "smbclient", f"//{net.address}/images", "-N", "-m", "SMB3", "-c",
                                  gets], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-               for ns in net.clients[:n]]  # fmt: skip
+               for ns in net.receivers[:n]]  # fmt: skip
     for proc in clients:
         if proc.wait(timeout=LIMIT + 30) != 0:
             raise SystemExit("a unicast client failed")
-    return time.monotonic() - t0, net.tx() - before
+    return time.monotonic() - t0, net.tx_bytes() - before
 
 
-def start_smbd(net: Net, work: Path, repo: Path) -> subprocess.Popen[bytes]:
+def start_smbd(net: Room, work: Path, repo: Path) -> subprocess.Popen[bytes]:
     shares = (f"[images]\n  path = {repo}\n  read only = yes\n  guest ok = yes\n"
               "  guest only = yes\n")  # fmt: skip
-    conf = smb_conf(work / "samba", f"{SERVER}/24", shares, "server min protocol = SMB2_10")
+    conf = smb_conf(work / "samba", f"{net.address}/24", shares, "server min protocol = SMB2_10")
     script = " && ".join([*private_binds(work / "samba"),
                           f"exec smbd --foreground --no-process-group -s {conf}"])  # fmt: skip
     proc = subprocess.Popen(["ip", "netns", "exec", net.server, "unshare", "--mount",
@@ -192,10 +129,11 @@ def main() -> None:
             raise SystemExit(f"{tool} is missing (tests/run-all.sh installs it)")
     work = Path(tempfile.mkdtemp(prefix="pxeprov-mcast-bench-"))
     work.chmod(0o755)
-    net = Net(max(counts))
+    net = Room(f"mcb{os.getpid() % 100000}", IFACE, "10.91.0", max(counts))
     try:
         net.up()
-        net.limit(args.link_mbit)
+        if args.link_mbit:
+            net.shape(args.link_mbit)
         repo = work / "repo"
         names = make_image(repo, args.size_mb << 20)
         image = sum((repo / "img1" / n).stat().st_size for n in names)

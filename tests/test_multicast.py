@@ -12,7 +12,6 @@ directory (`disk`, `parts`, partclone files of random bytes).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -30,6 +29,7 @@ from pxeprov.pipeline import Machine, load_state
 
 from .conftest import Cli, snapshot
 from .isos import clonezilla_files, make_iso
+from .mcastlab import Room
 
 REPO = Path(__file__).resolve().parent.parent
 IFACE = "mc0"
@@ -40,74 +40,17 @@ PARTS = {"vda1.ext4-ptcl-img.gz": 3_000_000, "vda2.vfat-ptcl-img.gz": 1_500_000}
 IMAGE_BYTES = sum(PARTS.values())
 WAIT = 120.0
 
-# Clonezilla's client, partition by partition (ocs-functions: do_multicast_udpcast_restore)
-RECEIVER = """
-port=$1; out=$2; n=$3
-for i in $(seq 1 $n); do
-  udp-receiver --nokbd --mcast-all-addr 224.0.0.1 --portbase $port --ttl 1 -f $out.$i 2>/dev/null \
-    || exit 1
-  sleep 3
-  port=$((port+2))
-done
-"""
 
+class Lab(Room):
+    """The room of these tests: three clients with the plans' MACs; what each receives goes
+    to work/r<index>.<partition>."""
 
-class Room:
     def __init__(self, work: Path) -> None:
+        super().__init__(f"mc{os.getpid() % 100000}", IFACE, "10.89.0", len(MACS), MACS)
         self.work = work
-        self.tag = f"mc{os.getpid() % 100000}"
-        self.server = f"{self.tag}-s"
-        self.receivers = [f"{self.tag}-r{i}" for i in range(len(MACS))]
-        self.made: list[str] = []
 
-    def ip(self, ns: str, *args: str) -> None:
-        assert ns in self.made, ns
-        subprocess.run(["ip", "-n", ns, *args], check=True, timeout=30)
-
-    def up(self) -> None:
-        for ns in (self.server, *self.receivers):
-            subprocess.run(["ip", "netns", "add", ns], check=True, timeout=30)
-            self.made.append(ns)
-            self.ip(ns, "link", "set", "lo", "up")
-        self.ip(self.server, "link", "add", IFACE, "type", "bridge", "stp_state", "0")
-        self.ip(self.server, "addr", "add", f"{ADDRESS}/24", "dev", IFACE)
-        self.ip(self.server, "link", "set", IFACE, "up")
-        for i, (ns, mac) in enumerate(zip(self.receivers, MACS, strict=True)):
-            self.ip(self.server, "link", "add", f"v{i}", "type", "veth", "peer", "name", "eth0",
-                    "netns", ns)  # fmt: skip
-            self.ip(self.server, "link", "set", f"v{i}", "master", IFACE, "up")
-            self.ip(ns, "link", "set", "eth0", "address", mac)
-            self.ip(ns, "addr", "add", f"10.89.0.{11 + i}/24", "dev", "eth0")
-            self.ip(ns, "link", "set", "eth0", "up")
-
-    def down(self) -> None:
-        for ns in self.made:  # only processes in namespaces this test made
-            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True,
-                                  timeout=30).stdout.split()  # fmt: skip
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-            subprocess.run(["ip", "netns", "del", ns], check=False, timeout=30)
-
-    def kill(self, index: int) -> None:
-        ns = self.receivers[index]
-        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True,
-                              timeout=30).stdout.split()  # fmt: skip
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid), signal.SIGKILL)
-
-    def tx_bytes(self) -> int:
-        out = subprocess.run(["ip", "netns", "exec", self.server, "cat",
-                              f"/sys/class/net/{IFACE}/statistics/tx_bytes"],
-                             capture_output=True, text=True, check=True, timeout=30)  # fmt: skip
-        return int(out.stdout)
-
-    def receive(self, index: int, port: int, parts: int) -> subprocess.Popen[bytes]:
-        out = self.work / f"r{index}"
-        return subprocess.Popen(["ip", "netns", "exec", self.receivers[index], "timeout",
-                                 str(int(WAIT)), "bash", "-c", RECEIVER, "recv", str(port),
-                                 str(out), str(parts)])  # fmt: skip
+    def take(self, index: int, port: int, parts: int) -> subprocess.Popen[bytes]:
+        return self.receive(index, port, parts, str(self.work / f"r{index}"), WAIT)
 
 
 def pxeprov(ns: str, root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -117,13 +60,13 @@ def pxeprov(ns: str, root: Path, *args: str) -> subprocess.CompletedProcess[str]
 
 
 @pytest.fixture
-def room(tmp_path: Path) -> Iterator[Room]:
+def room(tmp_path: Path) -> Iterator[Lab]:
     if os.geteuid() != 0:
         pytest.fail("this test builds namespaces: run it as root")
     missing = [t for t in ("udp-sender", "udp-receiver") if not _have(t)]
     if missing or not multicast.FUNCTIONS.is_file():
         pytest.fail(f"missing: {missing or multicast.FUNCTIONS} (tests/run-all.sh installs them)")
-    lab = Room(tmp_path)
+    lab = Lab(tmp_path)
     try:
         lab.up()
         yield lab
@@ -136,7 +79,7 @@ def _have(tool: str) -> bool:
 
 
 @pytest.fixture
-def root(room: Room, loader_root: Path, cli: Cli, tmp_path: Path) -> Path:
+def root(room: Lab, loader_root: Path, cli: Cli, tmp_path: Path) -> Path:
     """Set up in the server's namespace, a Clonezilla live image, the repository with img1."""
     r = pxeprov(room.server, loader_root, "init", "--interface", IFACE, "--address", ADDRESS,
                 "--subnet", SUBNET, "--no-http", "--no-install-packages")  # fmt: skip
@@ -153,7 +96,7 @@ def root(room: Room, loader_root: Path, cli: Cli, tmp_path: Path) -> Path:
     return loader_root
 
 
-def _assign(room: Room, root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def _assign(room: Lab, root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return pxeprov(room.server, root, "assign", *MACS, "--restore", "img1", "--disk", "vda",
                    "--multicast", "--group", "lab", "--yes", *extra)  # fmt: skip
 
@@ -168,26 +111,19 @@ def _wait_ended(root: Path, name: str = "lab", limit: float = WAIT) -> None:
     pytest.fail(f"the session did not end in {limit:.0f} s")
 
 
-def _same(room: Room, index: int) -> bool:
+def _same(room: Lab, index: int, files: list[bytes]) -> bool:
     """What receiver `index` took, partition by partition, is the image's files."""
     return all(
         (room.work / f"r{index}.{i}").is_file()
         and (room.work / f"r{index}.{i}").read_bytes() == data
-        for i, data in enumerate(_image_files(room), start=1)
+        for i, data in enumerate(files, start=1)
     )
 
 
-_FILES: dict[str, list[bytes]] = {}
-
-
-def _image_files(room: Room) -> list[bytes]:
-    return _FILES[room.tag]
-
-
 @pytest.mark.slow
-def test_one_stream_restores_every_machine(room: Room, root: Path) -> None:
+def test_one_stream_restores_every_machine(room: Lab, root: Path) -> None:
     image = root / "srv/pxeprov/images/img1"
-    _FILES[room.tag] = [(image / name).read_bytes() for name in PARTS]
+    files = [(image / name).read_bytes() for name in PARTS]
     before = room.tx_bytes()
     r = _assign(room, root, "--part-pause", "12", "--max-wait", "30")
     assert r.returncode == 0, r.stderr
@@ -201,12 +137,12 @@ def test_one_stream_restores_every_machine(room: Room, root: Path) -> None:
     assert "--mcast-port 2232 --max-time-to-wait 30 multicast_restoredisk img1 vda" in menu
     waiting = pxeprov(room.server, root, "plans")
     assert "now: waiting for machines (0 joined)" in waiting.stdout, waiting.stdout
-    procs = [room.receive(i, 2232, 2) for i in range(3)]
+    procs = [room.take(i, 2232, 2) for i in range(3)]
     _wait_ended(root)
     for proc in procs:
         assert proc.wait(timeout=30) == 0
     for i in range(3):
-        assert _same(room, i), i
+        assert _same(room, i, files), i
     sent = room.tx_bytes() - before
     print(f"\nmulticast: {sent} bytes out of {IFACE} for 3 machines, image {IMAGE_BYTES}")  # noqa: T201
     assert sent <= 1.2 * IMAGE_BYTES, sent  # each partition once (unicast: 3x)
@@ -224,19 +160,19 @@ def test_one_stream_restores_every_machine(room: Room, root: Path) -> None:
 
 
 @pytest.mark.slow
-def test_an_absent_machine_and_a_dead_one_do_not_hold_the_others(room: Room, root: Path) -> None:
+def test_an_absent_machine_and_a_dead_one_do_not_hold_the_others(room: Lab, root: Path) -> None:
     """Three planned, two power on (the wait ends after --max-wait), one of them dies in the
     first partition: the sender drops it, the other gets the whole image; the dead one's plan
     says failed, the absent one's that it missed the session."""
     image = root / "srv/pxeprov/images/img1"
-    _FILES[room.tag] = [(image / name).read_bytes() for name in PARTS]
+    files = [(image / name).read_bytes() for name in PARTS]
     r = _assign(room, root, "--max-wait", "4", "--part-pause", "10", "--max-bitrate", "8m")
     assert r.returncode == 0, r.stderr
     machine = Machine(Root.of(root))
     state = load_state(Root.of(root))
     for plan in state.plans[:2]:  # the two that boot took their plans (their marker's fetch)
         assert plans_module.fire(machine, plan.mac, plan.token)
-    good, _dead = room.receive(0, 2232, 2), room.receive(1, 2232, 2)
+    good, _dead = room.take(0, 2232, 2), room.take(1, 2232, 2)
     deadline = time.monotonic() + 60
     while True:
         progress = multicast.read_progress(Root.of(root), "lab")
@@ -251,7 +187,7 @@ def test_an_absent_machine_and_a_dead_one_do_not_hold_the_others(room: Room, roo
     print(f"\nended {took:.0f} s after the kill")  # noqa: T201
     assert took < 90, took  # the drop (30 retries, ~20 s), the rest, a 10 s partition pause
     assert good.wait(timeout=30) == 0
-    assert _same(room, 0)
+    assert _same(room, 0, files)
     state = load_state(Root.of(root))
     by_mac = {p.mac: p for p in state.plans}
     assert by_mac[MACS[1]].status == "failed", by_mac[MACS[1]]
@@ -265,7 +201,7 @@ def test_an_absent_machine_and_a_dead_one_do_not_hold_the_others(room: Room, roo
 
 @pytest.mark.slow
 def test_a_killed_sender_is_resumed_or_failed_and_a_leftover_one_stopped(
-    room: Room, root: Path
+    room: Lab, root: Path
 ) -> None:
     state_file = root / "etc/pxeprov/pxeprov.toml"
     without = state_file.read_text()
@@ -289,7 +225,7 @@ def test_a_killed_sender_is_resumed_or_failed_and_a_leftover_one_stopped(
     assert "started it again" in r.stdout, r.stdout
     pid2 = multicast.sender_pid(rootp, "lab")
     assert pid2 is not None
-    procs = [room.receive(i, 2232, 2) for i in range(2)]
+    procs = [room.take(i, 2232, 2) for i in range(2)]
     deadline = time.monotonic() + 60
     while (p := multicast.read_progress(rootp, "lab")) is None or p.bytes_sent == 0:
         assert time.monotonic() < deadline
@@ -316,7 +252,7 @@ def test_a_killed_sender_is_resumed_or_failed_and_a_leftover_one_stopped(
     assert multicast.sender_pid(rootp, "lab") is None
 
 
-def test_bad_sessions_are_refused_and_change_nothing(room: Room, root: Path) -> None:
+def test_bad_sessions_are_refused_and_change_nothing(room: Lab, root: Path) -> None:
     r = _assign(room, root, "--max-wait", "600")
     assert r.returncode == 0, r.stderr
     before = snapshot(root)
