@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pxeprov import fsutil
+from pxeprov import fsutil, system
 from pxeprov.errors import InputError, PxeprovError
 from pxeprov.paths import STATE_DIR, Root
 from pxeprov.state import MAX_MCAST_PARTS, MCAST_PORT_SPAN, Session, State
@@ -309,11 +309,7 @@ def write_progress(root: Root, progress: Progress) -> None:
 
 
 def _is_sender(pid: int, name: str) -> bool:
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return b"session-run" in argv and name.encode() in argv
+    return system.runs(pid, b"session-run", name.encode())
 
 
 def sender_pid(root: Root, name: str) -> int | None:

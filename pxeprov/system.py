@@ -251,7 +251,7 @@ class Service:
             os.kill(pid, 0)
         except (OSError, ValueError, IndexError):
             return None
-        if self.unit in _SPAWNED and not _is_watcher(pid):
+        if self.unit in _SPAWNED and not runs(pid, b"pxeprov", b"watch"):
             return None  # a stale pid file: that pid is another process now
         return pid
 
@@ -327,12 +327,14 @@ def _watch_argv() -> list[str]:
     return [sys.executable, "-m", "pxeprov", "watch", "--fire"]
 
 
-def _is_watcher(pid: int) -> bool:
+def runs(pid: int, *words: bytes) -> bool:
+    """Whether process `pid` runs a command line holding every one of `words` (a pid file's
+    pid that another program took since is not ours)."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return b"pxeprov" in argv and b"watch" in argv
+    return all(word in argv for word in words)
 
 
 def spawn(argv: list[str], pid_file: Path, log: Path, wait: float = 1.0) -> None:
