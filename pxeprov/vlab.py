@@ -18,6 +18,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,6 +125,11 @@ def traversable_tempdir(prefix: str) -> Path:
     return path
 
 
+def machine_uuid(mac: str) -> str:
+    """The VM's SMBIOS system UUID: one of its own, the same for the same MAC."""
+    return str(uuid.uuid5(uuid.NAMESPACE_OID, f"pxeprov-vm:{mac.lower()}"))
+
+
 def qemu_argv(
     firmware: Firmware,
     mac: str,
@@ -137,6 +143,11 @@ def qemu_argv(
     (UEFI; with Secure Boot: q35 with SMM and Microsoft's keys enrolled)."""
     net = ["-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no"]
     common = [
+        # a system UUID of its own, as every real machine has: QEMU's default is all zeros, and
+        # OVMF's PXE client names itself to DHCP by it, so VMs booting at once were taken for
+        # one client (the lab's DHCP server offered them one address, then NAKed all but one)
+        "-uuid",
+        machine_uuid(mac),
         "-m",
         str(memory_mb),
         "-nographic",
@@ -168,7 +179,13 @@ def qemu_argv(
         ]
     argv = [QEMU, *common, *accels, *net]
     if firmware == "bios":
-        return [*argv, "-device", f"e1000,netdev=n0,mac={mac},bootindex=1", "-boot", "n"]
+        # QEMU's `pc` brings an empty floppy drive (and CD drive) by default, which no machine
+        # of today has: each look at the disks by the booted system (blkid, Clonezilla's scans)
+        # then waits on fd0's read errors, a minute and more of a Clonezilla job under TCG.
+        # -nodefaults leaves them out (and the VGA, given back; serial, monitor and NIC are
+        # given explicitly).
+        return [*argv, "-nodefaults", "-vga", "std", "-device",
+                f"e1000,netdev=n0,mac={mac},bootindex=1", "-boot", "n"]  # fmt: skip
     return [
         *argv,
         "-device",
