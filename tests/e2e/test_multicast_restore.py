@@ -11,8 +11,7 @@
   reports to the watcher and powers off. Then every disk is byte for byte the source; the
   multicast bytes out of namespace B (an nft counter there) are at most 1.2x the image; the
   session is `sent`, and every plan done by its own job's report.
-- Beside them a fourth machine (UEFI, iPXE) restores the same image by itself from the share
-  (a unicast restore on the UEFI chain; test_restore.py's is BIOS), its disk byte for byte too.
+(A unicast restore on the UEFI iPXE chain: test_restore.py.)
 """
 
 from __future__ import annotations
@@ -37,17 +36,14 @@ from .conftest import MakeDir
 from .disks import TOOLS, partition_hashes, partition_table, room_image
 from .netlab import NetLab
 from .pxeserver import pxeprov, restore_at_once, stopping_senders
-from .test_restore import FAILED, root, samba  # noqa: F401  (fixtures)
+from .test_restore import FAILED, root, samba, smbd  # noqa: F401  (fixtures)
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# the VMs' limit below the test's: a boot that hangs ends with its serial console in the failure
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 MACHINES = (("bios", "52:54:00:77:18:01"), ("uefi", "52:54:00:77:18:02"),
             ("uefi", "52:54:00:77:18:03"))  # fmt: skip
-# beside the room, one UEFI machine restores the same image by itself, from the share (unicast
-# on the UEFI iPXE chain)
-UNICAST = ("uefi", "52:54:00:77:18:04")
-BOOTS = (*MACHINES, UNICAST)
-LIMIT = 1800.0  # three TCG VMs on two cores: each takes longer than one alone
+LIMIT = 1000.0  # three TCG VMs on two cores: ~300 s each here; margin for a slower CI machine
 COUNTER = """
 table inet pxeprovmc {
   counter mcast {}
@@ -67,7 +63,7 @@ def test_a_room_restored_at_once(lab: NetLab, make_dir: MakeDir, root: Path, sam
     if missing:
         pytest.fail(f"e2e preconditions not met: programs missing: {missing}", pytrace=False)
     work = make_dir("pxeprov-e2e-mcast-")
-    room = room_image(samba, work, len(BOOTS), system_account(REPO_ACCOUNT))
+    room = room_image(samba, work, len(MACHINES), system_account(REPO_ACCOUNT))
     _nft(lab, "-f", "-", stdin=COUNTER)
     try:
         with stopping_senders(root):
@@ -93,21 +89,17 @@ def _restore_room(lab: NetLab, top: Path, targets: list[Path], image: int) -> No
     for mac in macs:  # the magic packets, on the lab's bridge
         assert packets.count(magic_packet(mac)) == 3, (mac, len(packets))
     assert "the sender of the session 'room' waits for its machines" in r.stdout, r.stdout
-    pxeprov(lab, top, "assign", UNICAST[1], "--restore", "img1", "--disk", "vda", "--then",
-            "poweroff", "--yes")  # fmt: skip
 
     machines: list[tuple[Firmware, str, Path]] = [
         ("bios" if firmware == "bios" else "uefi", mac, target)
-        for (firmware, mac), target in zip(BOOTS, targets, strict=True)
+        for (firmware, mac), target in zip(MACHINES, targets, strict=True)
     ]
     evidence, text = restore_at_once(lab, top, "mcast", machines, LIMIT, FAILED)
     for ev in evidence:
         print(f"\n{ev.firmware} {ev.mac}: QEMU ran {ev.seconds:.0f} s")  # noqa: T201
         assert ev.ended_by == "qemu exited (rc=0)", ev.summary()
         assert "PXEPROV-OCS-RESULT rc=0" in ev.serial, ev.summary()
-        multicast = "multicast_restoredisk img1 vda" in ev.serial
-        assert multicast == (ev.mac != UNICAST[1]), ev.summary()
-    assert "restoredisk img1 vda" in evidence[-1].serial
+        assert "multicast_restoredisk img1 vda" in ev.serial, ev.summary()
     counted = json.loads(_nft(lab, "-j", "list", "counter", "inet", "pxeprovmc", "mcast"))
     sent = next(x["counter"]["bytes"] for x in counted["nftables"] if "counter" in x)
     said = f"multicast out of the server: {sent} bytes for {len(MACHINES)} machines; "
