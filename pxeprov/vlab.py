@@ -143,9 +143,8 @@ def qemu_argv(
     (UEFI; with Secure Boot: q35 with SMM and Microsoft's keys enrolled)."""
     net = ["-netdev", f"tap,id=n0,ifname={tap},script=no,downscript=no"]
     common = [
-        # a system UUID of its own, as every real machine has: QEMU's default is all zeros, and
-        # OVMF's PXE client names itself to DHCP by it, so VMs booting at once were taken for
-        # one client (the lab's DHCP server offered them one address, then NAKed all but one)
+        # a system UUID of its own, as every real machine has (QEMU's default is all zeros for
+        # every VM; OVMF's PXE client sends it to the DHCP servers, option 97)
         "-uuid",
         machine_uuid(mac),
         "-m",

@@ -13,9 +13,9 @@ def _uuid(argv: list[str]) -> str:
 
 
 def test_each_machine_has_a_system_uuid_of_its_own(tmp_path: Path) -> None:
-    """QEMU's default SMBIOS UUID is all zeros for every VM; OVMF's PXE client names itself to
-    DHCP by it, and VMs booting at once were taken for one client (one address offered to all,
-    then NAKed to all but the first). Each MAC gets its own, the same on every boot."""
+    """QEMU's default SMBIOS UUID is all zeros for every VM, where every real machine has one of
+    its own (OVMF's PXE client sends it to the DHCP servers, option 97). Each MAC gets its own,
+    the same on every boot."""
     for firmware in get_args(Firmware):
         argvs = [
             qemu_argv(firmware, mac, tmp_path / "serial", tmp_path / "vars", 512)
