@@ -10,6 +10,33 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 venv=/opt/pxeprov
 link=/usr/local/bin/pxeprov
+for arg in "$@"; do
+    if [ "$arg" = "--help" ] || [ "$arg" = "-h" ]; then
+        # Says what it does and changes nothing (no root needed).
+        cat <<EOT
+Usage: sudo $0 [--dry-run] [PXEPROV INIT OPTIONS...]
+
+Installs pxeprov from this checkout into $venv (a venv; python3-venv is installed with
+apt-get when missing), links $link to it, then runs \`pxeprov init\` with the options
+given: this box becomes a proxyDHCP + TFTP network-boot server on its LAN, beside the DHCP
+server already there. Running it again changes nothing that is already so.
+
+  --dry-run   change nothing: say what would be installed, and what \`pxeprov init\` would do
+  -h, --help  this text
+
+Every other option is pxeprov init's (for example --interface eth1, --no-http, --uefi-loader
+grub).
+EOT
+        if [ -x "$venv/bin/pxeprov" ]; then
+            echo
+            echo "pxeprov init's options (the pxeprov installed in $venv):"
+            "$venv/bin/pxeprov" init --help
+        else
+            echo "Once it is installed, \`pxeprov init --help\` lists them."
+        fi
+        exit 0
+    fi
+done
 if [ "$(id -u)" != 0 ]; then
     echo "error: run as root (sudo $0)" >&2
     exit 1

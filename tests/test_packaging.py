@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -35,3 +37,29 @@ def test_wheel_ships_the_templates(tmp_path: Path) -> None:
     assert len(shipped) >= 4
     assert shipped <= names
     assert "pxeprov/cli.py" in names
+
+
+def test_install_sh_help_describes_itself_and_changes_nothing() -> None:
+    """`./install.sh --help` says what the script does and changes nothing: run as an account
+    that may change nothing (nobody), it must still answer, and no venv or link appears."""
+    before = {p: p.exists() for p in (Path("/opt/pxeprov"), Path("/usr/local/bin/pxeprov"))}
+    # a copy nobody can read (the checkout and pytest's tmp_path may be root's only)
+    with tempfile.TemporaryDirectory(prefix="pxeprov-install-help-") as d:
+        Path(d).chmod(0o755)
+        script = Path(d) / "install.sh"
+        shutil.copy(REPO / "install.sh", script)
+        for flag in ("--help", "-h"):
+            done = subprocess.run(
+                ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                 "bash", str(script), "--interface", "eth1", flag],
+                capture_output=True, text=True, timeout=60, cwd="/", check=False,
+            )  # fmt: skip
+            _check_help(done)
+    assert {p: p.exists() for p in before} == before
+
+
+def _check_help(done: subprocess.CompletedProcess[str]) -> None:
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Usage: sudo "), done.stdout
+    assert "--dry-run" in done.stdout and "pxeprov init" in done.stdout, done.stdout
+    assert done.stderr == ""
