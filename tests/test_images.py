@@ -240,6 +240,9 @@ def _bad_sources(tmp: Path, cz_iso: Path) -> dict[str, tuple[str, str]]:
         "truncated": (str(truncated), "is truncated"),
         "header only": (str(header_only), "ISO"),
         "missing": (str(tmp / "nope.iso"), "does not exist"),
+        # a URL pxeprov does not download is not taken for a missing file
+        "ftp URL": ("ftp://127.0.0.1/x.iso", "only http:// and https:// URLs"),
+        "file URL": ("file:///etc/hostname", "only http:// and https:// URLs"),
         # a directory is a source (an installed package's files), here one with nothing in it
         "directory": (str(tmp / "adir.iso"), "layout is not one pxeprov knows"),
         "unknown layout": (str(unknown), "layout is not one pxeprov knows"),

@@ -74,7 +74,8 @@ class AddImageResult:
 
 
 def is_url(source: str) -> bool:
-    return source.startswith(("http://", "https://"))
+    """Whether the source names a URL (any scheme://), not a path."""
+    return re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", source) is not None
 
 
 def derive_name(filename: str) -> str:
@@ -146,6 +147,12 @@ def acquire(
         path = Path(options.source)
         sha = _verify_local(path, options.sha256, progress) if options.sha256 is not None else ""
         return Local(path, path.name, sha)
+    scheme = options.source.split("://", 1)[0]
+    if scheme.lower() not in ("http", "https"):
+        raise InputError(
+            f"only http:// and https:// URLs can be downloaded, not {scheme}://: fetch the "
+            "file another way, then `pxeprov add-image` it as a file"
+        )
     if not download:
         return Pending(options.source)
     from pxeprov.images import download as dl  # requests is imported only when a URL is given
