@@ -337,6 +337,24 @@ def runs(pid: int, *words: bytes) -> bool:
     return all(word in argv for word in words)
 
 
+def service_of(pid: int) -> str | None:
+    """The systemd service that process `pid` runs in (its cgroup's unit, like
+    `isc-dhcp-server.service`), or None: not in a service, no systemd, or gone."""
+    try:
+        return service_in_cgroup(Path(f"/proc/{pid}/cgroup").read_text())
+    except OSError:
+        return None
+
+
+def service_in_cgroup(text: str) -> str | None:
+    """The service unit named by a /proc/PID/cgroup text (its last `.service` component)."""
+    for line in text.splitlines():
+        for part in reversed(line.rpartition(":")[2].split("/")):
+            if part.endswith(".service") and re.fullmatch(r"[\w@.:\\-]+", part):
+                return part
+    return None
+
+
 def spawn(argv: list[str], pid_file: Path, log: Path, wait: float = 1.0) -> None:
     """Start a daemon that does not detach itself: its own session, its output appended to
     `log`, its pid in `pid_file`; it must still run after `wait` seconds."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from scapy.layers.dhcp import BOOTP, DHCP
 
-from pxeprov import boot, bootlog, dhcpprobe, firewall, ports
+from pxeprov import boot, bootlog, dhcpprobe, firewall, ports, system
 from pxeprov.commands import doctor
 from pxeprov.commands.watch import _Log, _marker_action, normal_mac
 from pxeprov.errors import InputError
@@ -273,6 +273,34 @@ def test_udp_sockets_and_their_owner() -> None:
         assert [(str(x.address), x.proto) for x in found] == [("127.0.0.1", "udp")]
         assert (os.getpid(), "python") in found[0].programs or found[0].names
     assert ports.listeners(port, proto="udp") == []
+
+
+def test_the_hint_for_a_foreign_program_on_a_port_is_true_on_this_box() -> None:
+    """doctor's fix for another program on UDP 67/69/4011: its systemd service where it runs in
+    one (its cgroup), else the program by name and pid (this box has no systemd: no
+    `systemctl disable --now python3`), else how to find it (no programs could be read)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        (listener,) = ports.listeners(port, proto="udp")
+        hint = doctor.stop_hint(listener, 67)
+    service = system.service_of(os.getpid())
+    if service is None:
+        assert f"pid {os.getpid()}" in hint and "systemctl" not in hint, hint
+    else:  # the suite itself run inside a service
+        assert hint == f"stop it for good: systemctl disable --now {service}"
+    unread = ports.Listener(listener.address, 67, (), "udp")
+    assert "ss -ulpn 'sport = :67'" in doctor.stop_hint(unread, 67)
+
+
+def test_the_service_of_a_process_is_read_from_its_cgroup() -> None:
+    unit = system.service_in_cgroup
+    assert unit("0::/system.slice/isc-dhcp-server.service\n") == "isc-dhcp-server.service"
+    assert unit("0::/system.slice/system-getty.slice/getty@tty1.service\n") == "getty@tty1.service"
+    assert unit("0::/user.slice/user-1000.slice/session-2.scope\n") is None
+    assert unit("0::/\n") is None
+    assert unit("12:pids:/system.slice/dnsmasq.service\n1:name=systemd:/\n") == "dnsmasq.service"
+    assert unit("0::/system.slice/evil service$(x).service\n") is None
 
 
 # ---------------------------------------------------------------- the logs

@@ -152,8 +152,19 @@ def _dnsmasq(machine: Machine, state: State) -> Iterator[Check]:
                     "fail",
                     f"{s.owner} also holds UDP {port} ({DHCP_PORTS[port]}) on "
                     f"{s.where()}: requests may go to it instead of pxeprov's dnsmasq",
-                    f"stop it (e.g. systemctl disable --now {sorted(s.names)[0]})",
+                    stop_hint(s, port),
                 )
+
+
+def stop_hint(s: ports.Listener, port: int) -> str:
+    """How to stop a program that holds a port pxeprov needs, true on this box: its systemd
+    service where it runs in one, else the program by its pid, else how to find it."""
+    services = sorted({u for pid, _ in s.programs if (u := system.service_of(pid))})
+    if services:
+        return f"stop it for good: systemctl disable --now {' '.join(services)}"
+    if s.programs:
+        return f"stop {s.owner}, and whatever starts it at boot"
+    return f"find it (as root: ss -ulpn 'sport = :{port}'), stop it, and whatever starts it at boot"
 
 
 def _nginx(machine: Machine, state: State) -> Iterator[Check]:
