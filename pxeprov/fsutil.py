@@ -53,9 +53,13 @@ def read_bytes(path: Path, limit: int = MAX_READ) -> bytes | None:
         os.close(fd)
 
 
-def os_error(action: str, path: Path, exc: OSError, full: str = "disk full") -> FilesystemError:
+FULL_HINT = "free some space on that filesystem, then run the command again"
+
+
+def os_error(action: str, path: Path, exc: OSError, full: str = FULL_HINT) -> FilesystemError:
     """The one mapping of an OSError to what the user reads: `cannot <action> <path>: <why>`,
-    with `full` as the hint when the filesystem is full."""
+    with `full` as the hint when the filesystem is full (what to do: the message says that it
+    is full)."""
     why = exc.strerror or str(exc)
     if exc.errno == errno.ENOSPC:
         return FilesystemError(f"cannot {action} {path}: disk full ({why})", full)

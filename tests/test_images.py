@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pxeprov.errors import FilesystemError
+from pxeprov.fsutil import FULL_HINT
 from pxeprov.images import kinds
 from pxeprov.images.iso import Iso
 from pxeprov.progress import Counter
@@ -302,7 +303,8 @@ def test_full_disk(server: Path, cli: Cli, tmp_path: Path) -> None:
             target = images / "squashfs"
             with pytest.raises(FilesystemError, match="No space left on device") as caught:
                 iso.copy("/live/filesystem.squashfs", target)
-            assert caught.value.hint == "disk full"
+            assert caught.value.hint == FULL_HINT
+            assert caught.value.one_line().count("disk full") == 1, caught.value.one_line()
             assert not target.exists()
     finally:
         subprocess.run(["umount", str(images)], check=True)
