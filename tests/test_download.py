@@ -99,6 +99,27 @@ def test_checksums_txt_with_other_hash_types(
     assert asked == ["/live/SHA256SUMS", "/live/CHECKSUMS.TXT", ISO]
 
 
+def test_a_checksum_file_that_fails_does_not_stop_a_good_download(
+    server: FileServer, session: requests.Session, tmp_path: Path
+) -> None:
+    """SHA256SUMS answers 500 (twice: one retry): a file the user never asked for does not end
+    the download; the next checksum file counts, and where none can be read it is said."""
+    server.files["/live/SHA256SUMS"] = f"{'0' * 64}  {NAME}\n".encode()  # never got past 500
+    server.statuses["/live/SHA256SUMS"] = [500] * 5
+    server.files["/live/CHECKSUMS.TXT"] = f"{DIGEST}  {NAME}\n".encode()
+    got = fetch(server.url(ISO), tmp_path, session=session, backoff=0.01)
+    assert got.checksum_source == f"CHECKSUMS.TXT at {server.url('/live/CHECKSUMS.TXT')}"
+    assert [s.path for s in server.seen].count("/live/SHA256SUMS") == 2
+
+    other = tmp_path / "other"
+    del server.files["/live/CHECKSUMS.TXT"]
+    server.statuses["/live/SHA256SUMS"] = [500] * 5
+    got = fetch(server.url(ISO), other, session=session, backoff=0.01)
+    assert got.sha256 == DIGEST and got.path.read_bytes() == DATA
+    assert got.checksum_source.startswith("none (") and "SHA256SUMS" in got.checksum_source
+    assert "500" in got.checksum_source, got.checksum_source
+
+
 def test_parse_checksums_forms() -> None:
     h = "AB" * 32
     assert parse_checksums(f"{h}  ./{NAME}\n", NAME) == h.lower()

@@ -366,6 +366,21 @@ def iso_server(cz_iso: Path) -> Iterator[tuple[FileServer, bytes]]:
         yield fs, data
 
 
+def test_a_download_that_nothing_checks_says_so(
+    server: Path, cli: Cli, iso_server: tuple[FileServer, bytes]
+) -> None:
+    """SHA256SUMS answers 500 and no other checksum file is there: the ISO is added, and the
+    output says that its SHA-256 was not checked, why, and what to do."""
+    fs, data = iso_server
+    fs.statuses["/isos/SHA256SUMS"] = [500] * 4
+    r = cli(server, "add-image", fs.url("/isos/cz.iso"))
+    assert r.exit_code == 0, r.stderr
+    digest = hashlib.sha256(data).hexdigest()
+    assert f"SHA-256 {digest}, not checked (" in r.stdout, r.stdout
+    assert "SHA256SUMS" in r.stdout and "500" in r.stdout, r.stdout
+    assert "give --sha256" in r.stdout, r.stdout
+
+
 def test_add_image_from_url(server: Path, cli: Cli, iso_server: tuple[FileServer, bytes]) -> None:
     fs, data = iso_server
     digest = hashlib.sha256(data).hexdigest()

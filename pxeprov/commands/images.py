@@ -164,10 +164,17 @@ def acquire(
         progress=progress,
         stall_timeout=options.stall_timeout,
     )
-    note = (
-        f"{'cached' if got.from_cache else 'downloaded'} {got.filename} ({got.size} bytes), "
-        f"SHA-256 {got.sha256}, checked against {got.checksum_source}"
-    )
+    got_it = f"{'cached' if got.from_cache else 'downloaded'} {got.filename} ({got.size} bytes)"
+    if got.checksum_source.startswith("none"):
+        why = got.checksum_source.removeprefix("none").strip(" ()") or (
+            f"no {'/'.join(dl.CHECKSUM_FILES)} next to it lists it"
+        )
+        note = (
+            f"{got_it}, SHA-256 {got.sha256}, not checked ({why}): compare it with the "
+            "publisher's, or give --sha256"
+        )
+    else:
+        note = f"{got_it}, SHA-256 {got.sha256}, checked against {got.checksum_source}"
     return Local(got.path, got.filename, got.sha256, (note,))
 
 

@@ -26,7 +26,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import unquote, urljoin, urlsplit
@@ -73,7 +73,7 @@ class Downloaded:
     filename: str  # basename of the URL's path as given (not of where it redirected to)
     sha256: str  # hex, lower case
     size: int
-    checksum_source: str  # "--sha256", "SHA256SUMS at <url>", ... or "none"
+    checksum_source: str  # "--sha256", "SHA256SUMS at <url>", ..., or "none" ("none (why)")
     from_cache: bool
 
 
@@ -360,16 +360,25 @@ def _urllib3_reader(raw: urllib3.BaseHTTPResponse) -> Callable[[bytearray], int]
 
 
 def _published_sha256(client: _Client, url: str, filename: str) -> tuple[str | None, str]:
-    """The SHA-256 a checksum file in the image's directory lists for `filename`, and where."""
+    """The SHA-256 a checksum file in the image's directory lists for `filename`, and where;
+    or None and "none", with the reason when a checksum file was there but could not be read.
+    A checksum file is the publisher's extra, which the user did not ask for: one that fails
+    (a 5xx, a broken connection; one retry) does not stop the download, and is said."""
+    failed: list[str] = []
+    once = replace(client, retries=min(client.retries, 1))
     for name in CHECKSUM_FILES:
         sums_url = urljoin(url, name)
-        text = client.run(functools.partial(_get_text, client, sums_url))
+        try:
+            text = once.run(functools.partial(_get_text, client, sums_url))
+        except DownloadError as exc:
+            failed.append(exc.message)
+            continue
         if text is None:
             continue
         digest = parse_checksums(text, filename)
         if digest is not None:
             return digest, f"{name} at {sums_url}"
-    return None, "none"
+    return None, f"none ({'; '.join(failed)})" if failed else "none"
 
 
 def _get_text(client: _Client, url: str) -> str | None:
