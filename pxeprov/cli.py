@@ -25,7 +25,13 @@ from pxeprov.commands import verify as verify_module
 from pxeprov.commands import watch as watch_module
 from pxeprov.commands.init import InitOptions, InitResult
 from pxeprov.commands.init import init as init_command
-from pxeprov.errors import ConflictError, InputError, NotServingError, PxeprovError
+from pxeprov.errors import (
+    ConflictError,
+    FilesystemError,
+    InputError,
+    NotServingError,
+    PxeprovError,
+)
 from pxeprov.images import kinds
 from pxeprov.network import NetworkRequest
 from pxeprov.paths import DEFAULT_REPO_PATH, Root
@@ -88,10 +94,22 @@ def _errors(ctx: typer.Context) -> Iterator[None]:
         _fail(exc.one_line(), exc.exit_code)
     except (typer.Exit, typer.Abort, KeyboardInterrupt, BrokenPipeError):
         raise
+    except PermissionError as exc:
+        # a file or directory this account may not read or change (root's state, logs, keys)
+        if settings.debug:
+            raise
+        _fail(_permission_denied(exc), FilesystemError.exit_code)
     except Exception as exc:
         if settings.debug:
             raise
         _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug)", 1)
+
+
+def _permission_denied(exc: PermissionError) -> str:
+    where = f" {exc.filename}" if exc.filename else ""
+    if os.geteuid() != 0:
+        return f"permission denied:{where}: this command needs root (run it with sudo)"
+    return f"permission denied:{where} ({exc.strerror or exc})"
 
 
 def _machine(ctx: typer.Context) -> pipeline.Machine:
