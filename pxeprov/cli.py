@@ -14,7 +14,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from pxeprov import __version__, bootlog, pipeline, vlab, wol
+from pxeprov import __version__, bootlog, fsutil, pipeline, vlab, wol
 from pxeprov.apply import Outcome
 from pxeprov.commands import doctor as doctor_module
 from pxeprov.commands import images, listing
@@ -108,7 +108,7 @@ def _errors(ctx: typer.Context) -> Iterator[None]:
 def _permission_denied(exc: PermissionError) -> str:
     where = f" {exc.filename}" if exc.filename else ""
     if os.geteuid() != 0:
-        return f"permission denied:{where}: this command needs root (run it with sudo)"
+        return f"permission denied:{where} ({fsutil.NEEDS_ROOT})"
     return f"permission denied:{where} ({exc.strerror or exc})"
 
 

@@ -54,6 +54,7 @@ def read_bytes(path: Path, limit: int = MAX_READ) -> bytes | None:
 
 
 FULL_HINT = "free some space on that filesystem, then run the command again"
+NEEDS_ROOT = "this command needs root: run it with sudo"
 
 
 def os_error(action: str, path: Path, exc: OSError, full: str = FULL_HINT) -> FilesystemError:
@@ -63,6 +64,8 @@ def os_error(action: str, path: Path, exc: OSError, full: str = FULL_HINT) -> Fi
     why = exc.strerror or str(exc)
     if exc.errno == errno.ENOSPC:
         return FilesystemError(f"cannot {action} {path}: disk full ({why})", full)
+    if exc.errno in (errno.EACCES, errno.EPERM) and os.geteuid() != 0:
+        return FilesystemError(f"cannot {action} {path}: {why}", NEEDS_ROOT)
     return FilesystemError(f"cannot {action} {path}: {why}")
 
 

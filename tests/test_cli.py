@@ -382,7 +382,7 @@ def test_a_file_this_account_may_not_read_is_one_line_not_an_internal_error(
 
     monkeypatch.setattr("pxeprov.pipeline.load_state", denied)
     said = {
-        1000: f"error: permission denied: {state}: this command needs root (run it with sudo)",
+        1000: f"error: permission denied: {state} (this command needs root: run it with sudo)",
         0: f"error: permission denied: {state} (Permission denied)",
     }
     for uid, line in said.items():

@@ -235,6 +235,18 @@ def _time(t: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t))
 
 
+def _readable(path: Path) -> None:
+    """A log that is there must be readable now: one that is not (root's, watched without
+    root) would otherwise be watched in silence until it grows."""
+    try:
+        with path.open("rb"):
+            pass
+    except FileNotFoundError:
+        return  # not there yet: read from its start when it comes
+    except OSError as exc:
+        raise fsutil.os_error("read", path, exc) from None
+
+
 def watch(
     machine: Machine,
     options: WatchOptions,
@@ -245,6 +257,8 @@ def watch(
     no (the CLI: until Ctrl-C). With `fire`: take the jobs' reports, fire plans on their
     evidence, and keep its place in the logs."""
     w = _watcher(machine, options)
+    for log, _kind in w.logs:
+        _readable(log.path)
     place = options.watch_state or machine.root.path(WATCH_STATE)
     resumed = _resume(w, place) if options.fire and options.since is None else False
     if options.since is None and not resumed:
