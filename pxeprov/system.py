@@ -72,9 +72,10 @@ def run(
     """Run `argv`; with `check`, a non-zero exit becomes a CommandError naming the command."""
     log.debug("run: %s", " ".join(argv))
     full_env = None if env is None else {**os.environ, **env}
+    found = which(argv[0]) if argv and "/" not in argv[0] else None
     try:
         proc = subprocess.run(
-            list(argv),
+            [found or argv[0], *argv[1:]],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -100,8 +101,19 @@ class Runner(Protocol):
     def __call__(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> Any: ...
 
 
+# Where servers and admin tools live, searched after $PATH: an account's PATH without root
+# often lacks them (dnsmasq and nginx are in /usr/sbin), and "not installed" would be false.
+SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+
+
+def which(program: str) -> str | None:
+    """The program's path: from $PATH, then the sbin directories."""
+    path = os.pathsep.join([os.environ.get("PATH", os.defpath), *SBIN])
+    return shutil.which(program, path=path)
+
+
 def have(program: str) -> bool:
-    return shutil.which(program) is not None
+    return which(program) is not None
 
 
 _POLICY_RC_D = Path("/usr/sbin/policy-rc.d")

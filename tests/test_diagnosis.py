@@ -293,6 +293,19 @@ def test_the_hint_for_a_foreign_program_on_a_port_is_true_on_this_box() -> None:
     assert "ss -ulpn 'sport = :67'" in doctor.stop_hint(unread, 67)
 
 
+def test_servers_in_sbin_are_found_with_a_path_that_lacks_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An account's PATH without root often lacks /usr/sbin, where dnsmasq and nginx are:
+    doctor said they were not installed, and `dnsmasq --test` could not be run."""
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    for program in ("dnsmasq", "nginx"):
+        assert system.have(program), program
+        assert system.which(program) == f"/usr/sbin/{program}"
+    assert system.run(["dnsmasq", "--version"]).stdout.startswith("Dnsmasq version")
+    assert not system.have("no-such-program-pxeprov")
+
+
 def test_the_service_of_a_process_is_read_from_its_cgroup() -> None:
     unit = system.service_in_cgroup
     assert unit("0::/system.slice/isc-dhcp-server.service\n") == "isc-dhcp-server.service"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from typer.testing import Result
 
-from pxeprov import ports
+from pxeprov import ports, system
 from pxeprov.errors import CommandError
 from pxeprov.paths import Root
 from pxeprov.system import Packages
@@ -168,6 +168,7 @@ def test_without_nginx_a_new_server_keeps_working_over_tftp(
     loader_root: Path, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", _path_without_nginx(tmp_path))
+    monkeypatch.setattr(system, "SBIN", ())  # nor in the sbin directories searched after PATH
     assert shutil.which("nginx") is None
     r = cli(loader_root, "init", *NET)
     assert r.exit_code == 0, r.stderr
@@ -182,6 +183,7 @@ def test_an_explicit_http_without_nginx_is_an_error(
     loader_root: Path, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", _path_without_nginx(tmp_path))
+    monkeypatch.setattr(system, "SBIN", ())  # nor in the sbin directories searched after PATH
     r = cli(loader_root, "init", *NET, "--http")
     assert r.exit_code != 0
     assert "nginx is not installed" in r.stderr
@@ -205,6 +207,7 @@ def test_a_failed_nginx_install_falls_back_to_tftp(
     packages = Packages(policy_rc_d=tmp_path / "policy-rc.d", runner=runner)
     assert packages.try_install(["nginx"]) is not None and packages.failed == {"nginx"}
     monkeypatch.setenv("PATH", _path_without_nginx(tmp_path))
+    monkeypatch.setattr(system, "SBIN", ())  # nor in the sbin directories searched after PATH
     machine = Machine(root=Root.of("/"), packages=packages)
     options = InitOptions(network=NetworkRequest("lo", "127.0.0.1", "127.0.0.0/8"))
     state, warnings = desired_state(machine, options, State())  # reads only
