@@ -92,9 +92,33 @@ def run(
     done = Completed(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
     if check and proc.returncode != 0:
         detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
-        last = detail[-1] if detail else "no output"
-        raise CommandError(f"`{' '.join(argv)}` failed (exit {proc.returncode}): {last}")
+        why = reason(detail) or "no output"
+        raise CommandError(f"`{' '.join(argv)}` failed (exit {proc.returncode}): {why}")
     return done
+
+
+# How programs mark the line that says why they failed: nginx's levels (its last line is only
+# "configuration file ... test failed", after the [emerg] that says why), apt's "E:", and the
+# words the others use.
+_NGINX_STAMP = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d (\[\w+\]) \d+#\d+: ")  # its log's form
+_NGINX_FATAL = re.compile(r"\[emerg\]")
+_NGINX_ERROR = re.compile(r"\[(?:alert|crit|error)\]")
+_ERROR_LINE = re.compile(
+    r"^E: |\b(?:error|fatal|failed|cannot|can't|could not|unable|invalid|bad|unknown|denied|"
+    r"not found|no such|refused|illegal|unrecognized)\b",
+    re.IGNORECASE,
+)
+
+
+def reason(lines: Sequence[str]) -> str:
+    """The line of a failed program's output that says why: its first fatal line (nginx's
+    [emerg]), else its first error line, else its last line ("" for none)."""
+    lines = [_NGINX_STAMP.sub(r"nginx: \1 ", line.strip()) for line in lines if line.strip()]
+    for pattern in (_NGINX_FATAL, _NGINX_ERROR, _ERROR_LINE):
+        for line in lines:
+            if pattern.search(line):
+                return line
+    return lines[-1] if lines else ""
 
 
 class Runner(Protocol):
@@ -501,6 +525,10 @@ def testparm_check(conf: Path) -> None:
         raise CommandError(f"testparm refuses {conf}: {(errors or ['no OK'])[0].strip()}")
 
 
+# `listen ADDRESS:PORT` (or a port alone) at the start of a directive: what nginx -t would bind
+_LISTEN = re.compile(r"(^\s*listen\s+)(?!unix:)[^\s;]+", re.MULTILINE)
+
+
 def nginx_test(site: Path) -> None:
     """`nginx -t` on pxeprov's site inside a minimal main config of its own (the system's
     nginx.conf would also load the live site, and this one must not touch the real logs)."""
@@ -509,9 +537,25 @@ def nginx_test(site: Path) -> None:
             "nginx is not installed, so the site cannot be validated", "install the package nginx"
         )
     with tempfile.TemporaryDirectory(prefix="pxeprov-nginx-") as tmp:
+        # nginx -t binds what the site listens on: the site is checked with its listen lines
+        # on sockets of its own in here (an address not on this box yet, or a port another
+        # server holds, is not a fault of the file; starting nginx reports a real bind failure)
+        try:
+            text = site.read_text()
+        except OSError as exc:
+            raise CommandError(f"cannot read {site}: {exc.strerror or exc}") from None
+        count = iter(range(1 << 16))
+        checked = Path(tmp) / "site.conf"
+        checked.write_text(
+            _LISTEN.sub(lambda m: f"{m[1]}unix:{tmp}/listen{next(count)}.sock", text)
+        )
         main = Path(tmp) / "nginx.conf"
         main.write_text(
             f"pid {tmp}/nginx.pid;\nerror_log {tmp}/error.log;\nevents {{}}\n"
-            f"http {{\n  access_log off;\n  include {site};\n}}\n"
+            f"http {{\n  access_log off;\n  include {checked};\n}}\n"
         )
-        run(["nginx", "-t", "-q", "-p", tmp, "-c", str(main)], timeout=30)
+        try:
+            run(["nginx", "-t", "-q", "-p", tmp, "-c", str(main)], timeout=30)
+        except CommandError as exc:
+            # say the site's name, not the copy's
+            raise CommandError(exc.message.replace(str(checked), str(site)), exc.hint) from None
