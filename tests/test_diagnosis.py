@@ -306,6 +306,24 @@ def test_servers_in_sbin_are_found_with_a_path_that_lacks_it(
     assert not system.have("no-such-program-pxeprov")
 
 
+def test_the_reason_of_a_failed_program_is_its_first_error_line() -> None:
+    nginx = [
+        'nginx: [alert] could not open error log file: open() "/var/log/nginx/error.log" '
+        "failed (13: Permission denied)",
+        "2026/12/05 10:00:00 [emerg] 77#77: bind() to 10.0.0.9:80 failed (99: Cannot assign "
+        "requested address)",
+        "nginx: configuration file /etc/nginx/nginx.conf test failed",
+    ]
+    assert system.reason(nginx) == (
+        "nginx: [emerg] bind() to 10.0.0.9:80 failed (99: Cannot assign requested address)"
+    )
+    apt = ["Reading package lists...", "Building dependency tree...", "E: Unable to locate "
+           "package nginx-nope", "E: Couldn't find any package"]  # fmt: skip
+    assert system.reason(apt) == "E: Unable to locate package nginx-nope"
+    assert system.reason(["starting", "", "done: 3 of 4"]) == "done: 3 of 4"  # no error line
+    assert system.reason([" ", ""]) == ""
+
+
 def test_the_service_of_a_process_is_read_from_its_cgroup() -> None:
     unit = system.service_in_cgroup
     assert unit("0::/system.slice/isc-dhcp-server.service\n") == "isc-dhcp-server.service"
