@@ -588,3 +588,33 @@ def test_doctor_stops_fetching_when_nothing_answers_tftp(
     assert checks[0]["message"] == "TFTP fetch of pxelinux.0 from 127.0.0.1: no answer (timeout)"
     assert checks[1]["message"].startswith("not tried, as nothing answers TFTP: ldlinux.c32, ")
     assert "boot.ipxe" in checks[1]["message"]
+
+
+def test_doctor_checks_the_whole_configuration_that_starts_after_a_reboot(
+    loader_root: Path, cli: Cli
+) -> None:
+    """pxeprov's own files may pass while another site or drop-in keeps nginx or dnsmasq from
+    starting again: doctor runs each program's own check of its whole configuration."""
+    assert cli(loader_root, "init", *NET, "--http").exit_code == 0
+    etc = loader_root / "etc"
+    (etc / "nginx/nginx.conf").write_text(
+        f"pid {loader_root}/nginx.pid;\nerror_log {loader_root}/nginx-error.log;\nevents {{}}\n"
+        f"http {{\n  access_log off;\n  include {etc}/nginx/conf.d/*.conf;\n}}\n"
+    )
+
+    machine = Machine(root=Root.of(loader_root))
+    for program in ("nginx", "dnsmasq"):
+        (check,) = doctor._whole_config(machine, program)
+        assert check.status == "pass", check
+
+    (etc / "nginx/conf.d/other.conf").write_text("server {\n  listen 8099;\n  bogus on;\n}\n")
+    (etc / "dnsmasq.d/other.conf").write_text("no-such-option=1\n")
+    report = doctor.doctor(machine, doctor.Options(probe=False))
+    after = {c.name: c for c in report.checks}
+    assert after["nginx.config"].status == "pass"  # pxeprov's own site is fine
+    assert after["nginx.whole"].status == "fail", after["nginx.whole"]
+    assert '[emerg] unknown directive "bogus"' in after["nginx.whole"].message
+    assert "would not start again" in after["nginx.whole"].message
+    assert after["dnsmasq.config"].status == "pass"
+    assert after["dnsmasq.whole"].status == "fail", after["dnsmasq.whole"]
+    assert "other.conf" in after["dnsmasq.whole"].message, after["dnsmasq.whole"]

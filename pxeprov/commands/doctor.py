@@ -14,7 +14,7 @@ import stat
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from pxeprov import (
@@ -112,6 +112,7 @@ def _dnsmasq(machine: Machine, state: State) -> Iterator[Check]:
             yield Check("dnsmasq.config", "pass", f"{conf} passes dnsmasq --test")
         except PxeprovError as exc:
             yield Check("dnsmasq.config", "fail", exc.one_line(), "pxeprov init --force")
+    yield from _whole_config(machine, "dnsmasq")
     assert state.network is not None
     address = state.network.address
     held = {port: ports.listeners(port, proto="udp") for port in DHCP_PORTS}
@@ -167,6 +168,39 @@ def stop_hint(s: ports.Listener, port: int) -> str:
     return f"find it (as root: ss -ulpn 'sport = :{port}'), stop it, and whatever starts it at boot"
 
 
+def _whole_config(machine: Machine, program: str) -> Iterator[Check]:
+    """The program's whole configuration as it starts after a reboot (the system's main file
+    and every drop-in, other sites' too), checked by the program itself: pxeprov's own files
+    may pass while another one keeps the server from starting again."""
+    if program == "nginx":
+        main = machine.root.path(PurePosixPath("/etc/nginx/nginx.conf"))
+        if not main.is_file():
+            return
+        argv = ["nginx", "-t", "-q", "-c", str(main)]
+    else:
+        main = machine.root.path(PurePosixPath("/etc/dnsmasq.conf"))
+        drop_ins = machine.root.path(PurePosixPath("/etc/dnsmasq.d"))
+        argv = ["dnsmasq", "--test", f"--conf-file={main if main.is_file() else '/dev/null'}"]
+        if drop_ins.is_dir():
+            argv.append(f"--conf-dir={drop_ins},.dpkg-dist,.dpkg-old,.dpkg-new")
+    name = f"{program}.whole"
+    if os.geteuid() != 0:
+        yield Check(name, "info", f"{program}'s whole configuration is checked as root only")
+        return
+    try:
+        system.run(argv, timeout=30)
+    except PxeprovError as exc:
+        yield Check(
+            name,
+            "fail",
+            f"{program}'s whole configuration fails its own check, so {program} would not start "
+            f"again (after a reboot, a restart): {exc.message}",
+            "fix or remove the file it names (not pxeprov's: that one passes on its own)",
+        )
+        return
+    yield Check(name, "pass", f"{program}'s whole configuration passes `{' '.join(argv[:2])}`")
+
+
 def _nginx(machine: Machine, state: State) -> Iterator[Check]:
     if not state.http or state.http_base_url:
         return
@@ -184,6 +218,7 @@ def _nginx(machine: Machine, state: State) -> Iterator[Check]:
         yield Check("nginx.config", "pass", f"{site} passes nginx -t")
     except PxeprovError as exc:
         yield Check("nginx.config", "fail", exc.one_line(), "pxeprov init --force")
+    yield from _whole_config(machine, "nginx")
     assert state.network is not None
     listening = [
         s
