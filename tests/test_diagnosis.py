@@ -523,6 +523,26 @@ def test_watch_without_its_log_says_where(loader_root: Path, cli: Cli) -> None:
     assert r.exit_code == 2 and "--since 'last tuesday'" in r.stderr
 
 
+def test_doctor_s_own_probe_is_no_client_in_status(loader_root: Path, cli: Cli) -> None:
+    """doctor's DHCP probe asks with the serving interface's own MAC (lo's here: all zeros):
+    status showed it as a client that stalled after the proxy offer."""
+    assert cli(loader_root, "init", *NET, "--no-http").exit_code == 0
+    own = Path("/sys/class/net/lo/address").read_text().strip()
+    stamp = time.strftime("%b %e %H:%M:%S")
+    log = loader_root / "var/log/pxeprov-dnsmasq.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("".join(
+        f"{stamp} dnsmasq-dhcp[7]: {xid} available DHCP subnet: 127.0.0.0/255.0.0.0\n"
+        f"{stamp} dnsmasq-dhcp[7]: {xid} vendor class: PXEClient:Arch:00000:UNDI:002001\n"
+        f"{stamp} dnsmasq-dhcp[7]: {xid} PXE(lo) {mac} proxy\n"
+        for xid, mac in ((11, own), (12, "52:54:00:12:34:56"))
+    ))  # fmt: skip
+    r = cli(loader_root, "status")
+    assert r.exit_code == 0, r.stderr
+    assert "52:54:00:12:34:56" in r.stdout, r.stdout
+    assert own not in r.stdout, r.stdout
+
+
 def test_verify_refuses_what_it_cannot_do(loader_root: Path, cli: Cli) -> None:
     assert cli(loader_root, "init", *NET, "--no-http").exit_code == 0
     r = cli(loader_root, "verify", "--image", "nope")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pxeprov import boot, bootlog, fsutil, jobreport, multicast, network, pipeline
+from pxeprov import boot, bootlog, dhcpprobe, fsutil, jobreport, multicast, network, pipeline
 from pxeprov import state as state_mod
 from pxeprov.bootlog import Client, Event, Tracker
 from pxeprov.commands import plans as plans_command
@@ -140,6 +140,7 @@ class Watcher:
     state_problem: str = ""  # why the state file could not be read again ("" it could)
     reports: list[jobreport.Report] = field(default_factory=list)  # read, not yet acted on
     saved_place: bytes = b""  # what was last written to the watcher's place file
+    own_macs: frozenset[str] = frozenset()  # this server's: `doctor`'s probe is no client
     resumed_actions: list[_Action] = field(default_factory=list)  # saved, not done when it ended
 
     def refresh(self, machine: Machine) -> None:
@@ -176,6 +177,8 @@ class Watcher:
         return sorted(found, key=lambda e: e.time)
 
     def wanted(self, client: Client) -> bool:
+        if client.mac in self.own_macs:
+            return False  # doctor's DHCP probe, sent with the serving interface's own MAC
         return self.options.mac is None or client.mac == self.options.mac
 
     def has_rootfs(self, client: Client) -> bool:
@@ -228,7 +231,19 @@ def _watcher(machine: Machine, options: WatchOptions) -> Watcher:
     lookup = network.neighbour if machine.root.is_system or options.dnsmasq_log else None
     tracker = Tracker(_stages(machine, state), neighbour=lookup)
     roots = (str(state.tftp_root), str(machine.root.path(state.tftp_root)))
-    return Watcher(state, tracker, logs, options, roots, state_sig=sig)
+    return Watcher(state, tracker, logs, options, roots, state_sig=sig,
+                   own_macs=_own_macs(state))  # fmt: skip
+
+
+def _own_macs(state: State) -> frozenset[str]:
+    """The serving interface's MAC, as the logs write MACs (none when it cannot be read)."""
+    if state.network is None:
+        return frozenset()
+    try:
+        mac = dhcpprobe.interface_mac(state.network.interface)
+    except dhcpprobe.ProbeError:
+        return frozenset()
+    return frozenset({":".join(f"{b:02x}" for b in mac)})
 
 
 def _time(t: float) -> str:
