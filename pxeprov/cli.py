@@ -183,6 +183,13 @@ def _print_summary(result: InitResult) -> None:
         )
     typer.echo("")
     typer.echo(result.guidance, nl=False)
+    if not result.state.images:
+        # the menu holds only "Boot from local disk": say what makes it useful
+        typer.echo(
+            "\nNext: the menu has only 'Boot from local disk'. Add what the machines should boot:\n"
+            "  pxeprov add-image https://…/some.iso   (or a local ISO or a directory; --help)\n"
+            "  pxeprov doctor                          (checks the server, as a client would)"
+        )
 
 
 def _warn(warnings: list[str]) -> None:

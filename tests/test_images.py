@@ -457,3 +457,17 @@ def test_copy_falls_back_where_the_kernel_cannot_copy(
         iso.copy("/live/filesystem.squashfs", tmp_path / "via-reads")
     assert (tmp_path / "via-reads").read_bytes() == original
     assert calls == ["copy_file_range", "copy_file_range", "sendfile"]
+
+
+def test_the_first_run_ends_with_what_to_do_next(loader_root: Path, cli: Cli, cz_iso: Path) -> None:
+    """A new server's menu holds only "Boot from local disk": init's last lines say how to add
+    what the machines should boot; once there is an image they do not."""
+    r = cli(loader_root, "init", *NET)
+    assert r.exit_code == 0, r.stderr
+    tail = r.stdout.rstrip().splitlines()[-3:]
+    assert tail[0].startswith("Next: the menu has only 'Boot from local disk'"), r.stdout
+    assert "pxeprov add-image" in tail[1] and "pxeprov doctor" in tail[2], r.stdout
+    assert cli(loader_root, "add-image", str(cz_iso)).exit_code == 0
+    r = cli(loader_root, "init", "--menu-timeout", "3")
+    assert r.exit_code == 0, r.stderr
+    assert "Next:" not in r.stdout, r.stdout
