@@ -299,11 +299,15 @@ def holders(
 ) -> list[str]:
     """What already serves `address`:`port` besides pxeprov's own site, in words (empty: the
     port is free for pxeprov's site)."""
+    # Without root a socket's process cannot be seen (/proc/PID/fd is its owner's): one
+    # whose owner is unknown, while nginx runs here, is taken for nginx's
+    nginx_runs = _runs(proc, "nginx")
     out = [
         f"{listener.owner} listens on {listener.where()}"
         for listener in listeners(port, proc)
         if covers(listener.address, address)
         and not any(name == "nginx" for _, name in listener.programs)
+        and not (not listener.programs and nginx_runs)
     ]
     out += [
         listen.describe()
@@ -311,6 +315,21 @@ def holders(
         if listen.port == port and _nginx_covers(listen, address)
     ]
     return list(dict.fromkeys(out))
+
+
+def _runs(proc: Path, name: str) -> bool:
+    """Whether a process of that name runs (/proc/PID/comm, readable by every account)."""
+    try:
+        entries = [e for e in proc.iterdir() if e.name.isdigit()]
+    except OSError:
+        return False
+    for entry in entries:
+        try:
+            if (entry / "comm").read_text().strip() == name:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 DEFAULT_SITE = PurePosixPath("/etc/nginx/sites-enabled/default")

@@ -267,6 +267,25 @@ def test_other_nginx_sites_on_port_80(tmp_path: Path, site: str, taken: bool) ->
         assert held[0].startswith("nginx's site /etc/nginx/")
 
 
+@pytest.mark.parametrize("nginx_runs", [True, False])
+def test_a_listener_whose_process_cannot_be_seen(tmp_path: Path, nginx_runs: bool) -> None:
+    """Without root, /proc/PID/fd is not readable and a socket's process is unknown: while an
+    nginx process runs, the unknown listener on port 80 is taken for it (pxeprov's own nginx
+    was reported as "a process listens"); with no nginx it is still a conflict."""
+    proc = tmp_path / "proc"
+    (proc / "net").mkdir(parents=True)
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n"
+    # 127.0.0.1:80, LISTEN (0A), inode 4242 (the tenth field)
+    listen = "   0: 0100007F:0050 00000000:0000 0A 00000000:00000000 00:00000000 0 0 0 4242\n"
+    (proc / "net/tcp").write_text(header + listen)
+    (proc / "77").mkdir()
+    (proc / "77/comm").write_text("nginx\n" if nginx_runs else "python3\n")
+    root = tmp_path / "root"
+    root.mkdir()
+    held = ports.holders(Root.of(root), LOCALHOST, 80, proc=proc)
+    assert held == ([] if nginx_runs else ["a process listens on 127.0.0.1:80"]), held
+
+
 def test_pxeprovs_own_site_is_not_a_conflict(loader_root: Path, cli: Cli) -> None:
     nginx_tree(loader_root, {}, enable_default=False)
     assert cli(loader_root, "init", *NET).exit_code == 0
