@@ -331,6 +331,9 @@ def plan_change(
     if change.state.repo_path:
         check_repo_on_disk(root, PurePosixPath(change.state.repo_path), tftp_real)
     pending = change.install + change.optional
+    if (change.state.uefi_loader == "grub" and boot.SIGNED_GRUB_PACKAGE in pending
+            and root.is_system):  # fmt: skip
+        boot.check_grub_candidate(machine.packages.candidate(boot.SIGNED_GRUB_PACKAGE))
     chain, _warnings = boot.resolve_uefi(change.state, root, preview=preview or bool(pending))
     boot.check_https(change.state, root, chain)
     grub_http, _ = boot.grub_over_http(change.state, root, chain, preview=preview or bool(pending))

@@ -169,6 +169,16 @@ class Packages:
                 out.append(name)
         return out
 
+    def candidate(self, name: str) -> str | None:
+        """The version apt would install (`apt-cache policy`), or None when it cannot say."""
+        if not have("apt-cache"):
+            return None
+        done = run(["apt-cache", "policy", name], check=False, timeout=60)
+        found = re.search(r"^\s*Candidate:\s*(\S+)", done.stdout, re.MULTILINE)
+        if done.returncode != 0 or found is None or found[1] == "(none)":
+            return None
+        return found[1]
+
     def install(self, names: Sequence[str]) -> None:
         """apt-get install, with dnsmasq and nginx kept from starting on their packages' default
         configs (dnsmasq: a DNS server on every interface, which fails where systemd-resolved

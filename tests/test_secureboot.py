@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pxeprov import render
+from pxeprov import boot, render
+from pxeprov.errors import MissingFileError
 from pxeprov.images import pe
 from pxeprov.state import Image, Network, State
+from pxeprov.system import Packages
 
 from .conftest import NET, Cli, add_signed_uefi_loaders
 from .isos import clonezilla_files, make_iso
@@ -154,3 +156,36 @@ def test_secure_boot_chain_with_http(loader_root: Path, cli: Cli) -> None:
     assert "pxe-service=tag:!ipxe,x86PC," in conf and "undionly.kpxe" in conf
     assert 'pxe-service=X86-64_EFI,"pxeprov network boot (UEFI)",shimx64.efi' in conf
     assert "snponly.efi" not in conf
+
+
+@pytest.mark.parametrize(
+    ("version", "refused"),
+    [
+        ("1+2.06+13+deb12u2", True),  # Debian 12's
+        ("1.187.6+2.06-2ubuntu14.4", True),  # Ubuntu 22.04's
+        ("2.04-1", True),
+        ("1+2.12+7", False),  # Debian 13's
+        ("1.202+2.12-1ubuntu7", False),  # Ubuntu 24.04's
+        ("1:2.14-2", False),
+        (None, False),  # apt cannot say: the run checks the binary once installed
+    ],
+)
+def test_a_grub_older_than_2_12_is_refused_before_it_is_installed(
+    version: str | None, refused: bool
+) -> None:
+    """`--uefi-loader grub` on Debian 12: the dry run showed a clean plan, and the run installed
+    shim and GRUB 2.06 before it refused them. The version apt would install decides first."""
+    if refused:
+        assert version is not None
+        with pytest.raises(MissingFileError, match=r"older than 2\.12") as caught:
+            boot.check_grub_candidate(version)
+        assert version in caught.value.message and "--uefi-loader ipxe" in str(caught.value.hint)
+    else:
+        boot.check_grub_candidate(version)
+
+
+def test_the_version_apt_would_install() -> None:
+    packages = Packages()
+    candidate = packages.candidate("dnsmasq-base")  # installed by the suite's own set-up
+    assert candidate is not None and candidate[0].isdigit(), candidate
+    assert packages.candidate("no-such-package-pxeprov") is None

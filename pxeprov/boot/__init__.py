@@ -3,6 +3,7 @@ rows a server serves (here)."""
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -85,6 +86,29 @@ def packages(state: State) -> tuple[str, ...]:
     if state.repo_path:
         names.append("samba")  # the image repository this box serves
     return tuple(dict.fromkeys(names))
+
+
+SIGNED_GRUB_PACKAGE = "grub-efi-amd64-signed"
+
+
+def check_grub_candidate(version: str | None) -> None:
+    """`--uefi-loader grub` where the signed GRUB is still to be installed: refused before
+    anything is installed (and in a dry run) when the version apt would install is older than
+    2.12, as the run refuses it once installed. None (apt cannot say): the run checks the
+    binary after the install."""
+    if version is None:
+        return
+    # a signed package's version is "<its own>+<GRUB's>": 1+2.06+13+deb12u2, 1.202+2.12-1ubuntu7
+    upstream = re.search(r"\+(\d+)\.(\d+)", version) or re.match(r"(?:\d+:)?(\d+)\.(\d+)", version)
+    if upstream is None or (int(upstream[1]), int(upstream[2])) >= (2, 12):
+        return
+    raise MissingFileError(
+        f"the {SIGNED_GRUB_PACKAGE} that apt would install ({version}) is older than 2.12: GRUB "
+        "before 2.12 has no proxyDHCP support (it asks the ordinary DHCP server for its files, "
+        "so it cannot boot here)",
+        "install grub-efi-amd64-signed >= 2.12 (Debian 13, Ubuntu 24.04), or use "
+        "--uefi-loader ipxe",
+    )
 
 
 def resolve_uefi(state: State, root: Root, *, preview: bool = False) -> tuple[UefiChain, list[str]]:
