@@ -14,7 +14,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from pxeprov import __version__, bootlog, fsutil, pipeline, vlab, wol
+from pxeprov import __version__, bootlog, fsutil, pipeline, ports, vlab, wol
 from pxeprov.apply import Outcome
 from pxeprov.commands import doctor as doctor_module
 from pxeprov.commands import images, listing
@@ -120,7 +120,7 @@ def _machine(ctx: typer.Context) -> pipeline.Machine:
 # ---------------------------------------------------------------- output
 
 
-def _print_plan(plan: Plan, install_note: str, restart: bool, is_system: bool) -> None:
+def _print_plan(plan: Plan, install_note: str, is_system: bool) -> None:
     typer.echo("Plan (nothing is written):")
     status, _, what = install_note.partition(": ")
     typer.echo(f"  {'would ' + status if status == 'install' else status:<22} {what}")
@@ -135,10 +135,20 @@ def _print_plan(plan: Plan, install_note: str, restart: bool, is_system: bool) -
             f"{len(d.files)} files, {_human(d.size)}" if d.op is DirOp.INSTALL else "and its files"
         )
         typer.echo(f"  {'would ' + d.op.value:<22} {d.path}/ ({what})")
-    if restart:
-        verb = "would restart" if is_system else "skipped"
-        suffix = "" if is_system else " (--root is not /)"
-        typer.echo(f"  {verb:<22} dnsmasq{suffix}")
+    if status == "install" and "nginx" in what.split():
+        # init._retire_default_site: a freshly installed nginx's default site serves nobody
+        typer.echo(f"  {'would disable':<22} nginx's default site {ports.DEFAULT_SITE} "
+                   "(enabled by the package)")  # fmt: skip
+    for name in plan.services:
+        # every service of the rendered files: restarted when its config changes, else started
+        # when it is not running (apply._restart)
+        if not is_system:
+            what_then = "restart" if name in plan.restarts else "check that it runs"
+            typer.echo(f"  {'skipped':<22} {name}: {what_then} (--root is not /)")
+        elif name in plan.restarts:
+            typer.echo(f"  {'would restart':<22} {name}")
+        else:
+            typer.echo(f"  {'would start':<22} {name} (when it is not running)")
 
 
 def _print_files(plan: Plan, diff: bool) -> None:
@@ -287,12 +297,7 @@ def init(
         result = init_command(machine, options, dry_run=dry_run)
         _warn(result.warnings)
         if result.outcome is None:
-            _print_plan(
-                result.plan,
-                result.install_note,
-                result.plan.restart_dnsmasq,
-                machine.root.is_system,
-            )
+            _print_plan(result.plan, result.install_note, machine.root.is_system)
             _print_files(result.plan, diff=True)
             return
         _print_summary(result)
@@ -315,9 +320,7 @@ def render(
         machine = _machine(ctx)
         result = init_command(machine, InitOptions(), dry_run=True)
         _warn(result.warnings)
-        _print_plan(
-            result.plan, result.install_note, result.plan.restart_dnsmasq, machine.root.is_system
-        )
+        _print_plan(result.plan, result.install_note, machine.root.is_system)
         _print_files(result.plan, diff=diff)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pxeprov.cli import _print_plan
 from pxeprov.commands.init import InitOptions, init
 from pxeprov.errors import LockedError
 from pxeprov.fsutil import locked
@@ -146,9 +147,10 @@ def test_dry_run_works_before_the_packages_are_installed(tmp_path: Path, cli: Cl
     )
 
 
-def test_dry_run_on_a_fresh_system_would_install(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dry_run_on_a_fresh_system_would_install(capsys: pytest.CaptureFixture[str]) -> None:
     """Root `/` read-only: nothing installed (as the fake package database says) -> 'would
-    install'; no file of the real system is written."""
+    install'; no file of the real system is written. The plan printed lists every change the
+    run makes: the packages, the files, nginx's default site disabled, the services started."""
 
     class NothingInstalled(Packages):
         def missing(self, names: Sequence[str]) -> list[str]:
@@ -164,6 +166,13 @@ def test_dry_run_on_a_fresh_system_would_install(monkeypatch: pytest.MonkeyPatch
     assert result.install_note == "install: dnsmasq pxelinux syslinux-common ipxe nginx"
     assert result.outcome is None
     assert any(a.path.name == "pxeprov.conf" for a in result.plan.files)
+    _print_plan(result.plan, result.install_note, is_system=True)
+    shown = [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()]
+    assert "would install dnsmasq pxelinux syslinux-common ipxe nginx" in shown, shown
+    assert "would disable nginx's default site /etc/nginx/sites-enabled/default (enabled by " \
+        "the package)" in shown, shown  # fmt: skip
+    for service in ("dnsmasq", "nginx", "pxeprov-watch"):
+        assert f"would restart {service}" in shown, shown
 
 
 def test_list(loader_root: Path, cli: Cli) -> None:
