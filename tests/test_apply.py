@@ -163,3 +163,39 @@ def test_package_install_keeps_dnsmasq_from_starting(tmp_path: Path) -> None:
 
 
 UNITS = ("dnsmasq", "ssh")
+
+
+class _Watcher(FakeService):
+    """pxeprov-watch on a box without systemd, which ended: starting it makes it run."""
+
+    def __init__(self, starts: bool) -> None:
+        super().__init__(systemd=False, active=False, unit="pxeprov-watch", program="sh")
+        self.starts = starts
+
+    def manageable(self) -> bool:
+        return True
+
+    def enable_and_restart(self) -> None:
+        self.restarts += 1
+        self.active = self.starts
+
+    def pid(self) -> int | None:
+        return 4242 if self.active else None
+
+
+def test_a_watcher_that_ended_is_started_again_without_systemd() -> None:
+    """No systemd restarts pxeprov-watch: a watcher that ended (a state it could not read when
+    it started, a kill) is started again by the next assign, which says so."""
+    from pxeprov.commands.plans import _watcher_note
+    from pxeprov.pipeline import Machine
+
+    watcher = _Watcher(starts=True)
+    machine = Machine(root=Root.of("/"), services={"pxeprov-watch": watcher})
+    assert _watcher_note(machine) == [
+        "pxeprov-watch was not running: started it again (pid 4242), so that the plans fire"
+    ]
+    assert watcher.restarts == 1
+    assert _watcher_note(machine) == [] and watcher.restarts == 1  # it runs: nothing to do
+    stuck = _Watcher(starts=False)
+    machine = Machine(root=Root.of("/"), services={"pxeprov-watch": stuck})
+    assert "pxeprov-watch is not running" in _watcher_note(machine)[0]

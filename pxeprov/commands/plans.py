@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from pxeprov import bootlog, multicast, pipeline, repository, wol
 from pxeprov.apply import Outcome
 from pxeprov.commands import session as sessions
-from pxeprov.errors import InputError
+from pxeprov.errors import InputError, PxeprovError
 from pxeprov.pipeline import Change, Machine
 from pxeprov.plan import Plan as FilePlan
 from pxeprov.render import missed_session, plan_label, plan_now, plan_progress
@@ -275,11 +275,22 @@ def _after_sessions(
 
 
 def _watcher_note(machine: Machine) -> list[str]:
-    """A one-shot plan fires only while pxeprov-watch follows the logs: say so when it does not
-    run (on this box; nothing is said under --root)."""
+    """A one-shot plan fires only while pxeprov-watch follows the logs. Where no systemd keeps
+    it running (its unit restarts it), a watcher that ended (a state it could not read when it
+    started, a kill) is started again here, and said; else it is said that it does not run (on
+    this box; nothing is said or done under --root)."""
     watcher = machine.services.get("pxeprov-watch")
     if watcher is None or not machine.root.is_system or watcher.is_active():
         return []
+    if watcher.manageable() and not watcher.systemd_running():
+        try:
+            watcher.enable_and_restart()
+        except PxeprovError as exc:
+            return [f"pxeprov-watch is not running, and could not be started: {exc.message}"]
+        if watcher.is_active():
+            pid = watcher.pid()
+            return [f"pxeprov-watch was not running: started it again"
+                    f"{f' (pid {pid})' if pid else ''}, so that the plans fire"]  # fmt: skip
     return [
         "pxeprov-watch is not running: a one-shot plan fires (and a restore runs only once) "
         "while it follows the logs. `pxeprov init` starts it, or run `pxeprov watch --fire`"
