@@ -35,6 +35,23 @@ T = TypeVar("T")
 _FALLBACK_ERRNOS = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF}
 
 
+def _looks_like_text(f: BinaryIO) -> bool:
+    """Whether a file starts as text does (no NUL byte, UTF-8): a checksum list, a page, a
+    note saved under the ISO's name, not an image cut short."""
+    try:
+        f.seek(0)
+        head = f.read(4096)
+    except OSError:
+        return False
+    if not head or b"\0" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3  # a character cut at the end of the first 4 KiB
+    return True
+
+
 class Iso:
     """An open ISO image. Use as a context manager."""
 
@@ -60,10 +77,16 @@ class Iso:
         try:
             self._volume = Volume(self._f, self._size)
         except IsoFormatError as exc:
+            text = _looks_like_text(self._f)
             self.close()
+            if text:
+                raise ImageError(
+                    f"{path} is a text file, not an ISO 9660 image",
+                    "give the ISO image itself, or a directory of its files",
+                ) from None
             raise ImageError(
                 f"{path} is not a readable ISO 9660 image ({exc})",
-                "check that the download is complete",
+                "if it was downloaded, check that the download is complete",
             ) from None
         except OSError as exc:
             self.close()
