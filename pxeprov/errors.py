@@ -86,3 +86,10 @@ class NotServingError(PxeprovError):
     listen where it should)."""
 
     exit_code = 11
+
+
+class LabError(PxeprovError):
+    """`verify`'s private network (not the server under test) could not be set up or torn
+    down (pxeprov/vlab.py)."""
+
+    exit_code = 12

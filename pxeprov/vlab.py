@@ -25,7 +25,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from pxeprov.errors import PxeprovError
+from pxeprov import system
+from pxeprov.errors import CommandError, LabError
 
 Firmware = Literal["bios", "uefi", "uefi-sb"]
 FIRMWARES: dict[str, Firmware] = {"bios": "bios", "uefi": "uefi", "uefi-sb": "uefi-sb"}
@@ -42,30 +43,16 @@ START_TIMEOUT = 10.0
 LEASES = 16
 
 
-class LabError(PxeprovError):
-    """The private network (not the server under test) could not be set up or torn down."""
-
-    exit_code = 12
-
-
 # ---------------------------------------------------------------- process primitives
 
 
 def run(argv: Sequence[str], timeout: float = CMD_TIMEOUT) -> str:
-    """Run a short command; its stdout, or LabError naming the command and its stderr."""
+    """Run a short command (pxeprov's one runner, system.run); its stdout, or LabError naming
+    the command and why it failed."""
     try:
-        res = subprocess.run(
-            list(argv), capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise LabError(f"timed out after {timeout:.0f} s: {' '.join(argv)}") from None
-    except FileNotFoundError:
-        raise LabError(f"{argv[0]} is not installed") from None
-    if res.returncode != 0:
-        raise LabError(
-            f"exit {res.returncode}: {' '.join(argv)}: {res.stderr.strip() or res.stdout.strip()}"
-        )
-    return res.stdout
+        return system.run(argv, timeout=timeout).stdout
+    except CommandError as exc:
+        raise LabError(exc.message, exc.hint) from None
 
 
 def wait_started(proc: subprocess.Popen[bytes], ready: Callable[[], bool], timeout: float) -> str:
