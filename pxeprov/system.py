@@ -302,6 +302,17 @@ class Service:
         return pid
 
     def enable_and_restart(self) -> None:
+        """Enable and (re)start the service; a failed nginx says why (its own `nginx -t`):
+        systemctl and the init script say only that it failed ("nginx failed!")."""
+        try:
+            self._enable_and_restart()
+        except CommandError as exc:
+            why = _nginx_says() if self.unit == "nginx" else ""
+            if not why or why in exc.message:
+                raise
+            raise CommandError(f"{exc.message}; nginx -t says: {why}", exc.hint) from None
+
+    def _enable_and_restart(self) -> None:
         if self.systemd_running():
             if self.own_unit:
                 run(["systemctl", "daemon-reload"], timeout=120)
@@ -334,6 +345,17 @@ class Service:
             spawn(_DIRECT[self.unit](), pid_file, _SPAWNED[self.unit])
             return
         run(_DIRECT[self.unit](), timeout=60)
+
+
+def _nginx_says() -> str:
+    """Why nginx does not start with its configuration (a port held, an address not on the
+    box, a broken file), as `nginx -t` says it; "" when it says nothing is wrong."""
+    if not have("nginx"):
+        return ""
+    done = run(["nginx", "-t", "-q"], check=False, timeout=30)
+    if done.returncode == 0:
+        return ""
+    return reason((done.stderr.strip() or done.stdout.strip()).splitlines())
 
 
 def _stop(pid: int, wait: float = 10.0) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
-from pxeprov import render
+from pxeprov import render, system
 from pxeprov.apply import apply
 from pxeprov.errors import CommandError
 from pxeprov.paths import Root
@@ -199,3 +200,30 @@ def test_a_watcher_that_ended_is_started_again_without_systemd() -> None:
     stuck = _Watcher(starts=False)
     machine = Machine(root=Root.of("/"), services={"pxeprov-watch": stuck})
     assert "pxeprov-watch is not running" in _watcher_note(machine)[0]
+
+
+def test_a_failed_nginx_start_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The init script says only "nginx failed!" (systemctl: "job failed"): the error carries
+    nginx's own reason, from `nginx -t` (here a stand-in nginx on PATH: nothing binds)."""
+    init_dir, bin_dir = tmp_path / "init.d", tmp_path / "bin"
+    init_dir.mkdir()
+    bin_dir.mkdir()
+    script = init_dir / "nginx"
+    script.write_text("#!/bin/sh\necho 'Restarting nginx: nginx failed!'\nexit 1\n")
+    fake = bin_dir / "nginx"
+    fake.write_text(
+        "#!/bin/sh\necho 'nginx: [emerg] bind() to 0.0.0.0:80 failed (98: Address already in "
+        "use)' >&2\necho 'nginx: configuration file /etc/nginx/nginx.conf test failed' >&2\n"
+        "exit 1\n"
+    )
+    for f in (script, fake):
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(system, "SBIN", ())
+    nginx = Service("nginx", run_dir=tmp_path / "no-systemd", init_dir=init_dir)
+    with pytest.raises(CommandError) as caught:
+        nginx.enable_and_restart()
+    assert "nginx failed!" in caught.value.message
+    assert caught.value.message.endswith(
+        "; nginx -t says: nginx: [emerg] bind() to 0.0.0.0:80 failed (98: Address already in use)"
+    ), caught.value.message
