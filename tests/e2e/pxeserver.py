@@ -318,6 +318,7 @@ def stopping_senders(root: Path) -> Iterator[None]:
 
 
 STAGGER = 2.0  # seconds between the machines' power-on in restore_at_once
+PINNED = 200  # restore_at_once's machines get 10.77.0.200 and up from the ordinary server
 
 
 def restore_at_once(
@@ -331,23 +332,31 @@ def restore_at_once(
     """Serve the root (OneAtATime, as `name`) and boot the machines (firmware, MAC, disk image)
     at once, each on a tap of its own, while `pxeprov watch --fire` follows it; returns when
     every QEMU ended and every job's report was taken (or 30 s after): the boots' evidence and
-    the watcher's output."""
+    the watcher's output.
+
+    Each machine gets an address of its own from the ordinary server (dhcp-host, outside its
+    range): dnsmasq reserves no address it offers, and after the suite's earlier boots (an
+    hour's leases in a row from .100 up) machines that ask in the same seconds walk to the same
+    first free address; all but the first then got a NAK, and OVMF gives up its network boot
+    for good (PXE-E07). Windows DHCP, which this server stands in for, reserves an offered
+    address. The machines also power on a second or two apart, as people and wake-up packets
+    do."""
     taps = ["tap0", *(lab.add_tap(f"tap{i}") for i in range(1, len(machines)))]
+    prefix = A_ADDR.rsplit(".", 1)[0]
+    lab.use_ordinary("dnsmasq", options=[f"dhcp-host={mac},{prefix}.{PINNED + i}"
+                                         for i, (_, mac, _) in enumerate(machines)])  # fmt: skip
     one = OneAtATime(lab)
-    served = one.serve(Served.of(name, root))
     log = lab.workdir / f"{name}-watch.out"
 
     def boot(i: int) -> BootEvidence:
         firmware, mac, target = machines[i]
-        # a second or two apart, as machines a person or a wake-up packet powers on: OVMF seeds
-        # its DHCP transaction ID from the clock, and VMs started in the same instant were
-        # seen sending the same one (and once, all but one got a NAK from the DHCP server)
         time.sleep(STAGGER * i)
         disk = ["-drive", f"file={target},if=virtio,format=raw"]
         return lab.boot(firmware, mac, served.running, limit=limit, memory_mb=2048,
                         stop_on=stop_on, stop_grace=2.0, tap=taps[i], qemu_extra=disk)  # fmt: skip
 
     try:
+        served = one.serve(Served.of(name, root))
         with watching(lab, root, served, log), ThreadPoolExecutor(len(machines)) as pool:
             evidence = list(pool.map(boot, range(len(machines))))
             # the reports came before the power-offs; their lines (the caller checks the boots
@@ -359,4 +368,5 @@ def restore_at_once(
                 time.sleep(0.3)
     finally:
         one.stop()
+        lab.use_ordinary("dnsmasq")  # the lab's ordinary server as the other tests know it
     return evidence, log.read_text()
