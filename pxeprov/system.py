@@ -374,14 +374,19 @@ def _stop(pid: int, wait: float = 10.0) -> None:
     raise CommandError(f"process {pid} did not stop within {wait:.0f} s")
 
 
+def dnsmasq_config_args(etc: Path) -> list[str]:
+    """What dnsmasq reads as Debian's init script starts it, under `etc`: the main config when
+    there is one, and the drop-in directory without the package manager's leftovers."""
+    args = [f"--conf-file={etc / 'dnsmasq.conf'}"] if (etc / "dnsmasq.conf").is_file() else []
+    if (etc / "dnsmasq.d").is_dir():
+        args.append(f"--conf-dir={etc / 'dnsmasq.d'},.dpkg-dist,.dpkg-old,.dpkg-new")
+    return args
+
+
 def _dnsmasq_argv() -> list[str]:
     """Debian's init script's command line: the main config, the drop-in directory, the pid
     file, and the dnsmasq user (created by dnsmasq-base) when there is one."""
-    argv = ["dnsmasq", f"--pid-file={PID_FILES['dnsmasq']}"]
-    if Path("/etc/dnsmasq.conf").is_file():
-        argv.append("--conf-file=/etc/dnsmasq.conf")
-    if Path("/etc/dnsmasq.d").is_dir():
-        argv.append("--conf-dir=/etc/dnsmasq.d,.dpkg-dist,.dpkg-old,.dpkg-new")
+    argv = ["dnsmasq", f"--pid-file={PID_FILES['dnsmasq']}", *dnsmasq_config_args(Path("/etc"))]
     try:
         pwd.getpwnam("dnsmasq")
         argv.append("--user=dnsmasq")

@@ -178,11 +178,10 @@ def _whole_config(machine: Machine, program: str) -> Iterator[Check]:
             return
         argv = ["nginx", "-t", "-q", "-c", str(main)]
     else:
-        main = machine.root.path(PurePosixPath("/etc/dnsmasq.conf"))
-        drop_ins = machine.root.path(PurePosixPath("/etc/dnsmasq.d"))
-        argv = ["dnsmasq", "--test", f"--conf-file={main if main.is_file() else '/dev/null'}"]
-        if drop_ins.is_dir():
-            argv.append(f"--conf-dir={drop_ins},.dpkg-dist,.dpkg-old,.dpkg-new")
+        args = system.dnsmasq_config_args(machine.root.path(PurePosixPath("/etc")))
+        if not any(a.startswith("--conf-file=") for a in args):
+            args.insert(0, "--conf-file=/dev/null")  # no main file: not dnsmasq's built-in one
+        argv = ["dnsmasq", "--test", *args]
     name = f"{program}.whole"
     if os.geteuid() != 0:
         yield Check(name, "info", f"{program}'s whole configuration is checked as root only")
