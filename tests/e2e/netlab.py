@@ -59,6 +59,7 @@ B_ADDR = "10.77.0.2"
 PREFIX = 24
 A_ADDR6 = "fd77::1/64"
 LEASE_RANGE = ("10.77.0.100", "10.77.0.150")
+PIN_FIRST = 200  # NetLab.pinned_address hands out 10.77.0.200 and up, outside LEASE_RANGE
 BRIDGE = "br0"
 TAP = "tap0"
 VETH_A = "vpxe0"
@@ -219,9 +220,15 @@ class BootEvidence:
     def summary(self) -> str:
         """Everything needed to debug a failed boot, for assertion messages."""
         kernel = f"{self.kernel_after:.1f}s" if self.kernel_after is not None else "never"
+        # CI keeps the head and the tail of a long message: the ordinary server's word on this
+        # MAC (an offer, a NAK) comes first, the serial console last
+        mine = "".join(
+            line for line in self.dhcp_log.splitlines(keepends=True) if self.mac in line.lower()
+        )
         return (
             f"{self.firmware} boot of {self.mac}: ended by {self.ended_by} after "
             f"{self.seconds:.1f}s, kernel {kernel}\n"
+            f"--- this MAC at the ordinary dhcp server ({self.ordinary})\n{mine}"
             f"--- proxy dnsmasq log (this boot)\n{self.proxy_log}"
             f"--- ordinary dhcp log ({self.ordinary}, this boot)\n{self.dhcp_log}"
             f"--- qemu output\n{self.qemu_output}"
@@ -251,6 +258,7 @@ class NetLab:
     _boots: int = field(init=False, default=0)
     _count: threading.Lock = field(init=False, default_factory=threading.Lock)
     _taps: list[str] = field(init=False, default_factory=list)
+    _pins: dict[str, str] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         # PID suffix: leftovers of a crashed run can never collide with (or be deleted by) this one.
@@ -412,6 +420,23 @@ class NetLab:
     def ordinary(self) -> Ordinary:
         """Which ordinary DHCP server is running in ns A."""
         return self._ordinary
+
+    def pinned_address(self, mac: str) -> str:
+        """An address outside the lease range for ``mac`` alone, the same for the lab's life
+        (give it to the ordinary server as ``dhcp-host=MAC,ADDRESS``).
+
+        One per MAC for the lab's life because the lease file outlives a server's options:
+        dnsmasq skips a configured address that a lease (an hour long) still gives another MAC
+        and falls back to its range, where machines asking in the same seconds are offered the
+        same address and all but one get a NAK.
+        """
+        mac = mac.lower()
+        if mac not in self._pins:
+            last = PIN_FIRST + len(self._pins)
+            if last > 254:
+                raise LabError(f"no address left to pin for {mac}: {len(self._pins)} pinned")
+            self._pins[mac] = f"{A_ADDR.rsplit('.', 1)[0]}.{last}"
+        return self._pins[mac]
 
     def use_ordinary(
         self, kind: Ordinary, dhcpd: Path | None = None, options: Sequence[str] = ()

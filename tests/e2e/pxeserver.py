@@ -25,6 +25,7 @@ import pytest
 
 from pxeprov import multicast
 from pxeprov import state as state_mod
+from pxeprov.errors import LabError
 from pxeprov.paths import Root
 from pxeprov.vlab import Firmware
 
@@ -318,7 +319,6 @@ def stopping_senders(root: Path) -> Iterator[None]:
 
 
 STAGGER = 2.0  # seconds between the machines' power-on in restore_at_once
-PINNED = 200  # restore_at_once's machines get 10.77.0.200 and up from the ordinary server
 
 
 def restore_at_once(
@@ -335,16 +335,16 @@ def restore_at_once(
     the watcher's output.
 
     Each machine gets an address of its own from the ordinary server (dhcp-host, outside its
-    range): dnsmasq reserves no address it offers, and after the suite's earlier boots (an
-    hour's leases in a row from .100 up) machines that ask in the same seconds walk to the same
-    first free address; all but the first then got a NAK, and OVMF gives up its network boot
-    for good (PXE-E07). Windows DHCP, which this server stands in for, reserves an offered
-    address. The machines also power on a second or two apart, as people and wake-up packets
-    do."""
+    range, never another MAC's: NetLab.pinned_address): dnsmasq reserves no address it offers,
+    and after the suite's earlier boots (an hour's leases in a row from .100 up) machines that
+    ask in the same seconds walk to the same first free address; all but the first then got a
+    NAK, and OVMF gives up its network boot for good (PXE-E07). Windows DHCP, which this server
+    stands in for, reserves an offered address. A machine that did not get its own address fails
+    the call (LabError): its boot would prove nothing about pxeprov. The machines also power on a
+    second or two apart, as people and wake-up packets do."""
     taps = ["tap0", *(lab.add_tap(f"tap{i}") for i in range(1, len(machines)))]
-    prefix = A_ADDR.rsplit(".", 1)[0]
-    lab.use_ordinary("dnsmasq", options=[f"dhcp-host={mac},{prefix}.{PINNED + i}"
-                                         for i, (_, mac, _) in enumerate(machines)])  # fmt: skip
+    pins = [f"dhcp-host={mac},{lab.pinned_address(mac)}" for _, mac, _ in machines]
+    lab.use_ordinary("dnsmasq", options=pins)
     one = OneAtATime(lab)
     log = lab.workdir / f"{name}-watch.out"
 
@@ -369,4 +369,8 @@ def restore_at_once(
     finally:
         one.stop()
         lab.use_ordinary("dnsmasq")  # the lab's ordinary server as the other tests know it
+    for ev in evidence:  # the lab kept its word, or the boots prove nothing about pxeprov
+        pin = lab.pinned_address(ev.mac)
+        if f"DHCPACK(br0) {pin} {ev.mac}" not in ev.dhcp_log:
+            raise LabError(f"the ordinary server never gave {ev.mac} {pin}\n{ev.summary()}")
     return evidence, log.read_text()
