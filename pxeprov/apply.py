@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 from pxeprov import fsutil, journal
 from pxeprov.errors import CommandError, ConflictError, FilesystemError, PxeprovError
 from pxeprov.paths import BACKUP_DIR, DNSMASQ_DROP_IN_DIR, MANIFEST, Root
-from pxeprov.plan import DirAction, DirOp, Op, Plan, diff_text, manifest_bytes
+from pxeprov.plan import ChangeSet, DirAction, DirOp, Op, diff_text, manifest_bytes
 from pxeprov.system import Service
 
 Validator = Callable[[Path], None]
@@ -85,7 +85,7 @@ def _other_drop_ins(root: Root, own: set[PurePosixPath]) -> list[Path]:
     )
 
 
-def validate(plan: Plan, root: Root, validators: Mapping[str, Validator]) -> None:
+def validate(plan: ChangeSet, root: Root, validators: Mapping[str, Validator]) -> None:
     """Every changed rendered file is checked in its own format before anything replaces a live
     file; dnsmasq's config also together with the other drop-ins dnsmasq would load with it (a
     leftover `port=0` elsewhere makes dnsmasq refuse to start)."""
@@ -121,7 +121,7 @@ def _check(validator: Validator, candidate: Path, what: str, hint: str | None = 
         raise CommandError(f"{what}, nothing was changed: {exc.message}", hint) from None
 
 
-def check_conflicts(plan: Plan, force: bool) -> None:
+def check_conflicts(plan: ChangeSet, force: bool) -> None:
     if plan.conflicts and not force:
         first = plan.conflicts[0]
         raise ConflictError(
@@ -143,7 +143,7 @@ class _Dir:
     had_old: bool
 
 
-def _populate(plan: Plan, root: Root) -> list[_Dir]:
+def _populate(plan: ChangeSet, root: Root) -> list[_Dir]:
     """Fill a staging directory for every new image directory; on any failure (a full disk, a
     damaged ISO, Ctrl-C) the staging directories go again and nothing else has changed."""
     done: list[_Dir] = []
@@ -238,7 +238,9 @@ def _sync_tree(path: Path) -> None:
 # ---------------------------------------------------------------- the journal of a plan
 
 
-def _forward(plan: Plan, dirs: list[_Dir], stamp: str) -> tuple[journal.Journal, dict[str, str]]:
+def _forward(
+    plan: ChangeSet, dirs: list[_Dir], stamp: str
+) -> tuple[journal.Journal, dict[str, str]]:
     """The journal that carries the plan out, and the manifest it ends with."""
     j = journal.Journal()
     for d in dirs:
@@ -271,7 +273,7 @@ def _forward(plan: Plan, dirs: list[_Dir], stamp: str) -> tuple[journal.Journal,
     return j, manifest
 
 
-def _backward(plan: Plan, dirs: list[_Dir], pid: int) -> journal.Journal:
+def _backward(plan: ChangeSet, dirs: list[_Dir], pid: int) -> journal.Journal:
     """The journal that undoes `_forward`'s changes (after a failure or a failed restart)."""
     j = journal.Journal()
     for d in reversed(dirs):
@@ -304,7 +306,7 @@ def _only(j: journal.Journal, kinds: tuple[str, ...]) -> journal.Journal:
 
 
 def apply(
-    plan: Plan,
+    plan: ChangeSet,
     root: Root,
     *,
     force: bool,
@@ -364,7 +366,7 @@ def _drop_staging(root: Root, dirs: list[_Dir]) -> None:
             shutil.rmtree(root.path(d.staging), ignore_errors=True)
 
 
-def _undo(plan: Plan, dirs: list[_Dir], root: Root, restart: journal.Restart | None) -> None:
+def _undo(plan: ChangeSet, dirs: list[_Dir], root: Root, restart: journal.Restart | None) -> None:
     """Put back what this run changed, through a journal of its own (which replaces the run's:
     a kill during the undo is completed by the next run as an undo)."""
     backward = _backward(plan, dirs, os.getpid())
@@ -377,7 +379,7 @@ def _undo(plan: Plan, dirs: list[_Dir], root: Root, restart: journal.Restart | N
 
 def _restart(
     name: str,
-    plan: Plan,
+    plan: ChangeSet,
     dirs: list[_Dir],
     root: Root,
     services: Mapping[str, Service] | None,

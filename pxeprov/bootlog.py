@@ -148,10 +148,10 @@ def parse_nginx(lines: Iterable[str]) -> list[Event]:
 # ---------------------------------------------------------------- stages per client
 
 
-def stage_of_files(state: State, chain: boot.UefiChain) -> dict[str, str]:
+def stage_of_files(state: State, decision: boot.Decision) -> dict[str, str]:
     """Which stage each file under the TFTP root is (a directory's files by its prefix)."""
     stages: dict[str, str] = {}
-    for c in boot.served(state, chain):
+    for c in decision.chains(state):
         for f in c.files:
             stages[f.name] = "loader"
     for name in ("ldlinux.c32", "menu.c32", "libutil.c32", "libmenu.c32", "memdisk"):

@@ -35,7 +35,7 @@ from pxeprov.errors import (
 from pxeprov.images import kinds
 from pxeprov.network import NetworkRequest
 from pxeprov.paths import DEFAULT_REPO_PATH, Root
-from pxeprov.plan import DirOp, Op, Plan, diff_text, is_text
+from pxeprov.plan import ChangeSet, DirOp, Op, diff_text, is_text
 from pxeprov.progress import Progress
 from pxeprov.render import plan_label
 
@@ -120,7 +120,7 @@ def _machine(ctx: typer.Context) -> pipeline.Machine:
 # ---------------------------------------------------------------- output
 
 
-def _print_plan(plan: Plan, install_note: str, is_system: bool) -> None:
+def _print_plan(plan: ChangeSet, install_note: str, is_system: bool) -> None:
     typer.echo("Plan (nothing is written):")
     status, _, what = install_note.partition(": ")
     typer.echo(f"  {'would ' + status if status == 'install' else status:<22} {what}")
@@ -151,7 +151,7 @@ def _print_plan(plan: Plan, install_note: str, is_system: bool) -> None:
             typer.echo(f"  {'would start':<22} {name} (when it is not running)")
 
 
-def _print_files(plan: Plan, diff: bool) -> None:
+def _print_files(plan: ChangeSet, diff: bool) -> None:
     for a in plan.files:
         if diff:
             if a.changes:

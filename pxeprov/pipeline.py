@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from pxeprov import boot, fsutil, journal, menucheck, render, syntax, system
 from pxeprov import state as state_mod
 from pxeprov.apply import STAGING, TRASH, WORK, Outcome, Validator, apply, check_conflicts
-from pxeprov.boot import UefiChain
+from pxeprov.boot import Decision
 from pxeprov.errors import InputError, PxeprovError
 from pxeprov.fsutil import locked, read_bytes
 from pxeprov.images import kinds
@@ -35,7 +35,7 @@ from pxeprov.paths import (
     TEMPLATE_OVERRIDE_DIR,
     Root,
 )
-from pxeprov.plan import DirAction, Plan, load_manifest, make_plan, with_dirs
+from pxeprov.plan import ChangeSet, DirAction, load_manifest, make_plan, with_dirs
 from pxeprov.repository import REPO_ACCOUNT, REPO_MODE, write_password
 from pxeprov.state import State
 
@@ -178,8 +178,8 @@ Build = Callable[[State], Change]  # the state as loaded (under the lock) -> the
 @dataclass
 class Run:
     change: Change
-    plan: Plan
-    chain: UefiChain  # the UEFI chain resolved for the new state
+    plan: ChangeSet
+    decision: Decision  # how the new state boots its clients (boot.decide)
     warnings: list[str]
     outcome: Outcome | None = None  # None: a dry run
     installed: tuple[str, ...] = ()
@@ -323,7 +323,7 @@ def check_repo_on_disk(root: Root, repo: PurePosixPath, tftp_real: PurePosixPath
 
 def plan_change(
     machine: Machine, change: Change, *, preview: bool = False
-) -> tuple[Plan, UefiChain]:
+) -> tuple[ChangeSet, Decision]:
     """The plan that brings the root to the change. `preview`: files still to come with a
     package are shown as pending instead of missing."""
     root = machine.root
@@ -334,12 +334,11 @@ def plan_change(
     if (change.state.uefi_loader == "grub" and boot.SIGNED_GRUB_PACKAGE in pending
             and root.is_system):  # fmt: skip
         boot.check_grub_candidate(machine.packages.candidate(boot.SIGNED_GRUB_PACKAGE))
-    chain, _warnings = boot.resolve_uefi(change.state, root, preview=preview or bool(pending))
-    boot.check_https(change.state, root, chain)
-    grub_http, _ = boot.grub_over_http(change.state, root, chain, preview=preview or bool(pending))
-    files = render.render(change.state, override_dir(root), chain, grub_http=grub_http)
+    decision = boot.decide(change.state, root, preview=preview or bool(pending))
+    boot.check_https(change.state, root, decision.uefi)
+    files = render.render(change.state, override_dir(root), decision)
     plan = make_plan(files, root, pending, preview=preview)
-    return with_dirs(plan, change.dirs), chain
+    return with_dirs(plan, change.dirs), decision
 
 
 def run(
@@ -359,9 +358,9 @@ def run(
 
     if dry_run:
         change = build(load())
-        plan, chain = plan_change(machine, change, preview=True)
+        plan, decision = plan_change(machine, change, preview=True)
         aside = [f"would keep {STATE_FILE} as {aside_name()}"] if start_over else []
-        return Run(change, plan, chain, aside + list(change.warnings))
+        return Run(change, plan, decision, aside + list(change.warnings))
     with session(machine) as notes:
         if start_over:
             kept = set_aside(machine.root)
@@ -369,7 +368,7 @@ def run(
                 notes.append(f"the state file was kept as {kept}")
         previous = load()
         change = build(previous)
-        plan, chain = plan_change(machine, change)
+        plan, decision = plan_change(machine, change)
         installed: tuple[str, ...] = ()
         if change.install or change.optional:
             check_conflicts(plan, force)  # reported before anything is installed
@@ -385,14 +384,14 @@ def run(
             if change.after_install is not None:
                 notes += change.after_install(installed)
             change = build(load())
-            plan, chain = plan_change(machine, change)
+            plan, decision = plan_change(machine, change)
         outcome = apply_plan(machine, plan, force=force)
         shares = any(a.path == SAMBA_SHARES and a.changes for a in plan.files)
         if machine.root.is_system and change.state.repo_path and shares:
             hand_over_repo(change.state)  # shares that act as the account: its directory
         if write_password(previous) != write_password(change.state):
             notes += sync_write_access(machine, change.state)
-        return Run(change, plan, chain, notes + list(change.warnings), outcome, installed)
+        return Run(change, plan, decision, notes + list(change.warnings), outcome, installed)
 
 
 # ---------------------------------------------------------------- the write share's password
@@ -449,7 +448,7 @@ def hand_over_repo(state: State) -> None:
     fsutil.hand_over(Path(state.repo_path), uid, gid, REPO_MODE, keep=("README.txt",))
 
 
-def apply_plan(machine: Machine, plan: Plan, *, force: bool = False) -> Outcome:
+def apply_plan(machine: Machine, plan: ChangeSet, *, force: bool = False) -> Outcome:
     """Apply under the lock the caller holds."""
     root = machine.root
     services = machine.services if root.is_system else None
@@ -458,8 +457,7 @@ def apply_plan(machine: Machine, plan: Plan, *, force: bool = False) -> Outcome:
 
 def uefi_warnings(machine: Machine, state: State, *, preview: bool) -> list[str]:
     """What UEFI clients will not get: Secure Boot (iPXE), or their payloads over HTTP."""
-    chain, warnings = boot.resolve_uefi(state, machine.root, preview=preview)
-    return warnings + boot.grub_over_http(state, machine.root, chain, preview=preview)[1]
+    return list(boot.decide(state, machine.root, preview=preview).warnings)
 
 
 # ---------------------------------------------------------------- the lock and recovery

@@ -80,7 +80,10 @@ class DirAction:
 
 
 @dataclass(frozen=True)
-class Plan:
+class ChangeSet:
+    """What a run would change on disk (files, image directories) and install. Not a machine's
+    plan, which is `state.Plan`."""
+
     files: tuple[FileAction, ...]
     install: tuple[str, ...] = ()
     manifest: dict[str, str] = field(default_factory=dict)
@@ -137,7 +140,7 @@ def make_plan(
     to_install: Sequence[str] = (),
     *,
     preview: bool = False,
-) -> Plan:
+) -> ChangeSet:
     """`preview`: a missing boot loader is shown as pending instead of being an error, so a
     dry run works on a box where nothing is installed yet."""
     manifest = load_manifest(root)
@@ -185,10 +188,10 @@ def make_plan(
                     restore=restore_bytes,
                 )
             )
-    return Plan(tuple(actions), tuple(to_install), manifest)
+    return ChangeSet(tuple(actions), tuple(to_install), manifest)
 
 
-def with_dirs(plan: Plan, dirs: Sequence[DirAction]) -> Plan:
+def with_dirs(plan: ChangeSet, dirs: Sequence[DirAction]) -> ChangeSet:
     return replace(plan, dirs=tuple(dirs))
 
 

@@ -16,7 +16,7 @@ import jinja2
 
 from pxeprov import __version__, boot, syntax
 from pxeprov import state as state_mod
-from pxeprov.boot import UefiChain
+from pxeprov.boot import Decision
 from pxeprov.errors import InputError
 from pxeprov.images import kinds
 from pxeprov.paths import (
@@ -34,6 +34,8 @@ from pxeprov.paths import (
     WATCH_UNIT,
 )
 from pxeprov.state import Image, Plan, State
+
+IPXE = Decision()  # no decision made: iPXE for UEFI, payloads as the state says
 
 
 class Kind(enum.Enum):
@@ -326,9 +328,10 @@ def _default(entries: list[MenuEntry], loader: str) -> str:
     return ""
 
 
-def context(state: State, chain: UefiChain = "ipxe", *, grub_http: bool = False) -> dict[str, Any]:
+def context(state: State, decision: Decision = IPXE) -> dict[str, Any]:
     if state.network is None:
         raise InputError("the state has no network yet", "run `pxeprov init`")
+    grub_http = decision.grub_http
     entries = [menu_entry(state, image, grub_http=grub_http) for image in state.images]
     plans = [p for p in (plan_entry(state, x, grub_http=grub_http) for x in state.plans) if p]
     ipxe_boots = [
@@ -349,7 +352,7 @@ def context(state: State, chain: UefiChain = "ipxe", *, grub_http: bool = False)
     return {
         "plans": plans,
         "ipxe_boots": ipxe_boots,
-        "chains": boot.served(state, chain),
+        "chains": decision.chains(state),
         "ipxe_script": boot.IPXE_SCRIPT,
         "version": __version__,
         "state_file": str(STATE_FILE),
@@ -416,17 +419,15 @@ def include_shares(current: bytes | None) -> bytes:
 def render(
     state: State,
     template_override_dir: Path | None = None,
-    chain: UefiChain = "ipxe",
-    *,
-    grub_http: bool = False,
+    decision: Decision = IPXE,
 ) -> list[ManagedFile]:
-    """Every file pxeprov manages for `state`, dnsmasq's config last. `chain`: the UEFI boot
-    chain `pxeprov init` resolved (boot.resolve_uefi); `grub_http`: whether its GRUB loads
-    payloads over HTTP (boot.grub_over_http); the boot chain table says the rest."""
+    """Every file pxeprov manages for `state`, dnsmasq's config last. `decision`: the boot
+    decision (boot.decide: the UEFI chain, GRUB over HTTP); the boot chain table says the
+    rest."""
     env = environment(template_override_dir)
-    ctx = context(state, chain, grub_http=grub_http)
+    ctx = context(state, decision)
     tftp = state.tftp_root
-    chains = boot.served(state, chain)
+    chains = decision.chains(state)
     kind_loaders = [f for i in state.images for f in kinds.get(i.kind).loader_files]
     files: list[ManagedFile] = [
         ManagedFile(tftp / f.name, Kind.COPY, sources=f.sources, package=f.package)
@@ -516,7 +517,7 @@ def render(
 
 
 def guidance(
-    state: State, template_override_dir: Path | None = None, chain: UefiChain = "ipxe"
+    state: State, template_override_dir: Path | None = None, decision: Decision = IPXE
 ) -> str:
     env = environment(template_override_dir)
-    return render_template(env, "guidance.txt.j2", context(state, chain))
+    return render_template(env, "guidance.txt.j2", context(state, decision))

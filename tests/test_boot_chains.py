@@ -55,7 +55,7 @@ def test_a_new_row_is_served_rendered_and_copied(monkeypatch: pytest.MonkeyPatch
         comment=("UEFI arm64 clients: iPXE.",),
     )  # fmt: skip
     monkeypatch.setattr(boot, "CHAINS", (*CHAINS, arm))
-    files = render.render(State(network=NET), chain="ipxe")
+    files = render.render(State(network=NET), decision=boot.Decision("ipxe"))
     conf = next(f for f in files if f.syntax == "dnsmasq")
     assert conf.content is not None
     text = conf.content.decode()

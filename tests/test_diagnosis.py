@@ -368,7 +368,7 @@ def _track(dnsmasq: str, nginx: str, chain: boot.UefiChain = "ipxe") -> bootlog.
     now = time.mktime(time.strptime("2026 Nov 28 14:00:00", "%Y %b %d %H:%M:%S"))
     events = bootlog.parse_dnsmasq(dnsmasq.splitlines(), ROOT, now)
     events += bootlog.parse_nginx(nginx.splitlines())
-    tracker = bootlog.Tracker(bootlog.stage_of_files(STATE, chain))
+    tracker = bootlog.Tracker(bootlog.stage_of_files(STATE, boot.Decision(chain)))
     for event in sorted(events, key=lambda e: e.time):
         tracker.feed(event)
     return tracker
@@ -582,7 +582,8 @@ def test_doctor_looks_at_every_file_an_image_serves(tmp_path: Path) -> None:
     machine = Machine(root=Root.of(tmp_path))
 
     def image_findings() -> list[str]:
-        return [c.message for c in doctor._files(machine, state, "ipxe") if "of image" in c.message]
+        found = doctor._files(machine, state, boot.Decision())
+        return [c.message for c in found if "of image" in c.message]
 
     assert image_findings() == []  # (the loaders and menus are not there: not looked at here)
     (tftp / ".treeinfo").unlink()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pxeprov import render, state
-from pxeprov.boot import UefiChain
+from pxeprov.boot import Decision, UefiChain
 from pxeprov.render import Kind
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -25,7 +25,8 @@ def test_example_state_round_trips() -> None:
 )
 def test_rendered_examples_are_current(chain: UefiChain, folder: str) -> None:
     example = state.loads((EXAMPLES / "pxeprov.toml").read_text())
-    generated = [f for f in render.render(example, chain=chain) if f.kind is Kind.GENERATED]
+    rendered = render.render(example, decision=Decision(chain))
+    generated = [f for f in rendered if f.kind is Kind.GENERATED]
     assert generated
     for f in generated:
         assert f.content is not None

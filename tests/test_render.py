@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from pxeprov import render
-from pxeprov.boot import UefiChain
+from pxeprov.boot import Decision, UefiChain
 from pxeprov.errors import InputError
 from pxeprov.render import Kind, set_dnsmasq_except
 from pxeprov.state import Image, Network, State
@@ -43,7 +43,7 @@ def files_of(state: State, override: Path | None = None) -> dict[str, bytes]:
 
 def dnsmasq_conf(state: State, chain: UefiChain = "ipxe") -> str:
     path = "/etc/dnsmasq.conf" if state.dnsmasq_config == "main" else "/etc/dnsmasq.d/pxeprov.conf"
-    for f in render.render(state, chain=chain):
+    for f in render.render(state, decision=Decision(chain)):
         if str(f.path) == path:
             assert f.content is not None
             return f.content.decode()

@@ -93,7 +93,7 @@ NET_B = Network("eth0", ipaddress.IPv4Address("10.0.0.2"), ipaddress.IPv4Network
 
 
 def grub_cfg(state: State) -> str:
-    for f in render.render(state, chain="grub"):
+    for f in render.render(state, decision=boot.Decision("grub")):
         if str(f.path).endswith("grub/grub.cfg"):
             assert f.content is not None
             return f.content.decode()

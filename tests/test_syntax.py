@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from pxeprov import menucheck, render, syntax
-from pxeprov.boot import UefiChain
+from pxeprov.boot import Decision, UefiChain
 from pxeprov.errors import InputError
 from pxeprov.pipeline import VALIDATORS, check_kinds
 from pxeprov.render import Kind
@@ -85,7 +85,7 @@ def rendered(state: State, chain: UefiChain) -> dict[str, str]:
     """Every generated file, each passed through its format's real validator."""
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for f in render.render(state, chain=chain):
+        for f in render.render(state, decision=Decision(chain)):
             if f.kind is not Kind.GENERATED:
                 continue
             assert f.content is not None and f.syntax is not None

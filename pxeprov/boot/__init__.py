@@ -4,6 +4,7 @@ rows a server serves (here)."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -31,10 +32,12 @@ __all__ = [
     "MENUS",
     "SIGNED_GRUB",
     "Chain",
+    "Decision",
     "Loader",
     "LoaderFile",
     "UefiChain",
     "check_https",
+    "decide",
     "grub_device",
     "grub_over_http",
     "grub_supports_proxy",
@@ -48,6 +51,23 @@ __all__ = [
 ]
 
 UefiChain = Literal["ipxe", "grub"]  # the UEFI loader `--uefi-loader` resolves to
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How this server boots its clients, decided once (`decide`) from the state and the loader
+    binaries installed, and handed to whatever renders, checks or explains the chains.
+
+    `uefi`: the UEFI chain `--uefi-loader` resolved to; `grub_http`: GRUB loads kernels and
+    initrds over HTTP; `warnings`: what some clients will not get (Secure Boot, HTTP)."""
+
+    uefi: UefiChain = "ipxe"
+    grub_http: bool = False
+    warnings: tuple[str, ...] = ()
+
+    def chains(self, state: State) -> tuple[Chain, ...]:
+        """The rows served (see `served`)."""
+        return served(state, self.uefi)
 
 
 def transport(state: State) -> Transport:
@@ -139,6 +159,14 @@ def resolve_uefi(state: State, root: Root, *, preview: bool = False) -> tuple[Ue
         "grub-efi-amd64-signed >= 2.12 and shim-signed (Debian 13, Ubuntu 24.04), "
         "`pxeprov init --uefi-loader grub` serves a signed chain."
     ]
+
+
+def decide(state: State, root: Root, *, preview: bool = False) -> Decision:
+    """The boot decision for `state` on `root` (resolve_uefi, then grub_over_http). `preview`:
+    loaders still to come with a package count as what their package brings."""
+    uefi, warnings = resolve_uefi(state, root, preview=preview)
+    grub_http, why = grub_over_http(state, root, uefi, preview=preview)
+    return Decision(uefi, grub_http, (*warnings, *why))
 
 
 def check_https(state: State, root: Root, uefi: UefiChain) -> None:

@@ -241,10 +241,10 @@ def _nginx(machine: Machine, state: State) -> Iterator[Check]:
 # ---------------------------------------------------------------- the files
 
 
-def _served_files(state: State, chain: boot.UefiChain) -> dict[str, str]:
+def _served_files(state: State, decision: boot.Decision) -> dict[str, str]:
     """Every file a client may ask for, relative to the TFTP root -> what it is."""
     files: dict[str, str] = {}
-    for c in boot.served(state, chain):
+    for c in decision.chains(state):
         for f in c.files:
             files[f.name] = f"boot loader for {c.client} clients"
         name, _template = c.menu
@@ -276,10 +276,10 @@ def _unreadable(tftp_root: Path, path: Path) -> str:
     return ""
 
 
-def _files(machine: Machine, state: State, chain: boot.UefiChain) -> Iterator[Check]:
+def _files(machine: Machine, state: State, decision: boot.Decision) -> Iterator[Check]:
     tftp_root = machine.root.path(state.tftp_root)
     problems = 0
-    files = _served_files(state, chain)
+    files = _served_files(state, decision)
     for rel, what in sorted(files.items()):
         path = tftp_root / rel
         shown = state.tftp_root / rel
@@ -360,7 +360,7 @@ _CURL_TFTP = {
 }
 
 
-def _fetches(machine: Machine, state: State, chain: boot.UefiChain) -> Iterator[Check]:
+def _fetches(machine: Machine, state: State, decision: boot.Decision) -> Iterator[Check]:
     if not system.have("curl"):
         yield Check(
             "fetch",
@@ -372,8 +372,8 @@ def _fetches(machine: Machine, state: State, chain: boot.UefiChain) -> Iterator[
     assert state.network is not None
     address = state.network.address
     tftp_root = machine.root.path(state.tftp_root)
-    loaders = [f.name for c in boot.served(state, chain) for f in c.files]
-    menus = [c.menu[0] for c in boot.served(state, chain)]
+    loaders = [f.name for c in decision.chains(state) for f in c.files]
+    menus = [c.menu[0] for c in decision.chains(state)]
     bad = 0
     names = list(dict.fromkeys([*loaders, *menus]))
     for index, name in enumerate(names):
@@ -683,13 +683,13 @@ def doctor(machine: Machine, options: Options = Options()) -> Report:
     header = f"pxeprov doctor: {net.interface} ({net.address}, {net.subnet}), TFTP root " + str(
         state.tftp_root
     )
-    chain, _ = boot.resolve_uefi(state, machine.root, preview=True)
+    decision = boot.decide(state, machine.root, preview=True)
     checks: list[Check] = []
     checks += _dnsmasq(machine, state)
     checks += _nginx(machine, state)
-    checks += _files(machine, state, chain)
+    checks += _files(machine, state, decision)
     checks += _strays(machine, state)
-    checks += _fetches(machine, state, chain)
+    checks += _fetches(machine, state, decision)
     checks += _firewall(state)
     checks += _plans(state, machine.root.is_system)
     checks += write_share(machine, state)

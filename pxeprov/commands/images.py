@@ -28,7 +28,7 @@ from pxeprov.images.iso import Iso
 from pxeprov.images.source import Source, open_source
 from pxeprov.images.trees import DirTree
 from pxeprov.pipeline import Change, Machine
-from pxeprov.plan import DirAction, DirOp, Plan
+from pxeprov.plan import ChangeSet, DirAction, DirOp
 from pxeprov.progress import Counter, Progress
 from pxeprov.state import (
     DEFAULT_KEYBOARD,
@@ -67,7 +67,7 @@ class AddImageOptions:
 class AddImageResult:
     image: Image
     layout: kinds.Layout | None  # None: a dry run of a URL, nothing downloaded
-    plan: Plan | None
+    plan: ChangeSet | None
     outcome: Outcome | None = None  # None for a dry run
     files: list[tuple[str, int]] = field(default_factory=list)  # (path under the TFTP root, size)
     notes: list[str] = field(default_factory=list)
@@ -396,7 +396,7 @@ def add_image(
 @dataclass
 class RemoveImageResult:
     image: Image
-    plan: Plan
+    plan: ChangeSet
     outcome: Outcome | None
 
 

@@ -16,7 +16,7 @@ from pxeprov.errors import InputError
 from pxeprov.network import NetworkRequest, resolve
 from pxeprov.paths import Root
 from pxeprov.pipeline import Change, Machine
-from pxeprov.plan import Plan
+from pxeprov.plan import ChangeSet
 from pxeprov.state import State
 
 
@@ -40,7 +40,7 @@ class InitOptions:
 @dataclass
 class InitResult:
     state: State
-    plan: Plan
+    plan: ChangeSet
     warnings: list[str]
     install_note: str  # what happens to packages, in words
     outcome: Outcome | None = None  # None for a dry run
@@ -238,9 +238,9 @@ def init(machine: Machine, options: InitOptions, *, dry_run: bool = False) -> In
         warnings,
         notes["install"],
         done.outcome,
-        render.guidance(state, override, done.chain),
-        done.chain,
-        boot.served(state, done.chain),
+        render.guidance(state, override, done.decision),
+        done.decision.uefi,
+        done.decision.chains(state),
     )
     if done.outcome is not None and machine.root.is_system:
         result.serving, result.not_serving = serving(

@@ -98,10 +98,10 @@ def listing(machine: Machine) -> Listing:
     state = pipeline.load_state(machine.root)
     chains: tuple[ChainItem, ...] = ()
     if state.network is not None:
-        uefi, _ = boot.resolve_uefi(state, machine.root, preview=True)
+        decision = boot.decide(state, machine.root, preview=True)
         chains = tuple(
             ChainItem(c.client, c.firmware, c.arch, c.offer, c.summary, c.signed)
-            for c in boot.served(state, uefi)
+            for c in decision.chains(state)
         )
     plans = tuple(
         PlanItem(

@@ -26,7 +26,7 @@ from pxeprov.apply import Outcome
 from pxeprov.commands import session as sessions
 from pxeprov.errors import InputError, PxeprovError
 from pxeprov.pipeline import Change, Machine
-from pxeprov.plan import Plan as FilePlan
+from pxeprov.plan import ChangeSet
 from pxeprov.render import missed_session, plan_label, plan_now, plan_progress
 from pxeprov.state import (
     Plan,
@@ -61,7 +61,7 @@ class AssignOptions:
 @dataclass
 class PlansResult:
     plans: list[Plan]  # the plans changed (assign) or removed (unassign)
-    plan: FilePlan
+    plan: ChangeSet
     outcome: Outcome | None  # None: a dry run
     notes: list[str] = field(default_factory=list)
     said: list[str] = field(default_factory=list)  # what was done besides: senders started

@@ -26,7 +26,7 @@ from pxeprov.apply import Outcome
 from pxeprov.errors import InputError
 from pxeprov.paths import DEFAULT_REPO_PATH, REPO_PASSWORD
 from pxeprov.pipeline import Change, Machine
-from pxeprov.plan import Plan as FilePlan
+from pxeprov.plan import ChangeSet
 from pxeprov.state import State
 
 ACCOUNT = repository.REPO_ACCOUNT
@@ -36,7 +36,7 @@ READ_SHARE = repository.READ_SHARE
 @dataclass
 class RepoResult:
     state: State
-    plan: FilePlan
+    plan: ChangeSet
     outcome: Outcome | None
     read_url: str
     write_url: str  # the write share (no password: each save plan gets one)

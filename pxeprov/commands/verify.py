@@ -117,7 +117,7 @@ def verify(machine: Machine, options: VerifyOptions, say: Callable[[str], None])
     if state.network is None:
         raise InputError("pxeprov is not set up here", "run `pxeprov init`")
     net = state.network
-    chain, _ = boot.resolve_uefi(state, machine.root, preview=False)
+    decision = boot.decide(state, machine.root)
     image, notes = _pick_image(state, options.image)
     if state.http_base_url:
         notes.append(
@@ -130,7 +130,7 @@ def verify(machine: Machine, options: VerifyOptions, say: Callable[[str], None])
     tftp_root = machine.root.path(state.tftp_root)
     scratch = vlab.traversable_tempdir("pxeprov-verify-")
     try:
-        binds = _menus(machine, state, chain, image, scratch, tftp_root)
+        binds = _menus(machine, state, decision, image, scratch, tftp_root)
 
         def dnsmasq_line(line: str) -> str | None:
             if line.startswith("log-facility="):
@@ -156,10 +156,10 @@ def verify(machine: Machine, options: VerifyOptions, say: Callable[[str], None])
             lan.ordinary_dhcp()
             proxy = lan.dnsmasq("pxeprov", lan.server, conf, binds)
             web = lan.nginx("pxeprov", site, binds) if site is not None else None
-            stages = bootlog.stage_of_files(state, chain)
+            stages = bootlog.stage_of_files(state, decision)
             roots = (str(state.tftp_root), str(tftp_root))
             boots = []
-            for index, firmware in enumerate(_firmwares(options, chain)):
+            for index, firmware in enumerate(_firmwares(options, decision.uefi)):
                 say(f"{NAMES[firmware]}: booting a virtual client (QEMU) ...")
                 boots.append(
                     _boot(
@@ -186,7 +186,7 @@ def verify(machine: Machine, options: VerifyOptions, say: Callable[[str], None])
 def _menus(
     machine: Machine,
     state: State,
-    chain: boot.UefiChain,
+    decision: boot.Decision,
     image: Image | None,
     scratch: Path,
     tftp_root: Path,
@@ -195,9 +195,8 @@ def _menus(
     mounted (over the live one) for verify's daemons alone."""
     images = tuple(replace(i, default=i is image) for i in state.images) if image else state.images
     quick = state.with_changes(menu_timeout=1, images=images)
-    grub_http, _ = boot.grub_over_http(quick, machine.root, chain)
     binds = []
-    for f in render.render(quick, pipeline.override_dir(machine.root), chain, grub_http=grub_http):
+    for f in render.render(quick, pipeline.override_dir(machine.root), decision):
         if f.syntax not in boot.MENUS or f.content is None:
             continue
         live = machine.root.path(f.path)

@@ -198,8 +198,7 @@ class Watcher:
 
 def _stages(machine: Machine, state: State) -> dict[str, str]:
     """Which stage each served file is, for the chain this state serves."""
-    chain, _ = boot.resolve_uefi(state, machine.root, preview=True)
-    return bootlog.stage_of_files(state, chain)
+    return bootlog.stage_of_files(state, boot.decide(state, machine.root, preview=True))
 
 
 def _state_signature(machine: Machine) -> tuple[int, int, int]:
