@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pxeprov.cli import _print_plan
+from pxeprov.cli.app import print_plan
 from pxeprov.commands.init import InitOptions, init
 from pxeprov.errors import LockedError
 from pxeprov.fsutil import locked
@@ -166,7 +166,7 @@ def test_dry_run_on_a_fresh_system_would_install(capsys: pytest.CaptureFixture[s
     assert result.install_note == "install: dnsmasq pxelinux syslinux-common ipxe nginx"
     assert result.outcome is None
     assert any(a.path.name == "pxeprov.conf" for a in result.plan.files)
-    _print_plan(result.plan, result.install_note, is_system=True)
+    print_plan(result.plan, result.install_note, is_system=True)
     shown = [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()]
     assert "would install dnsmasq pxelinux syslinux-common ipxe nginx" in shown, shown
     assert "would disable nginx's default site /etc/nginx/sites-enabled/default (enabled by " \

@@ -17,9 +17,11 @@ reason, and never runs again by itself.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from pxeprov import bootlog, multicast, pipeline, repository, wol
 from pxeprov.apply import Outcome
@@ -56,6 +58,51 @@ class AssignOptions:
     yes: bool = False  # a restore overwrites the disk: said yes to
     force: bool = False
     multicast: sessions.MulticastOptions | None = None  # a restore: one multicast session
+
+    @classmethod
+    def parse(
+        cls,
+        macs: tuple[str, ...],
+        chosen: dict[str, str | bool | None],
+        *,
+        disk: str | None,
+        then: str | None,
+        multicast: sessions.MulticastOptions | None,
+        repo: str | None,
+        once: bool,
+        group: str,
+        yes: bool,
+        force: bool,
+    ) -> AssignOptions:
+        """The options as the command line gives them, checked: `chosen` maps each of
+        ACTIONS to its option's value (one must be given); `multicast`: the session's options
+        when --multicast was given."""
+        given = [name for name in ACTIONS if chosen.get(name)]
+        if len(given) != 1:
+            raise InputError(
+                "give one of --entry NAME, --local, --menu, --restore IMAGE, --save IMAGE"
+            )
+        action = given[0]
+        if action not in ("restore", "save") and (disk is not None or then is not None):
+            raise InputError("--disk and --then are for --restore and --save")
+        if (then or "local") not in ("local", "reboot", "poweroff"):
+            raise InputError(f"--then {then!r}: one of local, reboot, poweroff")
+        image = chosen.get(action) if action in ("restore", "save") else None
+        entry = chosen.get("entry")
+        return cls(
+            macs,
+            action,
+            entry if isinstance(entry, str) else None,
+            image if isinstance(image, str) else None,
+            disk or "sda",
+            then or "local",
+            repo,
+            once,
+            group,
+            yes,
+            force,
+            multicast,
+        )
 
 
 @dataclass
@@ -412,6 +459,24 @@ def plans(machine: Machine, last_seen: dict[str, bootlog.Client] | None = None) 
             continue
         out.append(PlanView(p, plan_label(p), plan_now(p), last, plan_progress(p)))
     return out
+
+
+def plans_json(machine: Machine, views: list[PlanView]) -> list[dict[str, Any]]:
+    """`plans --json`: each plan's fields, what it boots now, and its session's progress."""
+    return [
+        {
+            **dataclasses.asdict(v.plan),
+            "one_shot": v.plan.one_shot,
+            "status": v.plan.status,
+            "what": v.what,
+            "now": v.now,
+            "last": v.last,
+            "session_progress": sessions.progress_json(machine, v.plan.session)
+            if v.plan.session
+            else None,
+        }
+        for v in views
+    ]
 
 
 def wake(

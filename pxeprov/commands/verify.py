@@ -37,6 +37,24 @@ class VerifyOptions:
     keep: bool = False  # keep the scratch directory (logs, serial consoles)
     accel: str = "tcg"  # QEMU's accelerator: tcg (emulation: slower, works everywhere) or kvm
 
+    @classmethod
+    def parse(
+        cls, image: str | None, firmware: str | None, timeout: float, keep: bool, accel: str
+    ) -> VerifyOptions:
+        """The options as the command line gives them (`--firmware bios,uefi`), checked."""
+        firmwares: tuple[vlab.Firmware, ...] = ()
+        if firmware:
+            names = tuple(f.strip() for f in firmware.split(","))
+            bad = [n for n in names if n not in NAMES]
+            if bad:
+                raise InputError(f"--firmware {bad[0]!r}: one of bios, uefi, uefi-sb")
+            firmwares = tuple(vlab.FIRMWARES[n] for n in names)
+        if not 30 <= timeout <= 3600:
+            raise InputError(f"--timeout {timeout} must be between 30 and 3600 seconds")
+        if accel not in ("tcg", "kvm"):
+            raise InputError(f"--accel {accel!r}: tcg or kvm")
+        return cls(image, firmwares, timeout, keep=keep, accel=accel)
+
 
 @dataclass
 class BootReport:

@@ -43,6 +43,29 @@ class WatchOptions:
     stall: float = DEFAULT_STALL
     dnsmasq_log: Path | None = None
     nginx_log: Path | None = None
+
+    @classmethod
+    def parse(
+        cls,
+        mac: str | None,
+        since: str | None,
+        stall: float,
+        dnsmasq_log: Path | None,
+        nginx_log: Path | None,
+    ) -> WatchOptions:
+        """The options as the command line gives them (`--since 10m`), checked."""
+        if not 5 <= stall <= 3600:
+            raise InputError(f"--stall {stall} must be between 5 and 3600 seconds")
+        when = None
+        if since is not None:
+            try:
+                when = bootlog.epoch(since)
+            except ValueError:
+                raise InputError(
+                    f"--since {since!r} is not like 10m, 2h, 1d or 2026-11-28 13:00"
+                ) from None
+        return cls(normal_mac(mac) if mac else None, when, stall, dnsmasq_log, nginx_log)
+
     # mark one-shot plans fired when their machine fetched the plan's marker, take the jobs'
     # reports, and keep where it stopped (a restart takes up what happened meanwhile)
     fire: bool = False
