@@ -36,7 +36,13 @@ def test_wheel_ships_the_templates(tmp_path: Path) -> None:
     }
     assert len(shipped) >= 4
     assert shipped <= names
-    assert "pxeprov/cli.py" in names
+    code = {
+        str(p.relative_to(REPO))
+        for p in (REPO / "pxeprov").rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
+    assert "pxeprov/cli/__init__.py" in code and "pxeprov/state/codec.py" in code
+    assert code <= names, f"left out of the wheel: {sorted(code - names)}"
 
 
 def test_install_sh_help_describes_itself_and_changes_nothing() -> None:
