@@ -22,8 +22,9 @@ from pxeprov.errors import (
     InputError,
     LockedError,
 )
-from pxeprov.images import download
-from pxeprov.images.download import fetch, parse_checksums
+from pxeprov.images import httpclient
+from pxeprov.images.checksums import parse_checksums
+from pxeprov.images.download import fetch
 
 from .httpserver import Fault, FileServer, self_signed, serve
 
@@ -452,7 +453,7 @@ def test_fallback_reader_gives_the_same_bytes(
 ) -> None:
     """The reader used when urllib3's http.client response is not at hand."""
     with session.get(server.url(ISO), stream=True) as resp:
-        read_into = download._urllib3_reader(resp.raw)
+        read_into = httpclient._urllib3_reader(resp.raw)
         buf = bytearray(MiB)
         got = bytearray()
         while n := read_into(buf):
