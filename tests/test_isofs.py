@@ -43,10 +43,17 @@ def _name() -> st.SearchStrategy[str]:
 
 @st.composite
 def trees(draw: st.DrawFn) -> dict[str, int]:
-    """{path: size}: files in up to three levels of directories."""
+    """{path: size}: files in up to three levels of directories. Names are looked up in any
+    case (Iso.lookup), so two paths never differ by case alone: a directory takes the spelling
+    of the first one of its name (not both `G/` and `g/`)."""
     dirs = draw(st.lists(st.lists(_name(), min_size=0, max_size=3), min_size=1, max_size=5))
     files: dict[str, int] = {}
-    for parts in dirs:
+    spelling: dict[str, str] = {}  # a directory's path, lower case -> its first spelling
+    for drawn in dirs:
+        parts: list[str] = []
+        for part in drawn:
+            path = "/".join([*parts, part])
+            parts = spelling.setdefault(path.lower(), path).split("/")
         for name in draw(st.lists(_name(), min_size=1, max_size=4, unique_by=str.lower)):
             path = "/".join([*parts, name])
             if not any(p.lower() == path.lower() or p.lower().startswith(path.lower() + "/")
