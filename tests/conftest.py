@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +19,13 @@ from pxeprov.images.kinds.iso import MEMDISK
 # The host's packages provide the boot loaders the test roots get copies of.
 LOADER_FILES = PXELINUX_FILES + UNDIONLY_FILES + SNPONLY_FILES + (MEMDISK,)  # installed on CI
 _MISSING = [str(f.sources[0]) for f in LOADER_FILES if not Path(str(f.sources[0])).is_file()]
+
+# The tests stop `pxeprov watch` as Ctrl-C does (SIGINT). A suite started in the background of a
+# non-interactive shell (`bash .ci/run &`) inherits SIGINT ignored, and so would every program it
+# starts: their Ctrl-C would do nothing. A handler of our own is reset to the default across
+# exec, so the programs the tests start see SIGINT as in a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
