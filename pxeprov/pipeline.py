@@ -455,11 +455,6 @@ def apply_plan(machine: Machine, plan: ChangeSet, *, force: bool = False) -> Out
     return apply(plan, root, force=force, validators=machine.validators, services=services)
 
 
-def uefi_warnings(machine: Machine, state: State, *, preview: bool) -> list[str]:
-    """What UEFI clients will not get: Secure Boot (iPXE), or their payloads over HTTP."""
-    return list(boot.decide(state, machine.root, preview=preview).warnings)
-
-
 # ---------------------------------------------------------------- the lock and recovery
 
 

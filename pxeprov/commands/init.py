@@ -229,7 +229,7 @@ def init(machine: Machine, options: InitOptions, *, dry_run: bool = False) -> In
         machine, build, dry_run=dry_run, force=options.force, start_over=options.start_over
     )
     state = done.change.state
-    warnings = done.warnings + pipeline.uefi_warnings(machine, state, preview=True)
+    warnings = done.warnings + list(done.decision.warnings)
     warnings += pipeline.stray_warnings(machine.root, state.tftp_root)  # TFTP would serve them
     override = pipeline.override_dir(machine.root)
     result = InitResult(
