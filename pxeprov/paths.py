@@ -24,6 +24,10 @@ MANIFEST = STATE_DIR / "manifest.json"
 LOCK_FILE = STATE_DIR / "lock"
 JOURNAL = STATE_DIR / "journal.json"
 WATCH_STATE = STATE_DIR / "watch.json"  # pxeprov-watch: where it stopped in each log, what waits
+# The status page (`pxeprov web url`): its files (render), and the data pxeprov-watch writes;
+# nginx serves this directory, and only it, under the secret token's path
+WEB_DIR = STATE_DIR / "web"
+WEB_DATA = WEB_DIR / "api" / "v1" / "status.json"
 REPORTS_LOG = PurePosixPath("/var/log/pxeprov-reports.log")  # what imaging jobs reported
 BACKUP_DIR = STATE_DIR / "backups"
 DEFAULT_TFTP_ROOT = PurePosixPath("/var/lib/tftpboot")

@@ -32,6 +32,7 @@ from pxeprov.paths import (
     STATE_FILE,
     WATCH_LOG,
     WATCH_UNIT,
+    WEB_DIR,
 )
 from pxeprov.state import Image, Plan, State
 
@@ -370,7 +371,18 @@ def context(state: State, decision: Decision = IPXE) -> dict[str, Any]:
         "dnsmasq_log": str(DNSMASQ_LOG),
         "watch_log": str(WATCH_LOG),
         "reports_log": str(REPORTS_LOG),
+        "web_token": web_token(state),
+        "web_dir": str(WEB_DIR),
     }
+
+
+WEB_PAGE = ("index.html", "status.js", "status.css")  # the status page's files, in web/
+
+
+def web_token(state: State) -> str:
+    """The status page's token when nginx serves the page ("" no page): it needs pxeprov's
+    own nginx site."""
+    return state.web_token if state.http else ""
 
 
 def dnsmasq_path(state: State) -> PurePosixPath:
@@ -500,9 +512,19 @@ def render(
         site = render_template(env, "nginx-site.conf.j2", ctx)
         files.append(
             ManagedFile(
-                NGINX_SITE, Kind.GENERATED, content=site.encode(), service="nginx", syntax="nginx"
+                NGINX_SITE,
+                Kind.GENERATED,
+                content=site.encode(),
+                service="nginx",
+                syntax="nginx",
+                mode=0o600 if ctx["web_token"] else 0o644,  # the page's secret is in it
             )
         )
+    if ctx["web_token"]:
+        for name in WEB_PAGE:
+            page = render_template(env, f"web/{name}.j2" if name.endswith(".html") else
+                                   f"web/{name}", ctx)  # fmt: skip
+            files.append(ManagedFile(WEB_DIR / name, Kind.GENERATED, content=page.encode()))
     conf = render_template(env, "dnsmasq.conf.j2", ctx)
     files.append(
         ManagedFile(

@@ -98,6 +98,8 @@ def desired_state(
         warnings += note
     elif options.http_port is not None:
         state = state.with_changes(http_port=options.http_port)
+    if state.http and not state.web_token:  # the status page, behind its own secret
+        state = state.with_changes(web_token=state_mod.new_web_token())
     return state, warnings
 
 

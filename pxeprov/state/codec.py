@@ -58,7 +58,7 @@ def loads(text: str, where: str = "state") -> State:
     except RecursionError:  # tomllib recurses once per nested array or inline table
         raise InputError(f"{where}: not a state: arrays or tables nested too deeply") from None
     unknown = sorted(set(data) - {"network", "server", "menu", "http", "images", "imaging",
-                                  "plans", "sessions"})  # fmt: skip
+                                  "plans", "sessions", "web"})  # fmt: skip
     if unknown:
         raise InputError(f"{where}: unknown key {unknown[0]}")
     try:
@@ -104,6 +104,9 @@ def _from_dict(data: dict[str, Any], where: str) -> State:
         kwargs["http_fallback_port"] = _typed(http, "fallback_port", int, where)
     if "base_url" in http:
         kwargs["http_base_url"] = _typed(http, "base_url", str, where)
+    web = _table(data, "web", {"token"}, where)
+    if "token" in web:
+        kwargs["web_token"] = _typed(web, "token", str, where)
     images = data.get("images", [])
     if not isinstance(images, list):
         raise InputError(f"{where}: images must be an array of tables ([[images]])")
@@ -209,6 +212,8 @@ def dumps(state: State) -> str:
         "fallback_port": state.http_fallback_port,
         "base_url": state.http_base_url,
     }
+    if state.web_token:
+        data["web"] = {"token": state.web_token}
     if state.repo or state.repo_path:
         data["imaging"] = {
             "repo": state.repo,

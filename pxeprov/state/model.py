@@ -30,6 +30,7 @@ from pxeprov.state.values import (
     check_port,
     check_repo,
     check_timeout,
+    check_web_token,
 )
 from pxeprov.syntax import (
     check_apart,
@@ -145,9 +146,13 @@ class State:
     images: tuple[Image, ...] = field(default_factory=tuple)
     plans: tuple[Plan, ...] = field(default_factory=tuple)
     sessions: tuple[Session, ...] = field(default_factory=tuple)
+    # the status page's secret path (`pxeprov web url`); "" no page. Root's only, as the file.
+    web_token: str = ""
 
     def __post_init__(self) -> None:
         check_tftp_root(str(self.tftp_root), "server.tftp_root")
+        if self.web_token:
+            check_web_token(self.web_token)
         if self.dnsmasq_config not in DNSMASQ_MODES:
             raise InputError(f"dnsmasq_config must be one of {', '.join(DNSMASQ_MODES)}")
         if self.uefi_loader not in UEFI_LOADERS:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import calendar
 import ipaddress
 import re
+import secrets
 import time
 from typing import Literal, TypeGuard
 
@@ -35,12 +36,26 @@ _REPO_RE = re.compile(
     r"(?P<path>/[A-Za-z0-9._/-]{0,200})"
 )
 _LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+# The status page's secret: the path nginx serves the page under (URL-safe base64, no padding)
+_WEB_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{32,128}")
 
 
 def check_port(value: int, what: str) -> int:
     if not 1 <= value <= 65535:
         raise InputError(f"{what} {value} must be between 1 and 65535")
     return value
+
+
+def check_web_token(value: str, what: str = "web.token") -> str:
+    """The status page's token: it becomes a path of nginx's config and of a URL."""
+    if not _WEB_TOKEN_RE.fullmatch(value):
+        raise InputError(f"{what} must be 32 to 128 letters, digits, '-' or '_'")
+    return value
+
+
+def new_web_token() -> str:
+    """A new secret for the status page's path: 256 random bits, URL-safe (43 characters)."""
+    return secrets.token_urlsafe(32)
 
 
 def check_timeout(value: int, what: str = "menu timeout") -> int:
