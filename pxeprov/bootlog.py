@@ -249,6 +249,18 @@ class Tracker:
             self._client(mac).ip = ip
         return mac
 
+    def forget(self, keep: int) -> list[str]:
+        """Keep only the `keep` clients seen last (a watcher that runs for months stays
+        small); the MACs forgotten."""
+        if len(self.clients) <= keep:
+            return []
+        gone = sorted(self.clients, key=lambda m: self.clients[m].last)[: len(self.clients) - keep]
+        for mac in gone:
+            del self.clients[mac]
+        self.by_ip = {ip: mac for ip, mac in self.by_ip.items() if mac in self.clients}
+        del self.problems[:-keep]
+        return gone
+
     def feed(self, event: Event) -> Client | None:
         """Take one event; the client it moved (or None)."""
         if event.kind == "offer":

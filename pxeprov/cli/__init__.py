@@ -18,6 +18,9 @@ from pxeprov.cli import machines  # noqa: F401  (assign, wake, unassign, plans)
 
 # isort: split
 from pxeprov.cli import diagnose  # noqa: F401  (doctor, watch, status, verify)
+
+# isort: split
+from pxeprov.cli import web  # noqa: F401  (web url, web rotate)
 from pxeprov.cli.app import app
 
 __all__ = ["app", "main"]

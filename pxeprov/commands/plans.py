@@ -441,7 +441,11 @@ class PlanView:
 
 
 def plans(machine: Machine, last_seen: dict[str, bootlog.Client] | None = None) -> list[PlanView]:
-    state = pipeline.load_state(machine.root)
+    return views(pipeline.load_state(machine.root), last_seen)
+
+
+def views(state: State, last_seen: dict[str, bootlog.Client] | None = None) -> list[PlanView]:
+    """Each plan of `state` in words: what it is, what its machine boots now, how far it is."""
     seen = last_seen or {}
     out = []
     for p in state.plans:

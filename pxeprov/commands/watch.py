@@ -8,6 +8,7 @@ per stage reached; `status` prints one line per client seen since a time, and ex
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -20,10 +21,18 @@ from pxeprov import state as state_mod
 from pxeprov.bootlog import Client, Event, Tracker
 from pxeprov.commands import plans as plans_command
 from pxeprov.commands import session as session_command
+from pxeprov.commands import web
 from pxeprov.errors import InputError, PxeprovError
 from pxeprov.images.kinds.clonezilla import REPORT_PORT
 from pxeprov.menucheck import MARKER_RE
-from pxeprov.paths import DNSMASQ_LOG, NGINX_ACCESS_LOG, REPORTS_LOG, STATE_FILE, WATCH_STATE
+from pxeprov.paths import (
+    DNSMASQ_LOG,
+    NGINX_ACCESS_LOG,
+    REPORTS_LOG,
+    STATE_FILE,
+    WATCH_STATE,
+    WEB_DATA,
+)
 from pxeprov.pipeline import Machine
 from pxeprov.render import plan_label, plan_now
 from pxeprov.state import State
@@ -72,6 +81,10 @@ class WatchOptions:
     reports_log: Path | None = None
     report_port: int | None = REPORT_PORT  # None: take no reports (tests)
     watch_state: Path | None = None  # where it keeps its place (default /var/lib/pxeprov)
+    # the status page's data (--fire; default /var/lib/pxeprov/web/api/v1/status.json), and
+    # how often doctor's checks run for it (None: never)
+    web_data: Path | None = None
+    health_every: float | None = web.HEALTH_EVERY
 
 
 def normal_mac(text: str) -> str:
@@ -301,6 +314,11 @@ def watch(
     if options.since is None and not resumed:
         for log, _kind in w.logs:
             log.start_at_end()
+    page = None
+    if options.fire:
+        page = web.PageData.start(options.web_data or machine.root.path(WEB_DATA), machine,
+                                  options.health_every)  # fmt: skip
+        emit = _noting(emit, page)
     listener = _listen(w, options, emit) if options.fire else None
     emit(f"Watching {' and '.join(str(log.path) for log, _ in w.logs)} (Ctrl-C ends)."
          + (" Taken up where it stopped." if resumed else ""))  # fmt: skip
@@ -362,10 +380,28 @@ def watch(
                     w.said[client.mac] = why
                     stage = bootlog.STAGE_WORDS.get(client.stage, "nothing")
                     emit(f"{_time(now)}  {client.mac}  stalled after {stage}: {why}")
+            if page is not None:
+                for mac in w.tracker.forget(2 * web.MAX_MACHINES):
+                    shown.pop(mac, None)
+                    w.said.pop(mac, None)
+                page.write(w.state, filter(w.wanted, w.tracker.clients.values()),
+                           functools.partial(w.stalled, now=now), now)  # fmt: skip
             time.sleep(POLL)
     finally:
         if listener is not None:
             listener.close()
+        if page is not None:
+            page.close()
+
+
+def _noting(emit: Callable[[str], None], page: web.PageData) -> Callable[[str], None]:
+    """`emit`, and each line kept for the status page too."""
+
+    def both(line: str) -> None:
+        emit(line)
+        page.note(line)
+
+    return both
 
 
 SessionKey = tuple[str, int, int, int]  # phase, partition, receivers, dropped
