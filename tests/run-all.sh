@@ -34,7 +34,8 @@ apt-get install -y -q --no-install-recommends \
     qemu-system-x86 ovmf debian-installer-12-netboot-amd64 memtest86+ \
     grub-pc-bin grub-efi-amd64-bin mtools mmdebstrap squashfs-tools nftables iptables \
     clonezilla drbl partclone udpcast parted samba smbclient gdisk dosfstools e2fsprogs \
-    nginx-light xorriso curl tftp-hpa iproute2 strace openssl python3 python3-venv
+    nginx-light xorriso curl tftp-hpa iproute2 strace openssl python3 python3-venv \
+    chromium chromium-driver fonts-dejavu-core
 if [ -n "$ours" ]; then
     rm -f "$policy"
     trap - EXIT

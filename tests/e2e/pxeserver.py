@@ -142,15 +142,18 @@ def conf_for_test(conf: Path, tftp_root: Path, dest: Path) -> Path:
     return dest
 
 
-def site_for_test(site: Path, tftp_root: Path, dest: Path) -> Path:
-    """The rendered nginx site with only its ``root`` line pointed at the test's TFTP root."""
+def site_for_test(site: Path, tftp_root: Path, dest: Path, web_dir: Path | None = None) -> Path:
+    """The rendered nginx site with only its ``root`` line pointed at the test's TFTP root (and
+    the status page's ``alias`` at ``web_dir``, the served root's)."""
     text = site.read_text()
     line = f"root {TFTP_ROOT};"
     count = [s.strip() for s in text.splitlines()].count(line)
     assert count == 1, f"expected exactly one line {line!r} in {site}, found {count}:\n{text}"
+    page = "alias /var/lib/pxeprov/web/;"
+    moved = {line: f"root {tftp_root};"} | ({page: f"alias {web_dir}/;"} if web_dir else {})
     dest.write_text(
         "\n".join(
-            s.replace(line, f"root {tftp_root};") if s.strip() == line else s
+            s.replace(s.strip(), moved[s.strip()]) if s.strip() in moved else s
             for s in text.splitlines()
         )
         + "\n"
@@ -262,7 +265,8 @@ class OneAtATime:
         self.current = served
         site = served.root / "etc/nginx/conf.d/pxeprov.conf"
         if site.is_file():
-            test_site = site_for_test(site, served.tftp_root, work / f"{served.name}-site.conf")
+            test_site = site_for_test(site, served.tftp_root, work / f"{served.name}-site.conf",
+                                      served.root / "var/lib/pxeprov/web")  # fmt: skip
             served.nginx = self.lab.start_nginx(served.name, self.lab.ns_b, test_site)
         return served
 
