@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import PurePosixPath
 
-from pxeprov import boot
+from pxeprov import arch, boot
 from pxeprov.state import State
 
 STAGES = ("offer", "loader", "menu", "kernel", "initrd", "rootfs")
@@ -55,7 +55,6 @@ _NGINX = re.compile(
     r'^(?P<ip>\S+) (?:\S+ \S+ )?\[(?P<ts>[^\]]+)\] "(?P<request>[^"]*)" (?P<status>\d{3}) '
     r"(?P<size>\d+)"
 )
-ARCH_NAMES = {0: "BIOS", 6: "UEFI x86", 7: "UEFI", 9: "UEFI", 11: "UEFI arm64"}
 
 
 @dataclass(frozen=True)
@@ -200,7 +199,7 @@ class Client:
 
     @property
     def firmware(self) -> str:
-        return ARCH_NAMES.get(self.arch, f"arch {self.arch}") if self.arch is not None else "?"
+        return arch.firmware_name(self.arch) if self.arch is not None else "?"
 
     @property
     def stage(self) -> str:
@@ -334,12 +333,14 @@ def stall_cause(client: Client) -> str:
             "dropping UDP 69 (or 4011 for UEFI), or the DHCP server sends options 66/67 or a "
             "boot file name and the client followed those (`pxeprov doctor` checks both)"
         )
-    if stage == "loader" and "shimx64.efi" in names and "grubx64.efi" not in names:
-        return (
-            "shim was fetched but never asked for grubx64.efi from this server: shim follows a "
-            "boot file name in the ordinary DHCP server's answer (Windows DHCP: unset option 67) "
-            "and asks that server instead"
-        )
+    for a in arch.ARCHITECTURES:
+        shim, grub = f"shim{a.efi}.efi", f"grub{a.efi}.efi"
+        if stage == "loader" and shim in names and grub not in names:
+            return (
+                f"shim was fetched but never asked for {grub} from this server: shim follows a "
+                "boot file name in the ordinary DHCP server's answer (Windows DHCP: unset option "
+                "67) and asks that server instead"
+            )
     if stage == "loader":
         return "the boot loader never fetched its menu (a firewall, or a second proxyDHCP answer)"
     if stage == "menu":

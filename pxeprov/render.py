@@ -16,6 +16,8 @@ import jinja2
 
 from pxeprov import __version__, boot, syntax
 from pxeprov import state as state_mod
+from pxeprov.arch import ARCHITECTURES, X86_64
+from pxeprov.arch import named as arch_named
 from pxeprov.boot import Decision
 from pxeprov.errors import InputError
 from pxeprov.images import kinds
@@ -130,6 +132,7 @@ class MenuEntry:
     ipxe_bios: LoaderBoot | None
     ipxe_uefi: LoaderBoot | None
     grub: LoaderBoot | None
+    cpu: str = X86_64.grub_cpu  # GRUB's $grub_cpu of the clients that can boot it
 
     @property
     def args(self) -> str:
@@ -199,16 +202,18 @@ def menu_entry(state: State, image: Image, *, grub_http: bool = False) -> MenuEn
         note = f" [signed by {kind.foreign_signature}: no Secure Boot with Debian's shim]"
     else:
         note = ""
+    x86 = image.arch == X86_64.name  # pxelinux and iPXE are served to x86-64 clients only
     return MenuEntry(
         image.name,
         image.label,
         image.default,
         note,
         # iPXE loads payloads over HTTP when there is HTTP, GRUB when it can
-        _loader_boot(state, image, specs.get("pxelinux"), True),
-        _loader_boot(state, image, specs.get("ipxe-bios"), True),
-        _loader_boot(state, image, specs.get("ipxe-uefi"), True),
+        _loader_boot(state, image, specs.get("pxelinux"), True) if x86 else None,
+        _loader_boot(state, image, specs.get("ipxe-bios"), True) if x86 else None,
+        _loader_boot(state, image, specs.get("ipxe-uefi"), True) if x86 else None,
         _loader_boot(state, image, specs.get("grub"), grub_http, grub=True),
+        arch_named(image.arch).grub_cpu,
     )
 
 
@@ -226,6 +231,7 @@ class PlanEntry:
     ipxe_uefi: LoaderBoot | None
     grub: LoaderBoot | None
     marker: str = ""  # a one-shot plan's marker: its boot fetches this file first
+    cpu: str = ""  # GRUB's $grub_cpu of the clients its image boots on ("": local, any)
 
 
 @dataclass(frozen=True)
@@ -288,8 +294,10 @@ def plan_entry(state: State, plan: Plan, *, grub_http: bool = False) -> PlanEntr
     key = plan.mac.replace(":", "")
     dashes = plan.mac.replace(":", "-")
     boots: list[LoaderBoot | None] = [None, None, None, None]
+    cpu = ""
     if plan.now != "local":
         image = next(i for i in state.images if i.name == plan.entry)
+        cpu = arch_named(image.arch).grub_cpu
         if plan.imaging:
             kind = kinds.get(image.kind)
             session = state.session(plan.session) if plan.session else None
@@ -303,16 +311,17 @@ def plan_entry(state: State, plan: Plan, *, grub_http: bool = False) -> PlanEntr
             specs = dict.fromkeys(kinds.LOADERS, spec)
         else:
             specs = kinds.get(image.kind).boots(image, served(state))
+        x86 = image.arch == X86_64.name
         boots = [
-            _loader_boot(state, image, specs.get("pxelinux"), True),
-            _loader_boot(state, image, specs.get("ipxe-bios"), True),
-            _loader_boot(state, image, specs.get("ipxe-uefi"), True),
+            _loader_boot(state, image, specs.get("pxelinux"), True) if x86 else None,
+            _loader_boot(state, image, specs.get("ipxe-bios"), True) if x86 else None,
+            _loader_boot(state, image, specs.get("ipxe-uefi"), True) if x86 else None,
             _loader_boot(state, image, specs.get("grub"), grub_http, grub=True),
         ]
     label = "Boot from local disk" if plan.now == "local" else plan_label(plan)
     pxelinux, ipxe_bios, ipxe_uefi, grub = boots
     return PlanEntry(plan.mac, key, dashes, plan.now, label, pxelinux, ipxe_bios, ipxe_uefi, grub,
-                     plan.marker)  # fmt: skip
+                     plan.marker, cpu)  # fmt: skip
 
 
 def marker_text(plan: Plan) -> bytes:
@@ -367,6 +376,14 @@ def context(state: State, decision: Decision = IPXE) -> dict[str, Any]:
             "ipxe": _default(entries, "ipxe-bios") or _default(entries, "ipxe-uefi"),
             "grub": _default(entries, "grub"),
         },
+        # GRUB's menu is read by x86-64 and arm64 clients alike: with images of more than one
+        # architecture, each entry (and each default) is for the $grub_cpu its kernel runs on
+        "grub_cpus": {
+            a.grub_cpu: _default([e for e in entries if e.cpu == a.grub_cpu], "grub")
+            for a in ARCHITECTURES
+        }
+        if any(e.cpu != X86_64.grub_cpu for e in entries)
+        else {},
         "http_port": state.http_port,
         "dnsmasq_log": str(DNSMASQ_LOG),
         "watch_log": str(WATCH_LOG),

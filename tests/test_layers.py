@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pxeprov"
 # Bottom first. A module's floor is that of the longest prefix that names it.
 FLOORS: list[tuple[str, ...]] = [
     ("pxeprov.errors",),
-    ("pxeprov.paths", "pxeprov.syntax", "pxeprov.progress"),
+    ("pxeprov.paths", "pxeprov.syntax", "pxeprov.progress", "pxeprov.arch"),
     ("pxeprov.fsutil", "pxeprov.system"),
     (
         "pxeprov.state",

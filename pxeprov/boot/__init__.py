@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
+from pxeprov.arch import ARM64, X86_64
 from pxeprov.boot.binaries import grub_http, grub_supports_proxy, ipxe_supports_https
 from pxeprov.boot.chains import (
     CHAINS,
@@ -20,6 +21,7 @@ from pxeprov.boot.chains import (
     Loader,
     LoaderFile,
     Transport,
+    UefiChain,
 )
 from pxeprov.errors import InputError, MissingFileError
 from pxeprov.paths import Root
@@ -45,12 +47,12 @@ __all__ = [
     "loader_files",
     "menus",
     "packages",
+    "resolve_arm64",
     "resolve_uefi",
     "served",
     "transport",
+    "unanswered",
 ]
-
-UefiChain = Literal["ipxe", "grub"]  # the UEFI loader `--uefi-loader` resolves to
 
 
 @dataclass(frozen=True)
@@ -58,29 +60,47 @@ class Decision:
     """How this server boots its clients, decided once (`decide`) from the state and the loader
     binaries installed, and handed to whatever renders, checks or explains the chains.
 
-    `uefi`: the UEFI chain `--uefi-loader` resolved to; `grub_http`: GRUB loads kernels and
-    initrds over HTTP; `warnings`: what some clients will not get (Secure Boot, HTTP)."""
+    `uefi`: the x86-64 UEFI chain `--uefi-loader` resolved to; `arm64`: the arm64 UEFI chain
+    (None: arm64 clients are not answered, no loader for them is installed); `grub_http`: GRUB
+    loads kernels and initrds over HTTP; `warnings`: what some clients will not get (Secure
+    Boot, HTTP)."""
 
     uefi: UefiChain = "ipxe"
     grub_http: bool = False
     warnings: tuple[str, ...] = ()
+    arm64: UefiChain | None = None
 
     def chains(self, state: State) -> tuple[Chain, ...]:
         """The rows served (see `served`)."""
-        return served(state, self.uefi)
+        return served(state, self.uefi, self.arm64)
 
 
 def transport(state: State) -> Transport:
     return "http" if state.payload_base is not None else "tftp"
 
 
-def served(state: State, uefi: UefiChain) -> tuple[Chain, ...]:
+def served(state: State, uefi: UefiChain, arm64: UefiChain | None = None) -> tuple[Chain, ...]:
     """The rows this server serves: one per firmware and architecture, in the table's order.
-    BIOS clients have one row per transport; UEFI clients the loader resolved for them."""
+    BIOS clients have one row per transport; UEFI clients the loader resolved for their
+    architecture (arm64 ones none when `arm64` is None)."""
     wanted = transport(state)
+    chosen = {X86_64.name: uefi, ARM64.name: arm64}
     return tuple(
-        c for c in CHAINS if c.transport == wanted and (c.firmware == "bios" or c.loader == uefi)
+        c
+        for c in CHAINS
+        if c.transport == wanted and (c.firmware == "bios" or c.uefi == chosen[c.arch])
     )
+
+
+UNANSWERED_ARM64 = (
+    "not answered: no arm64 GRUB on this server (Debian's arm64 packages shim-signed and "
+    "grub-efi-arm64-signed >= 2.12, or grub-efi-arm64-bin; see the README's ARM64 section)"
+)
+
+
+def unanswered(arches: set[str]) -> list[tuple[str, str]]:
+    """The clients no chain served answers, as (client, why) lines for init and list."""
+    return [] if ARM64.name in arches else [(ARM64.uefi_client, UNANSWERED_ARM64)]
 
 
 def loader_files(chains: tuple[Chain, ...]) -> tuple[LoaderFile, ...]:
@@ -99,6 +119,8 @@ def packages(state: State) -> tuple[str, ...]:
     GRUB chain when asked for), the service, and nginx for HTTP."""
     names = list(SERVICE_PACKAGES)
     for c in CHAINS:
+        if c.arch != X86_64.name:
+            continue  # another architecture's packages: served when they are installed
         if c.firmware == "bios" or c.loader == "ipxe" or state.uefi_loader == c.loader:
             names += c.packages
     if state.http:
@@ -108,7 +130,7 @@ def packages(state: State) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-SIGNED_GRUB_PACKAGE = "grub-efi-amd64-signed"
+SIGNED_GRUB_PACKAGE = X86_64.signed_grub_package
 
 
 def check_grub_candidate(version: str | None) -> None:
@@ -126,7 +148,7 @@ def check_grub_candidate(version: str | None) -> None:
         f"the {SIGNED_GRUB_PACKAGE} that apt would install ({version}) is older than 2.12: GRUB "
         "before 2.12 has no proxyDHCP support (it asks the ordinary DHCP server for its files, "
         "so it cannot boot here)",
-        "install grub-efi-amd64-signed >= 2.12 (Debian 13, Ubuntu 24.04), or use "
+        f"install {SIGNED_GRUB_PACKAGE} >= 2.12 (Debian 13, Ubuntu 24.04), or use "
         "--uefi-loader ipxe",
     )
 
@@ -141,13 +163,13 @@ def resolve_uefi(state: State, root: Root, *, preview: bool = False) -> tuple[Ue
             raise MissingFileError(
                 f"the signed GRUB {SIGNED_GRUB} has no proxyDHCP support (GRUB older "
                 "than 2.12 asks the ordinary DHCP server for its files, so it cannot boot here)",
-                "install grub-efi-amd64-signed >= 2.12 (Debian 13, Ubuntu 24.04), or use "
+                f"install {SIGNED_GRUB_PACKAGE} >= 2.12 (Debian 13, Ubuntu 24.04), or use "
                 "--uefi-loader ipxe",
             )
         if proxy is None and not preview:
             raise MissingFileError(
                 f"boot-loader file {SIGNED_GRUB} is missing",
-                "install the packages shim-signed and grub-efi-amd64-signed",
+                f"install the packages shim-signed and {SIGNED_GRUB_PACKAGE}",
             )
         return "grub", []
     if proxy:
@@ -156,17 +178,38 @@ def resolve_uefi(state: State, root: Root, *, preview: bool = False) -> tuple[Ue
     return "ipxe", [
         "UEFI clients get iPXE (snponly.efi), which is not signed: clients with Secure Boot on "
         f"will refuse it. Debian's signed GRUB ({SIGNED_GRUB}) {why}; with "
-        "grub-efi-amd64-signed >= 2.12 and shim-signed (Debian 13, Ubuntu 24.04), "
+        f"{SIGNED_GRUB_PACKAGE} >= 2.12 and shim-signed (Debian 13, Ubuntu 24.04), "
         "`pxeprov init --uefi-loader grub` serves a signed chain."
     ]
 
 
+def resolve_arm64(root: Root) -> tuple[UefiChain | None, list[str]]:
+    """What arm64 UEFI clients get: shim + Debian's signed GRUB when both are installed and
+    GRUB reads the proxy's offer (>= 2.12), else Debian's unsigned netboot GRUB when it does,
+    else nothing (they are not answered). Never installed by `init`: an x86-64 server would need
+    arm64 packages (`pxeprov init` says which)."""
+    signed = grub_supports_proxy(root.path(ARM64.signed_grub))
+    shim = any(root.path(p).is_file() for p in ARM64.shim)
+    if signed and shim:
+        return "grub", []
+    if grub_supports_proxy(root.path(ARM64.unsigned_grub)):
+        return "grub-unsigned", []
+    if signed is False or grub_supports_proxy(root.path(ARM64.unsigned_grub)) is False:
+        return None, [
+            "UEFI arm64 clients are not answered: the arm64 GRUB installed is older than 2.12 "
+            "(no proxyDHCP support)"
+        ]
+    return None, []
+
+
 def decide(state: State, root: Root, *, preview: bool = False) -> Decision:
-    """The boot decision for `state` on `root` (resolve_uefi, then grub_over_http). `preview`:
-    loaders still to come with a package count as what their package brings."""
+    """The boot decision for `state` on `root` (resolve_uefi, resolve_arm64, then
+    grub_over_http). `preview`: loaders still to come with a package count as what their
+    package brings."""
     uefi, warnings = resolve_uefi(state, root, preview=preview)
-    grub_http, why = grub_over_http(state, root, uefi, preview=preview)
-    return Decision(uefi, grub_http, (*warnings, *why))
+    arm64, arm_warnings = resolve_arm64(root)
+    grub_http, why = grub_over_http(state, root, uefi, preview=preview, arm64=arm64)
+    return Decision(uefi, grub_http, (*warnings, *arm_warnings, *why), arm64)
 
 
 def check_https(state: State, root: Root, uefi: UefiChain) -> None:
@@ -196,26 +239,44 @@ def grub_device(base: str) -> tuple[str, str]:
 
 
 def grub_over_http(
-    state: State, root: Root, uefi: UefiChain, *, preview: bool = False
+    state: State,
+    root: Root,
+    uefi: UefiChain,
+    *,
+    preview: bool = False,
+    arm64: UefiChain | None = None,
 ) -> tuple[bool, list[str]]:
-    """Whether GRUB's menu loads kernels and initrds over HTTP (when there is HTTP and the
-    signed GRUB can), and why not when it cannot although there is HTTP."""
+    """Whether GRUB's menu loads kernels and initrds over HTTP (when there is HTTP and every
+    GRUB served can: x86-64's and arm64's read the same grub.cfg), and why not when it cannot
+    although there is HTTP."""
     base = state.payload_base
-    if uefi != "grub" or base is None:
+    grubs = [X86_64.signed_grub] if uefi == "grub" else []
+    if arm64 is not None:
+        grubs.append(ARM64.signed_grub if arm64 == "grub" else ARM64.unsigned_grub)
+    if not grubs or base is None:
         return False, []
-    tftp = "Secure Boot clients (GRUB) load kernels and initrds over TFTP"
+    who = {(True, False): "Secure Boot clients (GRUB)", (False, True): "arm64 clients (GRUB)"}
+    tftp = who.get((uefi == "grub", arm64 is not None), "GRUB clients (Secure Boot, arm64)")
+    tftp += " load kernels and initrds over TFTP"
     if not base.startswith("http://"):
         return False, [f"{tftp}: GRUB cannot fetch https:// URLs ({base})"]
-    found = grub_http(root.path(SIGNED_GRUB))
-    if found is None:  # comes with its package (Debian's signed netboot GRUB has http)
-        return preview, []
-    has_http, any_port = found
-    if not has_http:
-        return False, [f"{tftp}: the signed GRUB ({SIGNED_GRUB}) has no http module"]
     port = urlsplit(base).port or 80
-    if port != 80 and not any_port:
-        return False, [
-            f"{tftp}: the signed GRUB ({SIGNED_GRUB}) fetches over HTTP from port 80 only, "
-            f"and payloads are on port {port}"
-        ]
+    for grub in grubs:
+        found = grub_http(root.path(grub))
+        if found is None:  # comes with its package (Debian's netboot GRUB has http)
+            if preview:
+                continue
+            return False, []
+        has_http, any_port = found
+        if not has_http:
+            return False, [f"{tftp}: the {_grub_words(grub)} ({grub}) has no http module"]
+        if port != 80 and not any_port:
+            return False, [
+                f"{tftp}: the {_grub_words(grub)} ({grub}) fetches over HTTP from port 80 only, "
+                f"and payloads are on port {port}"
+            ]
     return True, []
+
+
+def _grub_words(path: PurePosixPath) -> str:
+    return "signed GRUB" if path.name.endswith(".signed") else "GRUB"

@@ -10,9 +10,11 @@ Verified in the lab (DESIGN.md, tests/e2e):
   UEFI, ipxe:   snponly.efi (iPXE, unsigned) -> boot.ipxe
   UEFI, grub:   shimx64.efi (signed by Microsoft) -> grubx64.efi (Debian's signed netboot GRUB,
                 >= 2.12 for proxyDHCP) -> grub/grub.cfg: boots under Secure Boot
+  UEFI arm64:   shimaa64.efi -> grubaa64.efi (Debian 13's signed GRUB) -> grub/grub.cfg, or
+                Debian's unsigned netboot GRUB (grub-efi-arm64-bin) alone as grubaa64.efi
 
-A new chain (arm64 next: DHCP architecture 11, dnsmasq's ARM64_EFI) is a row here plus its
-loader files.
+The UEFI rows are built from the architectures (pxeprov.arch); a new chain is a row here plus
+its loader files.
 """
 
 from __future__ import annotations
@@ -21,8 +23,13 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Literal
 
+from pxeprov.arch import ARM64, X86_64, Architecture, ArchName
+
 Firmware = Literal["bios", "uefi"]
-Arch = Literal["x86-64", "arm64"]
+Arch = ArchName
+# What a UEFI client of an architecture is given: iPXE (x86-64), shim + Debian's signed GRUB,
+# or Debian's unsigned netboot GRUB alone (arm64, where no signed one is installed)
+UefiChain = Literal["ipxe", "grub", "grub-unsigned"]
 Transport = Literal["tftp", "http"]
 Loader = Literal["pxelinux", "ipxe", "grub"]  # also the format of the menu the chain reads
 
@@ -32,7 +39,7 @@ MENUS: dict[Loader, tuple[str, str]] = {  # menu format -> (path under the TFTP 
     "grub": ("grub/grub.cfg", "grub/grub.cfg.j2"),
     "ipxe": (IPXE_SCRIPT, "boot.ipxe.j2"),
 }
-SIGNED_GRUB = PurePosixPath("/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed")
+SIGNED_GRUB = X86_64.signed_grub
 # Installed with every server: dnsmasq brings the service and /etc/dnsmasq.d (dnsmasq-base
 # alone has only the binary); nginx when payloads go over HTTP.
 SERVICE_PACKAGES: tuple[str, ...] = ("dnsmasq",)
@@ -62,10 +69,11 @@ class Chain:
     summary: str  # what init and list say after "client ->"
     comment: tuple[str, ...]  # the dnsmasq config's comment above its pxe-service lines
     extra_packages: tuple[str, ...] = ()  # besides the files' packages (validators)
+    uefi: UefiChain | None = None  # UEFI rows: the chain this row is (None: BIOS)
 
     @property
     def key(self) -> str:
-        return f"{self.firmware}-{self.arch}-{self.transport}-{self.loader}"
+        return f"{self.firmware}-{self.arch}-{self.transport}-{self.uefi or self.loader}"
 
     @property
     def ipxe(self) -> bool:
@@ -96,18 +104,21 @@ PXELINUX_FILES = (
 )
 UNDIONLY_FILES = (_one("undionly.kpxe", "/usr/lib/ipxe/undionly.kpxe", "ipxe"),)
 SNPONLY_FILES = (_one("snponly.efi", "/usr/lib/ipxe/snponly.efi", "ipxe"),)
-SHIM_GRUB_FILES = (
-    # Debian names it shimx64.efi.signed; Ubuntu ships .latest (and a .previous fallback).
-    LoaderFile(
-        "shimx64.efi",
-        (
-            PurePosixPath("/usr/lib/shim/shimx64.efi.signed"),
-            PurePosixPath("/usr/lib/shim/shimx64.efi.signed.latest"),
-        ),
-        "shim-signed",
-    ),
-    # shim loads "grubx64.efi" from its own directory; GRUB's built-in prefix is /grub.
-    LoaderFile("grubx64.efi", (SIGNED_GRUB,), "grub-efi-amd64-signed"),
+
+
+def shim_grub_files(a: Architecture) -> tuple[LoaderFile, ...]:
+    """shim signed by Microsoft, and Debian's signed netboot GRUB under the name shim loads
+    from its own directory (grubx64.efi, grubaa64.efi); GRUB's built-in prefix is /grub."""
+    return (
+        LoaderFile(f"shim{a.efi}.efi", a.shim, "shim-signed"),
+        LoaderFile(f"grub{a.efi}.efi", (a.signed_grub,), a.signed_grub_package),
+    )
+
+
+SHIM_GRUB_FILES = shim_grub_files(X86_64)
+# Without a signed GRUB: Debian's unsigned netboot image, offered itself (no shim)
+UNSIGNED_GRUB_ARM64 = (
+    LoaderFile(f"grub{ARM64.efi}.efi", (ARM64.unsigned_grub,), ARM64.unsigned_grub_package),
 )
 
 
@@ -137,25 +148,27 @@ _FIRMWARE_7_OR_9 = (
 )
 
 
-def _uefi(transport: Transport, loader: Loader) -> Chain:
+def _uefi(transport: Transport, loader: Literal["ipxe", "grub"]) -> Chain:
+    """x86-64's UEFI rows: iPXE, or shim + signed GRUB."""
+    a = X86_64
     ipxe = loader == "ipxe"
     return Chain(
         firmware="uefi",
-        arch="x86-64",
+        arch=a.name,
         transport=transport,
         loader=loader,
-        client="UEFI x86-64",
-        # Firmware reports architecture 7 or 9, and dnsmasq >= 2.76 swapped their names.
-        csa=("X86-64_EFI", "BC_EFI"),
-        dhcp_arch=(7, 9),
-        offer="snponly.efi" if ipxe else "shimx64.efi",
+        client=a.uefi_client,
+        csa=a.csa_uefi,
+        dhcp_arch=a.dhcp_uefi,
+        offer="snponly.efi" if ipxe else f"shim{a.efi}.efi",
         files=SNPONLY_FILES if ipxe else SHIM_GRUB_FILES,
         signed=not ipxe,
         service_label="UEFI",
         summary=(
             "snponly.efi (iPXE, not signed: no Secure Boot; menu boot.ipxe)"
             if ipxe
-            else "shimx64.efi -> grubx64.efi (signed: Secure Boot works; menu grub/grub.cfg)"
+            else f"shim{a.efi}.efi -> grub{a.efi}.efi (signed: Secure Boot works; menu "
+            "grub/grub.cfg)"
         ),
         comment=(
             (
@@ -174,6 +187,45 @@ def _uefi(transport: Transport, loader: Loader) -> Chain:
         ),
         # grub-common brings grub-script-check, which validates grub.cfg before it goes live.
         extra_packages=() if ipxe else ("grub-common",),
+        uefi=loader,
+    )
+
+
+def _arm64(transport: Transport, signed: bool) -> Chain:
+    """arm64's UEFI rows: shim + Debian's signed GRUB, or its unsigned netboot GRUB alone.
+    Both read grub/grub.cfg, whose entries for arm64 clients test $grub_cpu."""
+    a = ARM64
+    grub = f"grub{a.efi}.efi"
+    return Chain(
+        firmware="uefi",
+        arch=a.name,
+        transport=transport,
+        loader="grub",
+        client=a.uefi_client,
+        csa=a.csa_uefi,
+        dhcp_arch=a.dhcp_uefi,
+        offer=f"shim{a.efi}.efi" if signed else grub,
+        files=shim_grub_files(a) if signed else UNSIGNED_GRUB_ARM64,
+        signed=signed,
+        service_label="UEFI arm64",
+        summary=(
+            f"shim{a.efi}.efi -> {grub} (signed: Secure Boot works; menu grub/grub.cfg)"
+            if signed
+            else f"{grub} (GRUB, not signed: no Secure Boot; menu grub/grub.cfg)"
+        ),
+        comment=(
+            (
+                "UEFI arm64 clients (architecture 11): shim (signed by Microsoft) loads Debian's",
+                "signed GRUB, which reads grub/grub.cfg from this server (Secure Boot works).",
+            )
+            if signed
+            else (
+                "UEFI arm64 clients (architecture 11): Debian's netboot GRUB, not signed (no",
+                "Secure Boot), reads grub/grub.cfg from this server.",
+            )
+        ),
+        extra_packages=("grub-common",),
+        uefi="grub" if signed else "grub-unsigned",
     )
 
 
@@ -200,4 +252,8 @@ CHAINS: tuple[Chain, ...] = (
     _uefi("http", "ipxe"),
     _uefi("tftp", "grub"),
     _uefi("http", "grub"),
+    _arm64("tftp", signed=True),
+    _arm64("http", signed=True),
+    _arm64("tftp", signed=False),
+    _arm64("http", signed=False),
 )

@@ -43,6 +43,10 @@ def add_image(
     rootfs: Annotated[
         str | None, typer.Option(help="--kind custom: squashfs path in the ISO.")
     ] = None,
+    arch: Annotated[
+        str | None,
+        typer.Option(help="x86-64 or arm64, where the kernel's own bytes do not say."),
+    ] = None,
     locale: Annotated[str, typer.Option(help="Locale of live systems.")] = "en_US.UTF-8",
     keyboard: Annotated[str, typer.Option(help="Keyboard layout(s) of live systems.")] = "us",
     replace: Annotated[bool, typer.Option(help="Replace an image of the same name.")] = False,
@@ -64,6 +68,7 @@ def add_image(
         name=name,
         label=label,
         kind=kind,
+        arch=arch,
         sha256=sha256,
         append=append,
         default=default,
@@ -86,7 +91,8 @@ def add_image(
         if result.layout is None:  # a dry run of a URL that is not downloaded yet
             return
         verb = "would add" if dry_run else "added"
-        typer.echo(f"{verb} {image.name} ({image.kind}, {human(image.size)}): {image.label}")
+        typer.echo(f"{verb} {image.name} ({image.kind}, {image.arch}, {human(image.size)}): "
+                   f"{image.label}")  # fmt: skip
         for path, size in result.files:
             typer.echo(f"  {'would copy' if dry_run else 'copied':<10} {path} ({human(size)})")
         if dry_run:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from pxeprov import boot
 from pxeprov.cli.app import (
     app,
     human,
@@ -44,8 +45,7 @@ def _print_summary(result: InitResult) -> None:
             "Changes applied." if result.outcome.changed else "Nothing changed: already up to date."
         )
     base = result.state.payload_base
-    for i, chain in enumerate(result.chains):
-        typer.echo(f"{'Boot loaders:' if i == 0 else '':<13} {chain.client} -> {chain.summary}")
+    print_chains([(c.client, c.summary, c.arch) for c in result.chains])
     if base is not None:
         typer.echo(f"Payloads (kernels, initrds, squashfs) over HTTP from {base}/")
     else:
@@ -181,6 +181,15 @@ def render(
         print_files(result.plan, diff=diff)
 
 
+def print_chains(chains: list[tuple[str, str, str]]) -> None:
+    """Which loader each kind of client gets (client, summary, architecture), and the clients
+    that no chain answers."""
+    lines = [(client, summary) for client, summary, _ in chains]
+    lines += boot.unanswered({a for _, _, a in chains})
+    for i, (client, summary) in enumerate(lines):
+        typer.echo(f"{'Boot loaders:' if i == 0 else '':<13} {client} -> {summary}")
+
+
 @app.command("list")
 def list_(
     ctx: typer.Context,
@@ -196,12 +205,11 @@ def list_(
         for e in found.entries:
             mark = "*" if e.default else " "
             size = human(e.size) if e.size else "-"
-            typer.echo(f" {mark} {e.name:<24} {e.kind:<12} {size:>10}  {e.label}")
+            typer.echo(f" {mark} {e.name:<24} {e.kind:<12} {e.arch:<7} {size:>10}  {e.label}")
             if e.source:
                 checksum = e.sha256 or "not checked"
                 typer.echo(f"   {'':<24} from {e.source} (SHA-256 {checksum})")
-        for i, c in enumerate(found.chains):
-            typer.echo(f"{'Boot loaders:' if i == 0 else '':<13} {c.client} -> {c.summary}")
+        print_chains([(c.client, c.summary, c.arch) for c in found.chains])
         for i, p in enumerate(found.plans):
             once = f" ({p.progress})" if p.progress else ""
             typer.echo(

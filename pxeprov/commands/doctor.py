@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from pxeprov import (
+    arch,
     boot,
     dhcpprobe,
     firewall,
@@ -475,11 +476,13 @@ def _firewall(state: State) -> Iterator[Check]:
 # ---------------------------------------------------------------- the segment
 
 
-def _probe(state: State, wait: float) -> Iterator[Check]:
+def _probe(state: State, wait: float, chains: tuple[boot.Chain, ...] = ()) -> Iterator[Check]:
     assert state.network is not None
     interface, address = state.network.interface, str(state.network.address)
     try:
-        replies = dhcpprobe.probe(interface, (0, 7), wait)
+        # a DISCOVER as each kind of client served sends it: BIOS, UEFI x86-64, UEFI arm64
+        wanted = tuple(dict.fromkeys(c.dhcp_arch[0] for c in chains)) or (0, 7)
+        replies = dhcpprobe.probe(interface, wanted, wait)
     except dhcpprobe.ProbeError as exc:
         yield Check("probe", "warn", f"the DHCP probe could not run: {exc}")
         return
@@ -542,7 +545,7 @@ def _probe(state: State, wait: float) -> Iterator[Check]:
             "the dnsmasq and firewall findings above say why",
         )
     else:
-        arches = sorted({dhcpprobe.ARCHITECTURES.get(r.arch, str(r.arch)) for r in mine})
+        arches = sorted({arch.client_name(r.arch) for r in mine})
         menu = sorted({m for r in mine for m in r.menu})
         yield Check(
             "probe.pxeprov",
@@ -550,6 +553,15 @@ def _probe(state: State, wait: float) -> Iterator[Check]:
             f"pxeprov's proxy answers {' and '.join(arches)} clients"
             + (f" (BIOS menu: {', '.join(menu)})" if menu else ""),
         )
+        silent = sorted({arch.client_name(a) for a in wanted} - set(arches))
+        if silent:
+            yield Check(
+                "probe.pxeprov.arch",
+                "warn",
+                f"pxeprov's proxy did not answer the probe of {' and '.join(silent)} clients, "
+                "which it serves",
+                "the dnsmasq findings above say why; `pxeprov init` renders its pxe-service lines",
+            )
 
 
 # ---------------------------------------------------------------- plans
@@ -695,7 +707,7 @@ def doctor(machine: Machine, options: Options = Options()) -> Report:
     checks += write_share(machine, state)
     checks += _multicast(machine, state)
     if options.probe:
-        checks += _probe(state, options.wait)
+        checks += _probe(state, options.wait, decision.chains(state))
     log = machine.root.path(DNSMASQ_LOG)
     if log.is_file():
         checks.append(Check("log", "info", f"dnsmasq logs to {DNSMASQ_LOG}: pxeprov watch"))

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
-from pxeprov import pipeline, syntax
+from pxeprov import arch, pipeline, syntax
 from pxeprov.apply import Outcome
 from pxeprov.errors import ChecksumError, ImageError, InputError
 from pxeprov.images import kinds, pe
@@ -61,6 +61,7 @@ class AddImageOptions:
     replace: bool = False
     force: bool = False
     stall_timeout: float = 60.0  # a download that grows too little for this long is retried
+    arch: str | None = None  # the kernel's architecture when its bytes do not say (None: they do)
 
 
 @dataclass
@@ -111,6 +112,8 @@ def check_options(options: AddImageOptions) -> None:
     syntax.check_args(options.append, "--append")
     check_locale(options.locale, "--locale")
     check_keyboard(options.keyboard, "--keyboard")
+    if options.arch is not None:
+        arch.named(options.arch, "--arch")
     if not 1 <= options.stall_timeout <= 3600:
         raise InputError(f"--stall-timeout {options.stall_timeout:g} must be 1 to 3600 seconds")
     if options.kind == "custom":
@@ -316,6 +319,29 @@ def _new_image(
     )
 
 
+def _kernel_arch(
+    iso: Source, layout: kinds.Layout, options: AddImageOptions, notes: list[str]
+) -> str:
+    """The architecture the image's kernel is for, from its own bytes; --arch where they do
+    not say, and refused where they say otherwise (an x86-64 client must never be offered an
+    arm64 kernel, nor the other way round)."""
+    found = arch.kernel_arch(iso.head(layout.kernel, arch.KERNEL_HEAD)) if layout.kernel else None
+    if found is not None:
+        if options.arch is not None and options.arch != found.name:
+            raise ImageError(
+                f"--arch {options.arch}: the kernel {layout.kernel} is for {found.name}",
+                f"leave --arch out, or give --arch {found.name}",
+            )
+        return found.name
+    if options.arch is not None:
+        return options.arch
+    notes.append(
+        f"the kernel {layout.kernel} does not say which CPU it is for: taken as x86-64 "
+        "(add it again with --replace --arch arm64 if it is not)"
+    )
+    return arch.X86_64.name
+
+
 def _with_image(state: State, image: Image) -> State:
     images = [i for i in state.images if i.name != image.name]
     if image.default:
@@ -353,6 +379,7 @@ def add_image(
         kind = kinds.get(layout.kind)
         populate = _populate(iso, _to_copy(iso, layout), layout.whole, progress)
         image = _new_image(options, name, layout, populate.size, source.sha256)
+        image = replace(image, arch=_kernel_arch(iso, layout, options, notes))
         uefi_kernel = layout.uefi_kernel or layout.kernel
         if uefi_kernel and not pe.is_signed(iso.head(uefi_kernel, pe.HEAD)):
             image = replace(image, unsigned_kernel=True)

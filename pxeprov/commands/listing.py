@@ -19,6 +19,7 @@ class MenuItem:
     kind: str  # "local" for "Boot from local disk"
     default: bool
     size: int = 0
+    arch: str = ""  # the clients' CPU architecture ("" for the local disk: any)
     source: str = ""
     sha256: str = ""
     version: str = ""
@@ -82,6 +83,7 @@ def menu_items(state: State) -> tuple[MenuItem, ...]:
                 kind=image.kind,
                 default=image.default,
                 size=image.size,
+                arch=image.arch,
                 source=image.source,
                 sha256=image.sha256,
                 version=image.version,

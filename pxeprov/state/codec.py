@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import tomli_w
 
+from pxeprov.arch import X86_64
 from pxeprov.errors import InputError
 from pxeprov.state.machines import Plan, Session
 from pxeprov.state.model import Image, Network, State
@@ -241,6 +242,8 @@ def _image_table(image: Image) -> dict[str, Any]:
         table["files"] = list(image.files)
     if not image.variant:
         del table["variant"]
+    if image.arch == X86_64.name:  # most images: the state file stays as it was
+        del table["arch"]
     return table
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import PurePosixPath
 from typing import Any
 
+from pxeprov.arch import X86_64, named
 from pxeprov.errors import InputError
 from pxeprov.paths import DEFAULT_TFTP_ROOT
 from pxeprov.state.machines import MCAST_PORT_SPAN, Plan, Session
@@ -100,6 +101,7 @@ class Image:
     # More files the image serves (relative to the TFTP root); one ending in "/" is a tree.
     files: tuple[str, ...] = ()
     variant: str = ""  # what the kind says of this image (server/desktop, dvd/netinst, ...)
+    arch: str = X86_64.name  # the CPU architecture its kernel is for: only its clients get it
 
     def __post_init__(self) -> None:
         # The keys' own names, so that a bad state file says which key is wrong.
@@ -120,6 +122,7 @@ class Image:
             raise InputError(f"sha256 {self.sha256[:70]!r} must be 64 lower-case hex digits")
         if self.size < 0:
             raise InputError(f"size {self.size} must not be negative")
+        named(self.arch)
         if not _VERSION_RE.fullmatch(self.version):
             raise InputError(f"version {self.version[:70]!r} must match [A-Za-z0-9._+~:-]*")
         for path in self.files:

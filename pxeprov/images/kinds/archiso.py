@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from pxeprov.arch import ARCHITECTURES
 from pxeprov.images.kinds.registry import (
     ImageKind,
     IsoView,
@@ -45,28 +46,33 @@ class Archiso(ImageKind):
         for name, entry in sorted(iso.listdir("/").items()):
             if not entry.is_dir or not _BASE.fullmatch(entry.spelled):
                 continue
-            boot = iso.listdir(f"/{name}/boot/x86_64")
-            system = iso.listdir(f"/{name}/x86_64")
-            if not ({"airootfs.sfs", "airootfs.erofs"} & set(system)):
-                continue
-            kernels = sorted(n for n in boot if n.startswith("vmlinuz"))
-            initrds = sorted(n for n in boot if n.endswith(".img") and "ucode" not in n)
-            if not kernels or not initrds:
-                continue
-            base = entry.spelled
-            version = version_from_iso(iso.read_small(f"/{name}/version") or iso.volume_id)
-            product = NAMES.get(name, label_from_iso(base))
-            return Layout(
-                self.name,
-                f"/{name}/boot/x86_64/{kernels[0]}",
-                f"/{name}/boot/x86_64/{initrds[0]}",
-                None,
-                version,
-                extra=((f"{base}/x86_64/", f"/{name}/x86_64"),),
-                label=label_from_iso(f"{product} ({version})" if version else product),
-                variant=name,
-            )
+            for a in ARCHITECTURES:  # x86_64, or aarch64 where such an ISO exists
+                found = self._layout(iso, name, entry.spelled, a.machine)
+                if found is not None:
+                    return found
         return None
+
+    def _layout(self, iso: IsoView, name: str, base: str, machine: str) -> Layout | None:
+        boot = iso.listdir(f"/{name}/boot/{machine}")
+        system = iso.listdir(f"/{name}/{machine}")
+        if not ({"airootfs.sfs", "airootfs.erofs"} & set(system)):
+            return None
+        kernels = sorted(n for n in boot if n.startswith("vmlinuz"))
+        initrds = sorted(n for n in boot if n.endswith(".img") and "ucode" not in n)
+        if not kernels or not initrds:
+            return None
+        version = version_from_iso(iso.read_small(f"/{name}/version") or iso.volume_id)
+        product = NAMES.get(name, label_from_iso(base))
+        return Layout(
+            self.name,
+            f"/{name}/boot/{machine}/{kernels[0]}",
+            f"/{name}/boot/{machine}/{initrds[0]}",
+            None,
+            version,
+            extra=((f"{base}/{machine}/", f"/{name}/{machine}"),),
+            label=label_from_iso(f"{product} ({version})" if version else product),
+            variant=name,
+        )
 
     def kernel_args(self, image: Image, served: Served) -> str:
         base = image.variant

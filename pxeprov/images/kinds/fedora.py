@@ -4,6 +4,7 @@ Fedora or Red Hat, which Debian's shim (the GRUB chain) does not trust."""
 
 from __future__ import annotations
 
+from pxeprov.arch import ARCHITECTURES
 from pxeprov.images.kinds.registry import (
     VERSION_LIMIT,
     ImageKind,
@@ -19,7 +20,7 @@ from pxeprov.syntax import version_from_iso
 # (Fedora 42+), livecd-tools (Rocky 8).
 KERNELS = (
     ("images/pxeboot", "vmlinuz", "initrd.img"),
-    ("boot/x86_64/loader", "linux", "initrd"),
+    *((f"boot/{a.machine}/loader", "linux", "initrd") for a in ARCHITECTURES),
     ("isolinux", "vmlinuz", "initrd.img"),
     ("isolinux", "vmlinuz0", "initrd0.img"),
 )
@@ -38,7 +39,7 @@ class Fedora(ImageKind):
     label = "Fedora live"
     recognized_by = (
         "`LiveOS/squashfs.img` with `images/pxeboot/vmlinuz` + `initrd.img` (or Kiwi's "
-        "`boot/x86_64/loader/`, or `isolinux/`), no `.treeinfo`"
+        "`boot/x86_64/loader/` or `boot/aarch64/loader/`, or `isolinux/`), no `.treeinfo`"
     )
     arguments = (
         "`root=live:http://<server>/images/<name>/filesystem.squashfs rd.live.image ip=dhcp "

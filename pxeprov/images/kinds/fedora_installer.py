@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import configparser
 
+from pxeprov.arch import ARCHITECTURES
 from pxeprov.errors import InputError
 from pxeprov.images.kinds.registry import ImageKind, IsoView, Layout, Served, folder, register
 from pxeprov.state import Image
@@ -54,7 +55,10 @@ class FedoraInstaller(ImageKind):
         parser = _treeinfo(info) if info else None
         if parser is None:
             return None
-        images = dict(parser["images-x86_64"]) if parser.has_section("images-x86_64") else {}
+        # the images of the tree's architecture (x86_64, aarch64: the kernel says which)
+        section = next((f"images-{a.machine}" for a in ARCHITECTURES
+                        if parser.has_section(f"images-{a.machine}")), None)  # fmt: skip
+        images = dict(parser[section]) if section else {}
         stage2 = parser.get("stage2", "mainimage", fallback=None)
         kernel = _iso_path(images.get("kernel"), "images/pxeboot/vmlinuz")
         initrd = _iso_path(images.get("initrd"), "images/pxeboot/initrd.img")
