@@ -18,6 +18,10 @@ from typing import Literal
 from pxeprov.errors import InputError
 
 ArchName = Literal["x86-64", "arm64"]
+# Another architecture's loader packages, unpacked by the admin (`dpkg-deb -x PKG.deb
+# /var/lib/pxeprov/loaders/arm64`): an x86-64 server serves arm64 clients without installing
+# arm64 packages (whose scripts would act on the server's own boot loader).
+UNPACKED = PurePosixPath("/var/lib/pxeprov/loaders")
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,11 @@ class Architecture:
     qemu: str  # the QEMU system emulator, and its Debian package
     qemu_package: str
     uefi_client: str  # how init, list and watch name its UEFI clients
+
+    def candidates(self, *paths: PurePosixPath) -> tuple[PurePosixPath, ...]:
+        """Where loader files of this architecture may be: where their packages install them,
+        then under UNPACKED/<debian>/ (the first that exists is used)."""
+        return (*paths, *(UNPACKED / self.debian / p.relative_to("/") for p in paths))
 
     @property
     def signed_grub(self) -> PurePosixPath:

@@ -179,10 +179,21 @@ def _stage(path: str, stages: Mapping[str, str]) -> str | None:
     return None
 
 
+# What shim (16, Debian 13's) looks for beside itself and may well not find: more certificates
+# and revocation lists (SBAT, SKU)
+_SHIM_OPTIONAL = re.compile(r"shim_certificate_\d+\.efi|revocations(_\w+)?\.efi")
+
+
 def _optional(path: str) -> bool:
-    """Files loaders look for and may well not find: pxelinux's per-client configs, GRUB's."""
+    """Files loaders look for and may well not find: pxelinux's per-client configs, GRUB's
+    (grub/ and its platform's lists, grub/arm64-efi/command.lst), shim's extra lists."""
     p = PurePosixPath(path)
-    return (p.parent.name == "pxelinux.cfg" and p.name != "default") or p.parent.name == "grub"
+    return (
+        (p.parent.name == "pxelinux.cfg" and p.name != "default")
+        or p.parent.name == "grub"
+        or (len(p.parts) == 3 and p.parts[0] == "grub" and p.parts[1].endswith("-efi"))
+        or bool(_SHIM_OPTIONAL.fullmatch(p.name))
+    )
 
 
 @dataclass

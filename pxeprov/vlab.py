@@ -26,16 +26,24 @@ from types import TracebackType
 from typing import Literal
 
 from pxeprov import system
+from pxeprov.arch import ARM64, X86_64
 from pxeprov.errors import CommandError, LabError
 
-Firmware = Literal["bios", "uefi", "uefi-sb"]
-FIRMWARES: dict[str, Firmware] = {"bios": "bios", "uefi": "uefi", "uefi-sb": "uefi-sb"}
-QEMU = "qemu-system-x86_64"
+Firmware = Literal["bios", "uefi", "uefi-sb", "arm64", "arm64-sb"]
+FIRMWARES: dict[str, Firmware] = {
+    "bios": "bios", "uefi": "uefi", "uefi-sb": "uefi-sb", "arm64": "arm64", "arm64-sb": "arm64-sb"
+}  # fmt: skip
+QEMU = X86_64.qemu
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 # The secboot build and a variable store with Microsoft's keys enrolled and Secure Boot on.
 OVMF_SB_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.ms.fd")
 OVMF_SB_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
+# arm64 (package qemu-efi-aarch64): one code image; Microsoft's keys and Secure Boot on are in
+# the variable store alone (the `virt` machine needs no SMM)
+AAVMF_CODE = Path("/usr/share/AAVMF/AAVMF_CODE.fd")
+AAVMF_VARS = Path("/usr/share/AAVMF/AAVMF_VARS.fd")
+AAVMF_SB_VARS = Path("/usr/share/AAVMF/AAVMF_VARS.ms.fd")
 BRIDGE, TAP = "br0", "tap0"
 STOP_TIMEOUT = 10.0
 CMD_TIMEOUT = 30.0
@@ -146,6 +154,25 @@ def qemu_argv(
         "-no-reboot",
     ]
     accels = [a for name in accel for a in ("-accel", name)]
+    if firmware in ("arm64", "arm64-sb"):
+        return [
+            ARM64.qemu,
+            "-machine",
+            "virt",
+            "-cpu",
+            "max",
+            *common,
+            *accels,
+            "-drive",
+            f"if=pflash,format=raw,unit=0,readonly=on,file={AAVMF_CODE}",
+            "-drive",
+            f"if=pflash,format=raw,unit=1,file={vars_copy}",
+            *net,
+            "-device",
+            f"virtio-net-pci,netdev=n0,mac={mac},bootindex=1,romfile=",
+            "-device",
+            "virtio-rng-pci",
+        ]
     if firmware == "uefi-sb":
         return [
             QEMU,
@@ -388,13 +415,30 @@ class PrivateLan:
             raise errors[0]
 
 
+def vars_template(firmware: Firmware) -> Path | None:
+    """The variable store a VM of that firmware starts from (a copy: firmware writes it)."""
+    return {"uefi": OVMF_VARS, "uefi-sb": OVMF_SB_VARS, "arm64": AAVMF_VARS,
+            "arm64-sb": AAVMF_SB_VARS}.get(firmware)  # fmt: skip
+
+
+def missing_arm64() -> list[str]:
+    """What booting arm64 clients needs besides `missing()`, in words."""
+    problems = []
+    if shutil.which(ARM64.qemu) is None:
+        problems.append(f"{ARM64.qemu} (package {ARM64.qemu_package})")
+    for f in (AAVMF_CODE, AAVMF_VARS):
+        if not f.is_file():
+            problems.append(f"{f} (package qemu-efi-aarch64)")
+    return problems
+
+
 def missing() -> list[str]:
     """What `verify` needs and this machine lacks, in words."""
     problems = []
     if os.geteuid() != 0:
         problems.append("root (it creates network namespaces)")
     for program, package in (
-        (QEMU, "qemu-system-x86"),
+        (QEMU, X86_64.qemu_package),
         ("dnsmasq", "dnsmasq"),
         ("ip", "iproute2"),
         ("unshare", "util-linux"),

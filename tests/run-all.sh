@@ -28,14 +28,18 @@ fi
 # the firewall rules `pxeprov doctor` is tested against (ufw's too, loaded for real); clonezilla,
 # drbl, partclone, parted, gdisk, dosfstools: the disk image the restore test saves (ocs-sr
 # savedisk), and the multicast sessions' feeder (drbl's ocs-functions); udpcast: udp-sender and
-# udp-receiver of those sessions; samba: its repository.
+# udp-receiver of those sessions; samba: its repository; chromium, chromium-driver and a font:
+# the real headless browser the status page is tested in (driven by selenium from the venv);
+# qemu-system-arm, qemu-efi-aarch64 (AAVMF), debian-installer-12-netboot-arm64: the ARM64
+# client and the arm64 installer it boots.
 apt-get install -y -q --no-install-recommends \
     dnsmasq-base pxelinux syslinux-common ipxe grub-common \
     qemu-system-x86 ovmf debian-installer-12-netboot-amd64 memtest86+ \
     grub-pc-bin grub-efi-amd64-bin mtools mmdebstrap squashfs-tools nftables iptables \
     clonezilla drbl partclone udpcast parted samba smbclient gdisk dosfstools e2fsprogs \
     nginx-light xorriso curl tftp-hpa iproute2 strace openssl python3 python3-venv \
-    chromium chromium-driver fonts-dejavu-core
+    chromium chromium-driver fonts-dejavu-core \
+    qemu-system-arm qemu-efi-aarch64 debian-installer-12-netboot-arm64
 if [ -n "$ours" ]; then
     rm -f "$policy"
     trap - EXIT

@@ -32,7 +32,7 @@ PROXY = b"setting values from proxy offer"
 
 
 def add_arm64_loaders(root: Path, signed: bool = True, unsigned: bool = False,
-                      proxy: bool = True) -> None:  # fmt: skip
+                      proxy: bool = True, unpacked: bool = False) -> None:  # fmt: skip
     """Stand-ins for trixie's shimaa64 + signed grubnetaa64, and bookworm/trixie's unsigned
     monolithic grubnetaa64 (grub-efi-arm64-bin): what pxeprov reads of them."""
     marker = PROXY if proxy else b"GRUB 2.06"
@@ -45,6 +45,8 @@ def add_arm64_loaders(root: Path, signed: bool = True, unsigned: bool = False,
     if unsigned:
         files.append((arch.ARM64.unsigned_grub, b"MZ grubnetaa64 " + marker + GRUB_HTTP))
     for path, data in files:
+        if unpacked:  # where an x86-64 server's admin unpacked the arm64 packages
+            path = arch.UNPACKED / "arm64" / path.relative_to("/")
         target = root / str(path).lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
@@ -143,6 +145,16 @@ def test_arm64_clients_get_shim_and_signed_grub(loader_root: Path, cli: Cli) -> 
     r = cli(loader_root, "list", "--json")
     chains = {c["client"]: c for c in json.loads(r.stdout)["chains"]}
     assert chains["UEFI arm64"]["signed"] and chains["UEFI arm64"]["arch"] == "arm64"
+
+
+def test_arm64_packages_unpacked_on_an_x86_server_are_served(loader_root: Path, cli: Cli) -> None:
+    add_arm64_loaders(loader_root, unpacked=True)
+    r = cli(loader_root, "init", *NET, "--no-http")
+    assert r.exit_code == 0, r.output
+    assert "UEFI arm64 -> shimaa64.efi -> grubaa64.efi (signed" in r.stdout, r.stdout
+    tftp = loader_root / TFTP
+    assert (tftp / "shimaa64.efi").read_bytes().startswith(b"MZ stand-in for shimaa64")
+    assert PROXY in (tftp / "grubaa64.efi").read_bytes()
 
 
 def test_without_a_signed_grub_the_unsigned_one(loader_root: Path, cli: Cli) -> None:
@@ -306,3 +318,21 @@ def test_arm64_isos_are_recognized_as_arm64(
     assert (image.kind, image.arch) == (kind, "arm64"), r.output
     assert "images/img/" not in (loader_root / TFTP / "boot.ipxe").read_text()
     assert "images/img/" in (loader_root / TFTP / "grub/grub.cfg").read_text()
+
+
+def test_what_arm64_loaders_may_not_find_is_no_problem() -> None:
+    """shim 16 asks beside itself for more certificates and revocation lists, arm64's GRUB for
+    grub/arm64-efi/*.lst: files a server need not have (the lab's boots ask for them)."""
+    from pxeprov import bootlog
+
+    tracker = bootlog.Tracker({"shimaa64.efi": "loader", "grub/grub.cfg": "menu"})
+    mac, ip = "52:54:00:77:21:01", "10.0.0.9"
+    tracker.feed(bootlog.Event(1.0, "pair", ip, mac, arch=11))
+    tracker.feed(bootlog.Event(2.0, "sent", ip, path="shimaa64.efi"))
+    for path in ("revocations_sbat.efi", "revocations_sku.efi", "shim_certificate_0.efi",
+                 "grub/arm64-efi/command.lst", "grub/x86_64-efi/fs.lst"):  # fmt: skip
+        tracker.feed(bootlog.Event(3.0, "missing", ip, path=path))
+    client = tracker.clients[mac]
+    assert client.problem == "" and client.firmware == "UEFI arm64"
+    tracker.feed(bootlog.Event(4.0, "missing", ip, path="grubaa64.efi"))
+    assert client.problem == "grubaa64.efi is not on the server (asked for over TFTP)"

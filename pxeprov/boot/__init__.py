@@ -38,6 +38,7 @@ __all__ = [
     "Loader",
     "LoaderFile",
     "UefiChain",
+    "arm64_grub",
     "check_https",
     "decide",
     "grub_device",
@@ -183,21 +184,35 @@ def resolve_uefi(state: State, root: Root, *, preview: bool = False) -> tuple[Ue
     ]
 
 
+def _found(root: Root, paths: tuple[PurePosixPath, ...]) -> PurePosixPath | None:
+    """The first of `paths` that is a file on `root`."""
+    return next((p for p in paths if root.path(p).is_file()), None)
+
+
+def arm64_grub(root: Root, chain: UefiChain | None) -> PurePosixPath | None:
+    """The GRUB arm64 clients get on that chain: where it is on this server."""
+    if chain is None:
+        return None
+    wanted = ARM64.signed_grub if chain == "grub" else ARM64.unsigned_grub
+    return _found(root, ARM64.candidates(wanted))
+
+
 def resolve_arm64(root: Root) -> tuple[UefiChain | None, list[str]]:
-    """What arm64 UEFI clients get: shim + Debian's signed GRUB when both are installed and
-    GRUB reads the proxy's offer (>= 2.12), else Debian's unsigned netboot GRUB when it does,
-    else nothing (they are not answered). Never installed by `init`: an x86-64 server would need
-    arm64 packages (`pxeprov init` says which)."""
-    signed = grub_supports_proxy(root.path(ARM64.signed_grub))
-    shim = any(root.path(p).is_file() for p in ARM64.shim)
-    if signed and shim:
+    """What arm64 UEFI clients get: shim + Debian's signed GRUB when both are there and GRUB
+    reads the proxy's offer (>= 2.12), else Debian's unsigned netboot GRUB when it does, else
+    nothing (they are not answered). Never installed by `init`: on an x86-64 server they are
+    arm64 packages, unpacked under arch.UNPACKED (the README says how)."""
+    signed, unsigned = arm64_grub(root, "grub"), arm64_grub(root, "grub-unsigned")
+    shim = _found(root, ARM64.candidates(*ARM64.shim))
+    proxy = {p: grub_supports_proxy(root.path(p)) for p in (signed, unsigned) if p is not None}
+    if signed is not None and proxy[signed] and shim is not None:
         return "grub", []
-    if grub_supports_proxy(root.path(ARM64.unsigned_grub)):
+    if unsigned is not None and proxy[unsigned]:
         return "grub-unsigned", []
-    if signed is False or grub_supports_proxy(root.path(ARM64.unsigned_grub)) is False:
+    if False in proxy.values():
         return None, [
-            "UEFI arm64 clients are not answered: the arm64 GRUB installed is older than 2.12 "
-            "(no proxyDHCP support)"
+            "UEFI arm64 clients are not answered: the arm64 GRUB there is older than 2.12 "
+            f"({', '.join(str(p) for p, ok in proxy.items() if not ok)}: no proxyDHCP support)"
         ]
     return None, []
 
@@ -251,8 +266,9 @@ def grub_over_http(
     although there is HTTP."""
     base = state.payload_base
     grubs = [X86_64.signed_grub] if uefi == "grub" else []
-    if arm64 is not None:
-        grubs.append(ARM64.signed_grub if arm64 == "grub" else ARM64.unsigned_grub)
+    arm = arm64_grub(root, arm64)
+    if arm is not None:
+        grubs.append(arm)
     if not grubs or base is None:
         return False, []
     who = {(True, False): "Secure Boot clients (GRUB)", (False, True): "arm64 clients (GRUB)"}

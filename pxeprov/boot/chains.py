@@ -106,19 +106,23 @@ UNDIONLY_FILES = (_one("undionly.kpxe", "/usr/lib/ipxe/undionly.kpxe", "ipxe"),)
 SNPONLY_FILES = (_one("snponly.efi", "/usr/lib/ipxe/snponly.efi", "ipxe"),)
 
 
-def shim_grub_files(a: Architecture) -> tuple[LoaderFile, ...]:
+def shim_grub_files(a: Architecture, unpacked: bool = False) -> tuple[LoaderFile, ...]:
     """shim signed by Microsoft, and Debian's signed netboot GRUB under the name shim loads
-    from its own directory (grubx64.efi, grubaa64.efi); GRUB's built-in prefix is /grub."""
+    from its own directory (grubx64.efi, grubaa64.efi); GRUB's built-in prefix is /grub.
+    `unpacked`: also where another architecture's packages were unpacked (arch.UNPACKED)."""
+    where = a.candidates if unpacked else (lambda *p: p)
     return (
-        LoaderFile(f"shim{a.efi}.efi", a.shim, "shim-signed"),
-        LoaderFile(f"grub{a.efi}.efi", (a.signed_grub,), a.signed_grub_package),
+        LoaderFile(f"shim{a.efi}.efi", where(*a.shim), "shim-signed"),
+        LoaderFile(f"grub{a.efi}.efi", where(a.signed_grub), a.signed_grub_package),
     )
 
 
 SHIM_GRUB_FILES = shim_grub_files(X86_64)
 # Without a signed GRUB: Debian's unsigned netboot image, offered itself (no shim)
 UNSIGNED_GRUB_ARM64 = (
-    LoaderFile(f"grub{ARM64.efi}.efi", (ARM64.unsigned_grub,), ARM64.unsigned_grub_package),
+    LoaderFile(
+        f"grub{ARM64.efi}.efi", ARM64.candidates(ARM64.unsigned_grub), ARM64.unsigned_grub_package
+    ),
 )
 
 
@@ -205,7 +209,7 @@ def _arm64(transport: Transport, signed: bool) -> Chain:
         csa=a.csa_uefi,
         dhcp_arch=a.dhcp_uefi,
         offer=f"shim{a.efi}.efi" if signed else grub,
-        files=shim_grub_files(a) if signed else UNSIGNED_GRUB_ARM64,
+        files=shim_grub_files(a, unpacked=True) if signed else UNSIGNED_GRUB_ARM64,
         signed=signed,
         service_label="UEFI arm64",
         summary=(

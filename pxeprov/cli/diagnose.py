@@ -127,7 +127,10 @@ def verify(
     ] = None,
     firmware: Annotated[
         str | None,
-        typer.Option(help="bios, uefi and/or uefi-sb, comma-separated [default: all served]."),
+        typer.Option(
+            help="bios, uefi, uefi-sb, arm64 and/or arm64-sb, comma-separated [default: all "
+            "served that this machine can emulate]."
+        ),
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds allowed per boot.")] = 300.0,
     keep: Annotated[bool, typer.Option(help="Keep the logs and serial consoles.")] = False,

@@ -16,13 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pxeprov import boot, bootlog, pipeline, render, vlab
+from pxeprov import arch, boot, bootlog, pipeline, render, vlab
 from pxeprov.errors import InputError, MissingFileError
 from pxeprov.paths import NGINX_SITE
 from pxeprov.pipeline import Machine
 from pxeprov.state import Image, State
 
-NAMES = {"bios": "BIOS", "uefi": "UEFI", "uefi-sb": "UEFI Secure Boot"}
+NAMES = {"bios": "BIOS", "uefi": "UEFI", "uefi-sb": "UEFI Secure Boot", "arm64": "UEFI arm64",
+         "arm64-sb": "UEFI arm64 Secure Boot"}  # fmt: skip
 MEMORY_MB = 2048  # a loader holds the whole initrd, and a live kernel its squashfs
 POLL = 0.3
 KERNEL_WAIT = 20.0  # seconds a kernel with a serial console gets to say it started
@@ -47,7 +48,7 @@ class VerifyOptions:
             names = tuple(f.strip() for f in firmware.split(","))
             bad = [n for n in names if n not in NAMES]
             if bad:
-                raise InputError(f"--firmware {bad[0]!r}: one of bios, uefi, uefi-sb")
+                raise InputError(f"--firmware {bad[0]!r}: one of {', '.join(NAMES)}")
             firmwares = tuple(vlab.FIRMWARES[n] for n in names)
         if not 30 <= timeout <= 3600:
             raise InputError(f"--timeout {timeout} must be between 30 and 3600 seconds")
@@ -109,11 +110,21 @@ def _final(state: State, image: Image | None) -> str:
     return "rootfs" if image.rootfs or image.files else "initrd"
 
 
-def _firmwares(options: VerifyOptions, chain: boot.UefiChain) -> tuple[vlab.Firmware, ...]:
+def _firmwares(options: VerifyOptions, decision: boot.Decision) -> tuple[vlab.Firmware, ...]:
+    """Every client this server serves, as far as this machine can emulate it: arm64 ones
+    (AAVMF) where qemu-system-aarch64 and qemu-efi-aarch64 are installed."""
     if options.firmwares:
         return options.firmwares
-    sb = chain == "grub" and vlab.OVMF_SB_CODE.is_file() and vlab.OVMF_SB_VARS.is_file()
-    return ("bios", "uefi", "uefi-sb") if sb else ("bios", "uefi")
+    sb = decision.uefi == "grub" and vlab.OVMF_SB_CODE.is_file() and vlab.OVMF_SB_VARS.is_file()
+    found: tuple[vlab.Firmware, ...] = ("bios", "uefi", "uefi-sb") if sb else ("bios", "uefi")
+    if decision.arm64 is not None and not vlab.missing_arm64():
+        signed = decision.arm64 == "grub" and vlab.AAVMF_SB_VARS.is_file()
+        found += ("arm64-sb",) if signed else ("arm64",)
+    return found
+
+
+def _arch_of(firmware: vlab.Firmware) -> arch.Architecture:
+    return arch.ARM64 if firmware.startswith("arm64") else arch.X86_64
 
 
 def _live_copy(source: Path, dest: Path, edit: Callable[[str], str | None]) -> Path:
@@ -177,8 +188,13 @@ def verify(machine: Machine, options: VerifyOptions, say: Callable[[str], None])
             stages = bootlog.stage_of_files(state, decision)
             roots = (str(state.tftp_root), str(tftp_root))
             boots = []
-            for index, firmware in enumerate(_firmwares(options, decision.uefi)):
+            for index, firmware in enumerate(_firmwares(options, decision)):
                 say(f"{NAMES[firmware]}: booting a virtual client (QEMU) ...")
+                # a client of another architecture than the image's: up to its menu
+                mine = image if image is None or image.arch == _arch_of(firmware).name else None
+                if image is not None and mine is None:
+                    notes.append(f"{NAMES[firmware]}: {image.name} is an {image.arch} image: "
+                                 "this client is followed up to its menu")  # fmt: skip
                 boots.append(
                     _boot(
                         lan,
@@ -188,9 +204,9 @@ def verify(machine: Machine, options: VerifyOptions, say: Callable[[str], None])
                         web,
                         stages,
                         roots,
-                        _final(state, image),
+                        _final(state, mine) if mine is not None or image is None else "menu",
                         options,
-                        _console(state, image),
+                        _console(state, mine),
                     )
                 )
         return VerifyResult(
@@ -243,8 +259,9 @@ def _boot(
     mac = f"52:54:00:7e:00:{index + 1:02x}"
     serial = lan.workdir / f"serial-{firmware}.log"
     vars_copy = lan.workdir / f"vars-{firmware}.fd"
-    if firmware != "bios":
-        shutil.copyfile(vlab.OVMF_SB_VARS if firmware == "uefi-sb" else vlab.OVMF_VARS, vars_copy)
+    template = vlab.vars_template(firmware)
+    if template is not None:  # firmware writes its variable store: a copy, never the system's
+        shutil.copyfile(template, vars_copy)
     argv = vlab.qemu_argv(firmware, mac, serial, vars_copy, MEMORY_MB, accel=(options.accel,))
     offsets = {proxy.log: vlab.size_of(proxy.log)}
     if web is not None:
@@ -308,10 +325,12 @@ def _boot(
 
 
 def _console(state: State, image: Image | None) -> bool:
-    """Whether the image's kernel writes to the serial console (console=ttyS...)."""
+    """Whether the image's kernel writes to the serial console (console=ttyS..., arm64's
+    console=ttyAMA0)."""
     if image is None or not state.network:
         return False
-    return "console=ttyS" in render.menu_entry(state, image).args
+    args = render.menu_entry(state, image).args
+    return "console=ttyS" in args or "console=ttyAMA" in args
 
 
 def _wait_for_kernel(serial: Path, seconds: float) -> None:

@@ -47,6 +47,7 @@ from pxeprov.vlab import (
     run,
     size_of,
     stop_process,
+    vars_template,
     wait_started,
 )
 from pxeprov.vlab import traversable_tempdir as traversable_tempdir  # the tests' too
@@ -649,7 +650,7 @@ class NetLab:
         builder (TCG: /dev/kvm is unusable on these machines). ``memory_mb``: instead of lab.sh's
         size (a loader holds the whole initrd in memory: a big one needs more); Secure Boot's is
         sb.sh's: shim + GRUB + the installer's initrd in 512 MB is tight."""
-        default = 768 if firmware == "uefi-sb" else 512
+        default = {"uefi-sb": 768, "arm64": 1024, "arm64-sb": 1024}.get(firmware, 512)
         return qemu_argv(firmware, mac, serial, vars_copy, memory_mb or default, tap)
 
     def boot(
@@ -682,9 +683,10 @@ class NetLab:
         serial = self.workdir / f"serial-{case}.log"
         qemu_out = self.workdir / f"qemu-{case}.out"
         vars_copy = self.workdir / f"vars-{case}.fd"
-        if firmware != "bios":
+        template = vars_template(firmware)
+        if template is not None:
             # OVMF writes its variable store: each VM gets a fresh copy, never the system file.
-            shutil.copyfile(OVMF_SB_VARS if firmware == "uefi-sb" else OVMF_VARS, vars_copy)
+            shutil.copyfile(template, vars_copy)
         stop_re = re.compile(stop_on.encode()) if stop_on is not None else None
         proxy_log = proxy if isinstance(proxy, Path) else proxy.log  # a Path: the proxy's log
         proxy_off, dhcp_off = size_of(proxy_log), size_of(self.dhcp_log)

@@ -22,9 +22,10 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 CACHE = Path("/var/cache/pxeprov-tests/secureboot")
 
@@ -114,9 +115,17 @@ def debian_mirror() -> str:
     raise PackageError(f"no Debian mirror found in {SOURCES} or {SOURCES_LIST}")
 
 
-def _fetch(suite: str, packages: Sequence[str], mirror: str, work: Path, dest: Path) -> list[Path]:
+def _fetch(
+    suite: str,
+    packages: Sequence[str],
+    mirror: str,
+    work: Path,
+    dest: Path,
+    architecture: str | None = None,
+) -> list[Path]:
     """`apt-get download` ``packages`` from ``suite`` into ``dest`` with an apt state of its
-    own under ``work``; return the .deb files."""
+    own under ``work``; return the .deb files. ``architecture``: another architecture's
+    packages (arm64's on this amd64 host: downloaded and unpacked, never installed)."""
     etc, lists, cache = work / "sources.list.d", work / "lists", work / "cache"
     for d in (etc, work / "preferences.d", lists / "partial", cache / "archives/partial"):
         d.mkdir(parents=True)
@@ -137,6 +146,9 @@ def _fetch(suite: str, packages: Sequence[str], mirror: str, work: Path, dest: P
         "-o", f"Dir::Cache::Archives={cache / 'archives'}",
         "-o", "APT::Get::List-Cleanup=0",
     ]  # fmt: skip
+    if architecture is not None:
+        opts += ["-o", f"APT::Architecture={architecture}",
+                 "-o", f"APT::Architectures::={architecture}"]  # fmt: skip
     _run(["apt-get", *opts, "update"], UPDATE_TIMEOUT)
     dest.mkdir(parents=True, exist_ok=True)
     before = set(dest.glob("*.deb"))
@@ -147,8 +159,12 @@ def _fetch(suite: str, packages: Sequence[str], mirror: str, work: Path, dest: P
     return debs
 
 
-def _build(tmp: Path) -> None:
-    """Fill ``tmp`` as the cache: debs/, trixie/ (unpacked), dhcpd/ (unpacked), MANIFEST."""
+Fetch = tuple[str, Sequence[str], str, str | None]  # suite, packages, directory, architecture
+
+
+def _build(tmp: Path, fetches: Sequence[Fetch] | None = None) -> None:
+    """Fill ``tmp`` as the cache: debs/, trixie/ (unpacked), dhcpd/ (unpacked), MANIFEST (or
+    what ``fetches`` say: each suite's packages unpacked into its directory)."""
     mirror = debian_mirror()
     # apt downloads as user _apt: our directories must be traversable, and the one it downloads
     # into writable by it, else it falls back to downloading as root (with a warning).
@@ -159,11 +175,13 @@ def _build(tmp: Path) -> None:
     with contextlib.suppress(LookupError, PermissionError):  # no _apt: apt stays root anyway
         shutil.chown(debs_dir, user="_apt")
     manifest: list[str] = []
-    for suite, packages, target in (
-        (SIGNED_SUITE, SIGNED_PACKAGES, tmp / SIGNED_SUITE),
-        (DHCPD_SUITE, (DHCPD_PACKAGE,), tmp / "dhcpd"),
-    ):
-        for deb in _fetch(suite, packages, mirror, apt / suite, debs_dir):
+    wanted = fetches or (
+        (SIGNED_SUITE, SIGNED_PACKAGES, SIGNED_SUITE, None),
+        (DHCPD_SUITE, (DHCPD_PACKAGE,), "dhcpd", None),
+    )
+    for suite, packages, folder, architecture in wanted:
+        target = tmp / folder
+        for deb in _fetch(suite, packages, mirror, apt / suite, debs_dir, architecture):
             _run(["dpkg-deb", "-x", str(deb), str(target)], LOCAL_TIMEOUT)
             fields = _run(["dpkg-deb", "-f", str(deb), "Package", "Version"], LOCAL_TIMEOUT)
             name_version = " ".join(line.split(": ", 1)[1] for line in fields.splitlines())
@@ -208,7 +226,43 @@ def secureboot_files(cache: Path = CACHE) -> SecureBootFiles:
 
     Raises PackageError (with apt's own message) when they cannot be had.
     """
-    found = _files(cache)
+    return _cached(cache, _files, _build)
+
+
+# arm64's signed chain: trixie's shim-signed and grub-efi-arm64-signed for arm64, unpacked
+ARM64_CACHE = Path("/var/cache/pxeprov-tests/arm64-signed")
+ARM64_PACKAGES = ("shim-signed", "grub-efi-arm64-signed")
+SHIM_ARM64 = Path("usr/lib/shim/shimaa64.efi.signed")
+GRUB_ARM64 = Path("usr/lib/grub/arm64-efi-signed/grubnetaa64.efi.signed")
+
+
+@dataclass(frozen=True)
+class Arm64Files:
+    shim: Path  # trixie's shimaa64.efi.signed
+    grub: Path  # trixie's grubnetaa64.efi.signed (Debian-signed GRUB 2.12)
+    manifest: str
+
+
+def _arm64_files(cache: Path) -> Arm64Files | None:
+    files = Arm64Files(cache / SIGNED_SUITE / SHIM_ARM64, cache / SIGNED_SUITE / GRUB_ARM64, "")
+    manifest = cache / MANIFEST
+    if not (manifest.is_file() and files.shim.is_file() and files.grub.is_file()):
+        return None
+    return replace(files, manifest=manifest.read_text())
+
+
+def arm64_files(cache: Path = ARM64_CACHE) -> Arm64Files:
+    """trixie's arm64 shim and signed netboot GRUB, downloaded (never installed) first if the
+    cache is not complete."""
+    fetches: tuple[Fetch, ...] = ((SIGNED_SUITE, ARM64_PACKAGES, SIGNED_SUITE, "arm64"),)
+    return _cached(cache, _arm64_files, lambda tmp: _build(tmp, fetches))
+
+
+T = TypeVar("T")
+
+
+def _cached(cache: Path, files: Callable[[Path], T | None], build: Callable[[Path], None]) -> T:
+    found = files(cache)
     if found is not None:
         return found
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -220,16 +274,16 @@ def secureboot_files(cache: Path = CACHE) -> SecureBootFiles:
         shutil.rmtree(stale)
     tmp = Path(tempfile.mkdtemp(dir=cache.parent, prefix=f".{cache.name}-build-"))
     try:
-        _build(tmp)
+        build(tmp)
         try:
             tmp.rename(cache)
         except OSError:
             # Another run finished first (rename onto a non-empty directory fails): use its.
-            if _files(cache) is None:
+            if files(cache) is None:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    done = _files(cache)
+    done = files(cache)
     if done is None:
         raise PackageError(f"{cache} is incomplete right after it was built")
     return done
