@@ -389,8 +389,16 @@ def context(state: State, decision: Decision = IPXE) -> dict[str, Any]:
         "watch_log": str(WATCH_LOG),
         "reports_log": str(REPORTS_LOG),
         "web_token": web_token(state),
+        "room_size": state.room_size,
+        "tftp_max": tftp_max(state),
         "web_dir": str(WEB_DIR),
     }
+
+
+def tftp_max(state: State) -> int:
+    """dnsmasq's limit of TFTP transfers at once: twice the room (a firmware that times out
+    asks again while its first transfer lingers), and never below dnsmasq's own default."""
+    return max(50, 2 * state.room_size)
 
 
 WEB_PAGE = ("index.html", "status.js", "status.css")  # the status page's files, in web/

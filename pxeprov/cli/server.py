@@ -81,6 +81,13 @@ def init(
     menu_timeout: Annotated[
         int | None, typer.Option(help="Seconds before the default entry boots (0 = wait).")
     ] = None,
+    room_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Machines expected to boot at once (a room woken together): TFTP's limits "
+            "follow it [default: 200]."
+        ),
+    ] = None,
     title: Annotated[str | None, typer.Option(help="Menu title.")] = None,
     dnsmasq_config: Annotated[
         str | None,
@@ -138,6 +145,7 @@ def init(
         network=NetworkRequest(interface, address, subnet),
         tftp_root=tftp_root,
         menu_timeout=menu_timeout,
+        room_size=room_size,
         title=title,
         dnsmasq_config=dnsmasq_config,
         uefi_loader=uefi_loader,

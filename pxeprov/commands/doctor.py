@@ -10,6 +10,7 @@ command that fixes it. Reads only (the probe sends DHCPDISCOVERs; no lease is ta
 from __future__ import annotations
 
 import os
+import re
 import stat
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from pxeprov import (
     boot,
     dhcpprobe,
     firewall,
+    fsutil,
     multicast,
     pipeline,
     ports,
@@ -146,6 +148,8 @@ def _dnsmasq(machine: Machine, state: State) -> Iterator[Check]:
                 "pass",
                 f"dnsmasq (pid {', '.join(map(str, pids))}) listens on UDP 67, 69 and 4011",
             )
+    running = sorted({pid for socks in ours.values() for s in socks for pid, _ in s.programs})
+    yield from _room(machine, state, conf, running)
     for port, socks in held.items():
         for s in socks:
             if "dnsmasq" not in s.names and ports.covers(s.address, address):
@@ -167,6 +171,67 @@ def stop_hint(s: ports.Listener, port: int) -> str:
     if s.programs:
         return f"stop {s.owner}, and whatever starts it at boot"
     return f"find it (as root: ss -ulpn 'sport = :{port}'), stop it, and whatever starts it at boot"
+
+
+_TFTP_MAX = re.compile(r"^\s*tftp-max\s*=\s*(\d+)\s*$", re.MULTILINE)
+_OPEN_FILES = re.compile(r"^Max open files\s+(\d+|unlimited)\s+(\d+|unlimited)", re.MULTILINE)
+_NGINX_SETTING = re.compile(r"^\s*(worker_processes|worker_connections)\s+(\w+)\s*;", re.MULTILINE)
+DNSMASQ_FILES_SPARE = 30  # dnsmasq's own descriptors besides its TFTP transfers'
+
+
+def _room(machine: Machine, state: State, conf: Path, pids: list[int]) -> Iterator[Check]:
+    """Whether the limits that are live let the expected room (`--room-size`) boot at once:
+    dnsmasq's TFTP transfers (its config), the files the running dnsmasq may open, and nginx's
+    connections (nginx.conf's workers times connections)."""
+    room = state.room_size
+    text = _read(conf)
+    found = _TFTP_MAX.findall(text)
+    live = int(found[-1]) if found else 50  # dnsmasq's default
+    fix = f"pxeprov init (it renders tftp-max={render.tftp_max(state)}), or a smaller --room-size"
+    problems = []
+    if live < room:
+        problems.append(f"dnsmasq allows {live} TFTP transfers at once (tftp-max in {conf})")
+    for pid in pids:
+        limits = _read(Path(f"/proc/{pid}/limits"))
+        m = _OPEN_FILES.search(limits)
+        if m is not None and m[1] != "unlimited" and int(m[1]) < live + DNSMASQ_FILES_SPARE:
+            problems.append(f"dnsmasq (pid {pid}) may open {m[1]} files, fewer than its "
+                            f"{live} transfers need")  # fmt: skip
+            fix = (f"raise dnsmasq's open files (systemd: `systemctl edit dnsmasq`, "
+                   f"[Service] LimitNOFILE={live + DNSMASQ_FILES_SPARE * 4})")  # fmt: skip
+    if state.http and not state.http_base_url and machine.root.is_system:
+        capacity = _nginx_capacity(machine)
+        if capacity is not None and capacity < room:
+            problems.append(f"nginx takes {capacity} connections at once (worker_processes "
+                            "times worker_connections in /etc/nginx/nginx.conf)")  # fmt: skip
+            fix = "raise worker_connections in /etc/nginx/nginx.conf's events block"
+    if problems:
+        yield Check("room", "warn", f"a room of {room} machines booting at once (the expected "
+                    f"room size) may not all boot: {'; '.join(problems)}", fix)  # fmt: skip
+    else:
+        yield Check("room", "pass", f"a room of {room} machines can boot at once: dnsmasq "
+                    f"allows {live} TFTP transfers")  # fmt: skip
+
+
+def _read(path: Path) -> str:
+    try:
+        raw = fsutil.read_bytes(path, limit=1 << 20)
+    except PxeprovError:
+        return ""
+    return raw.decode("utf-8", "replace") if raw is not None else ""
+
+
+def _nginx_capacity(machine: Machine) -> int | None:
+    """nginx's connections at once, from its whole configuration (`nginx -T`); None: unknown."""
+    try:
+        out = system.run(["nginx", "-T", "-q"], timeout=30).stdout
+    except PxeprovError:
+        return None
+    settings = dict(_NGINX_SETTING.findall(out))
+    workers = settings.get("worker_processes", "1")
+    count = os.cpu_count() or 1 if workers == "auto" else int(workers) if workers.isdigit() else 1
+    connections = settings.get("worker_connections", "512")
+    return count * int(connections) if connections.isdigit() else None
 
 
 def _whole_config(machine: Machine, program: str) -> Iterator[Check]:

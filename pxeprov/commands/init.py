@@ -25,6 +25,7 @@ class InitOptions:
     network: NetworkRequest = field(default_factory=NetworkRequest)
     tftp_root: str | None = None
     menu_timeout: int | None = None
+    room_size: int | None = None
     title: str | None = None
     dnsmasq_config: str | None = None
     uefi_loader: str | None = None
@@ -59,6 +60,8 @@ def check_options(options: InitOptions) -> None:
         syntax.check_tftp_root(options.tftp_root, "--tftp-root")
     if options.menu_timeout is not None:
         state_mod.check_timeout(options.menu_timeout, "--menu-timeout")
+    if options.room_size is not None:
+        state_mod.check_room_size(options.room_size, "--room-size")
     if options.title is not None:
         syntax.check_text(options.title, "--title")
     if options.http_port is not None:
@@ -78,6 +81,8 @@ def desired_state(
         changes["tftp_root"] = PurePosixPath(options.tftp_root)
     if options.menu_timeout is not None:
         changes["menu_timeout"] = options.menu_timeout
+    if options.room_size is not None:
+        changes["room_size"] = options.room_size
     if options.title is not None:
         changes["title"] = options.title
     if options.dnsmasq_config is not None:

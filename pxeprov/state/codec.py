@@ -16,7 +16,7 @@ from pxeprov.arch import X86_64
 from pxeprov.errors import InputError
 from pxeprov.state.machines import Plan, Session
 from pxeprov.state.model import Image, Network, State
-from pxeprov.state.values import parse_address, parse_subnet
+from pxeprov.state.values import DEFAULT_ROOM_SIZE, parse_address, parse_subnet
 
 _T = TypeVar("_T")
 
@@ -84,7 +84,11 @@ def _from_dict(data: dict[str, Any], where: str) -> State:
             address=parse_address(_typed(net, "address", str, where)),
             subnet=parse_subnet(_typed(net, "subnet", str, where)),
         )
-    server = _table(data, "server", {"tftp_root", "dnsmasq_config", "uefi_loader"}, where)
+    server = _table(
+        data, "server", {"tftp_root", "dnsmasq_config", "uefi_loader", "room_size"}, where
+    )
+    if "room_size" in server:
+        kwargs["room_size"] = _typed(server, "room_size", int, where)
     if "tftp_root" in server:
         kwargs["tftp_root"] = PurePosixPath(_typed(server, "tftp_root", str, where))
     if "dnsmasq_config" in server:
@@ -205,6 +209,7 @@ def dumps(state: State) -> str:
         "tftp_root": str(state.tftp_root),
         "dnsmasq_config": state.dnsmasq_config,
         "uefi_loader": state.uefi_loader,
+        **({"room_size": state.room_size} if state.room_size != DEFAULT_ROOM_SIZE else {}),
     }
     data["menu"] = {"title": state.title, "timeout": state.menu_timeout}
     data["http"] = {

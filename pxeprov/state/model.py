@@ -22,6 +22,7 @@ from pxeprov.state.values import (
     DEFAULT_HTTP_PORT,
     DEFAULT_KEYBOARD,
     DEFAULT_LOCALE,
+    DEFAULT_ROOM_SIZE,
     DNSMASQ_MODES,
     UEFI_LOADERS,
     DnsmasqMode,
@@ -30,6 +31,7 @@ from pxeprov.state.values import (
     check_locale,
     check_port,
     check_repo,
+    check_room_size,
     check_timeout,
     check_web_token,
 )
@@ -149,6 +151,7 @@ class State:
     images: tuple[Image, ...] = field(default_factory=tuple)
     plans: tuple[Plan, ...] = field(default_factory=tuple)
     sessions: tuple[Session, ...] = field(default_factory=tuple)
+    room_size: int = DEFAULT_ROOM_SIZE  # machines expected to boot at once (TFTP limits)
     # the status page's secret path (`pxeprov web url`); "" no page. Root's only, as the file.
     web_token: str = ""
 
@@ -156,6 +159,7 @@ class State:
         check_tftp_root(str(self.tftp_root), "server.tftp_root")
         if self.web_token:
             check_web_token(self.web_token)
+        check_room_size(self.room_size)
         if self.dnsmasq_config not in DNSMASQ_MODES:
             raise InputError(f"dnsmasq_config must be one of {', '.join(DNSMASQ_MODES)}")
         if self.uefi_loader not in UEFI_LOADERS:

@@ -19,6 +19,9 @@ UefiLoader = Literal["auto", "grub", "ipxe"]
 UEFI_LOADERS: tuple[UefiLoader, ...] = ("auto", "grub", "ipxe")
 DNSMASQ_MODES: tuple[DnsmasqMode, ...] = ("drop-in", "main")
 MAX_MENU_TIMEOUT = 3600
+# The machines expected to boot at once (a room woken together): the TFTP limits follow it
+DEFAULT_ROOM_SIZE = 200
+MAX_ROOM_SIZE = 5000
 DEFAULT_HTTP_PORT = 80
 DEFAULT_HTTP_FALLBACK_PORT = 8069
 DEFAULT_LOCALE = "en_US.UTF-8"
@@ -50,6 +53,12 @@ def check_web_token(value: str, what: str = "web.token") -> str:
     """The status page's token: it becomes a path of nginx's config and of a URL."""
     if not _WEB_TOKEN_RE.fullmatch(value):
         raise InputError(f"{what} must be 32 to 128 letters, digits, '-' or '_'")
+    return value
+
+
+def check_room_size(value: int, what: str = "server.room_size") -> int:
+    if not 1 <= value <= MAX_ROOM_SIZE:
+        raise InputError(f"{what} {value} must be between 1 and {MAX_ROOM_SIZE} machines")
     return value
 
 

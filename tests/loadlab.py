@@ -1,0 +1,287 @@
+"""A room booting at once, in a private network: pxeprov's rendered dnsmasq (proxy + TFTP) and
+nginx in a server namespace, N simulated clients (tests/loadgen.py) and a few real QEMU clients
+in a clients namespace (vlab.PrivateLan: both namespaces are this run's, deleted afterwards).
+
+Used by bench/load_bench.py (N = 50, 100, 200, both layouts) and tests/e2e/test_load.py (N =
+50). `Room.run` returns each client's times and the server's CPU and memory over the run.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pxeprov import vlab
+
+REPO = Path(__file__).resolve().parent.parent
+DI = Path("/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64")
+INTERFACE = "vload0"
+ADDRESS = ipaddress.IPv4Address("10.88.0.2")
+SUBNET = ipaddress.IPv4Network("10.88.0.0/16")
+FIRST_CLIENT = "10.88.1.1"  # the simulated clients' addresses, one each from here
+STATE = """\
+[[images]]
+name = "d-i"
+label = "Debian 12 installer"
+kind = "custom"
+kernel = "images/d-i/linux"
+initrd = "images/d-i/initrd.gz"
+append = "console=ttyS0,115200n8"
+default = true
+"""
+KERNEL, INITRD = "images/d-i/linux", "images/d-i/initrd.gz"
+LOADERS = {
+    "/usr/lib/PXELINUX/pxelinux.0": "usr/lib/PXELINUX/pxelinux.0",
+    "/usr/lib/ipxe/undionly.kpxe": "usr/lib/ipxe/undionly.kpxe",
+    "/usr/lib/ipxe/snponly.efi": "usr/lib/ipxe/snponly.efi",
+    **{f"/usr/lib/syslinux/modules/bios/{m}": f"usr/lib/syslinux/modules/bios/{m}"
+       for m in ("ldlinux.c32", "menu.c32", "libutil.c32", "libmenu.c32")},
+}  # fmt: skip
+
+
+def pxeprov(ns: str, root: Path, *args: str) -> str:
+    res = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "pxeprov", "--root",
+                          str(root), *args], cwd=REPO, capture_output=True, text=True,
+                         timeout=120, check=False)  # fmt: skip
+    if res.returncode != 0:
+        raise vlab.LabError(f"pxeprov {' '.join(args)}: {res.stderr.strip() or res.stdout}")
+    return res.stdout
+
+
+def build_root(root: Path) -> None:
+    """A server before `pxeprov init`: the packaged loaders, the installer, the state."""
+    for source, target in LOADERS.items():
+        (root / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, root / target)
+    images = root / "var/lib/tftpboot/images/d-i"
+    images.mkdir(parents=True)
+    for name in ("linux", "initrd.gz"):
+        shutil.copyfile(DI / name, images / name)
+    (root / "etc/pxeprov").mkdir(parents=True)
+    (root / "etc/pxeprov/pxeprov.toml").write_text(STATE)
+    for path in (root, *root.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def _live_copy(
+    source: Path, dest: Path, tftp_root: Path, edit: dict[str, str | None] | None = None
+) -> Path:
+    lines = []
+    edit = dict(edit or {})
+    for line in source.read_text().splitlines():
+        key = line.split("=", 1)[0]
+        if key in edit:
+            value = edit.pop(key)
+            if value is None:
+                continue
+            line = f"{key}={value}"
+        if line.startswith("log-facility="):
+            continue
+        if line.startswith("tftp-root="):
+            line = f"tftp-root={tftp_root}"
+        if line.strip().startswith("root "):
+            line = f"    root {tftp_root};"
+        lines.append(line)
+    lines += [f"{k}={v}" for k, v in edit.items() if v is not None]
+    dest.write_text("\n".join(lines) + "\n")
+    dest.chmod(0o644)
+    return dest
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _cpu(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / 100  # utime, stime (clock ticks)
+    return total
+
+
+def _peak_rss(pids: list[int]) -> int:
+    """The processes' peak resident memory, bytes (VmHWM)."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
+@dataclass
+class Result:
+    layout: str  # http, tftp
+    clients: list[dict[str, Any]]
+    seconds: float
+    server_cpu: dict[str, float]  # dnsmasq, nginx: CPU seconds over the run
+    server_rss: dict[str, int]  # peak resident bytes
+    real: list[dict[str, Any]] = field(default_factory=list)  # QEMU clients: mac, kernel_after
+
+    @property
+    def booted(self) -> list[dict[str, Any]]:
+        return [c for c in self.clients if "kernel" in c["times"]]
+
+    def percentile(self, p: float) -> float:
+        times = sorted(c["times"]["kernel"] for c in self.booted)
+        if not times:
+            return float("nan")
+        return times[min(len(times) - 1, max(0, round(p / 100 * len(times)) - 1))]
+
+    @property
+    def retries(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for c in self.clients:
+            for what, n in c["retries"].items():
+                out[what] = out.get(what, 0) + n
+        return out
+
+    def summary(self) -> str:
+        errors = sorted({c["error"] for c in self.clients if c["error"]})
+        median = statistics.median([c["times"]["kernel"] for c in self.booted] or [float("nan")])
+        return (f"{self.layout}: {len(self.booted)}/{len(self.clients)} reached the kernel, "
+                f"p50 {median:.1f} s, p99 {self.percentile(99):.1f} s, retries {self.retries}, "
+                f"errors {errors[:3]}")  # fmt: skip
+
+
+@dataclass
+class Server:
+    lan: vlab.PrivateLan
+    root: Path
+    http: bool
+    dnsmasq: vlab.Daemon
+    nginx: vlab.Daemon | None
+
+
+@contextmanager
+def server(workdir: Path, http: bool, dnsmasq_edit: dict[str, str | None] | None = None
+           ) -> Iterator[Server]:  # fmt: skip
+    """The private network with pxeprov's server running in it. `dnsmasq_edit`: settings of
+    the rendered dnsmasq config replaced (None: removed), as a reference to measure against."""
+    lan = vlab.PrivateLan(workdir / "lan", INTERFACE, ADDRESS, SUBNET, tag=f"load{os.getpid()}")
+    lan.workdir.mkdir(parents=True)
+    lan.workdir.chmod(0o755)
+    root = workdir / "root"
+    build_root(root)
+    with lan:
+        pxeprov(lan.server, root, "init", "--no-install-packages", "--interface", INTERFACE,
+                "--address", str(ADDRESS), "--subnet", str(SUBNET), "--menu-timeout", "1",
+                "--http" if http else "--no-http")  # fmt: skip
+        tftp = root / "var/lib/tftpboot"
+        conf = _live_copy(root / "etc/dnsmasq.d/pxeprov.conf", workdir / "dnsmasq.conf", tftp,
+                          dnsmasq_edit or {})  # fmt: skip
+        lan.ordinary_dhcp()  # for the real clients' addresses
+        dnsmasq = lan.dnsmasq("pxeprov", lan.server, conf)
+        nginx = None
+        if http:
+            site = _live_copy(root / "etc/nginx/conf.d/pxeprov.conf", workdir / "site.conf", tftp)
+            nginx = lan.nginx("pxeprov", site)
+        yield Server(lan, root, http, dnsmasq, nginx)
+
+
+def run(srv: Server, n: int, real: int = 0, spread: float = 1.0) -> Result:
+    """N simulated clients (and `real` QEMU BIOS clients) power on at once."""
+    lan = srv.lan
+    first = ipaddress.IPv4Address(FIRST_CLIENT)
+    prefix = SUBNET.prefixlen
+    for i in range(n):
+        vlab.run(["ip", "-n", lan.clients, "addr", "add", f"{first + i}/{prefix}", "dev",
+                  vlab.BRIDGE, "nodad"])  # fmt: skip
+    # `ip netns exec`, unshare and sh exec: a daemon's pid is its process's own
+    pids = {"dnsmasq": [srv.dnsmasq.proc.pid], "nginx": []}
+    if srv.nginx is not None:
+        pids["nginx"] = [srv.nginx.proc.pid, *_children(srv.nginx.proc.pid)]
+    cpu0 = {k: _cpu(v) for k, v in pids.items()}
+    base = f"http://{ADDRESS}" if srv.http else None
+    argv = ["ip", "netns", "exec", lan.clients, sys.executable, "-m", "tests.loadgen",
+            "--clients", str(n), "--device", vlab.BRIDGE, "--addresses", FIRST_CLIENT,
+            "--kernel", KERNEL, "--initrd", INITRD, "--spread", str(spread),
+            *(["--http-base", base] if base else [])]  # fmt: skip
+    qemus = [_qemu(lan, i) for i in range(real)]
+    t0 = time.monotonic()
+    try:
+        out = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=900,
+                             check=False)  # fmt: skip
+    finally:
+        real_results = [_qemu_result(q, t0) for q in qemus]
+    for i in range(n):
+        vlab.run(["ip", "-n", lan.clients, "addr", "del", f"{first + i}/{prefix}", "dev",
+                  vlab.BRIDGE])  # fmt: skip
+    if out.returncode != 0 or os.environ.get("LOADGEN_DEBUG"):
+        sys.stderr.write(out.stderr[-3000:])
+    if out.returncode != 0:
+        raise vlab.LabError(f"the load generator failed: {out.stderr[-2000:]}")
+    found = json.loads(out.stdout)
+    return Result(
+        "http" if srv.http else "tftp",
+        found["clients"],
+        found["seconds"],
+        {k: _cpu(v) - cpu0[k] for k, v in pids.items()},
+        {k: _peak_rss(v) for k, v in pids.items()},
+        real_results,
+    )
+
+
+@dataclass
+class _Qemu:
+    mac: str
+    proc: subprocess.Popen[bytes]
+    serial: Path
+
+
+def _qemu(lan: vlab.PrivateLan, i: int) -> _Qemu:
+    """A real BIOS client (SeaBIOS + iPXE ROM, or pxelinux) among the simulated ones: each on a
+    tap of its own on the clients' bridge."""
+    tap = f"tapq{i}"
+    vlab.run(["ip", "-n", lan.clients, "tuntap", "add", "dev", tap, "mode", "tap"])
+    vlab.run(["ip", "-n", lan.clients, "link", "set", tap, "master", vlab.BRIDGE])
+    vlab.run(["ip", "-n", lan.clients, "link", "set", tap, "up"])
+    mac = f"52:54:00:88:00:{i + 1:02x}"
+    serial = lan.workdir / f"serial-real-{i}.log"
+    argv = vlab.qemu_argv("bios", mac, serial, lan.workdir / f"vars-{i}", 512, tap)
+    proc = lan.client(["timeout", "-k", "5", "300", *argv], lan.workdir / f"qemu-real-{i}.out")
+    return _Qemu(mac, proc, serial)
+
+
+def _qemu_result(q: _Qemu, t0: float, limit: float = 240.0) -> dict[str, Any]:
+    """When the real client's kernel started (its console says "Linux version")."""
+    kernel = None
+    while time.monotonic() - t0 < limit:
+        if "Linux version" in vlab.read_from(q.serial, 0):
+            kernel = time.monotonic() - t0
+            break
+        if q.proc.poll() is not None:
+            sys.stderr.write(f"real client {q.mac}: QEMU ended ({q.proc.returncode})\n")
+            break
+        time.sleep(0.5)
+    else:
+        sys.stderr.write(f"real client {q.mac}: no kernel within {limit:.0f} s\n")
+    vlab.stop_process(q.proc)
+    return {"mac": q.mac, "kernel_after": kernel}
