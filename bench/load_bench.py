@@ -51,7 +51,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="50,100,200")
     parser.add_argument("--layouts", default="http,tftp")
-    parser.add_argument("--real", type=int, default=1, help="real QEMU clients among them")
+    parser.add_argument("--real", type=int, default=0, help="real QEMU clients among them")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: it creates network namespaces")

@@ -229,6 +229,7 @@ class PrivateLan:
     address: ipaddress.IPv4Address
     subnet: ipaddress.IPv4Network
     tag: str = field(default_factory=lambda: str(os.getpid()))
+    leases: int = LEASES  # the addresses the ordinary DHCP server leases
     clients: str = field(init=False)
     server: str = field(init=False)
     daemons: list[Daemon] = field(default_factory=list, init=False)
@@ -256,7 +257,7 @@ class PrivateLan:
                 f"subnet {self.subnet} is too small to stand a client beside {self.address}"
             )
         dhcp = hosts[0]
-        return dhcp, hosts[-min(LEASES, len(hosts) - 1) :]
+        return dhcp, hosts[-min(self.leases, len(hosts) - 1) :]
 
     def _ip(self, ns: str, *args: str) -> str:
         if ns not in self._namespaces:

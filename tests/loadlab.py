@@ -29,7 +29,8 @@ DI = Path("/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64
 INTERFACE = "vload0"
 ADDRESS = ipaddress.IPv4Address("10.88.0.2")
 SUBNET = ipaddress.IPv4Network("10.88.0.0/16")
-FIRST_CLIENT = "10.88.1.1"  # the simulated clients' addresses, one each from here
+FIRST_CLIENT = "10.88.1.1"
+MAX_CLIENTS = 1000  # the simulated clients' addresses, one each from here
 STATE = """\
 [[images]]
 name = "d-i"
@@ -185,7 +186,10 @@ def server(workdir: Path, http: bool, dnsmasq_edit: dict[str, str | None] | None
            ) -> Iterator[Server]:  # fmt: skip
     """The private network with pxeprov's server running in it. `dnsmasq_edit`: settings of
     the rendered dnsmasq config replaced (None: removed), as a reference to measure against."""
-    lan = vlab.PrivateLan(workdir / "lan", INTERFACE, ADDRESS, SUBNET, tag=f"load{os.getpid()}")
+    # the ordinary server offers addresses to every simulated client too (they never take
+    # one): a pool of their number, so that the real clients still get theirs
+    lan = vlab.PrivateLan(workdir / "lan", INTERFACE, ADDRESS, SUBNET, tag=f"load{os.getpid()}",
+                          leases=MAX_CLIENTS + 16)  # fmt: skip
     lan.workdir.mkdir(parents=True)
     lan.workdir.chmod(0o755)
     root = workdir / "root"
