@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import PurePosixPath
 
 from pxeprov import arch, boot
-from pxeprov.state import State
+from pxeprov.state import Image, State
 
 STAGES = ("offer", "loader", "menu", "kernel", "initrd", "rootfs")
 STAGE_WORDS = {
@@ -321,6 +321,19 @@ class Tracker:
         elif event.kind == "failed":
             client.problem = f"sending {event.path} failed (the client stopped answering)"
         return client
+
+
+def image_of(state: State, client: Client) -> Image | None:
+    """The image whose kernel the client fetched (None: none yet, or not one of the state's)."""
+    if not client.kernel:
+        return None
+    return next((i for i in state.images if i.kernel == client.kernel), None)
+
+
+def has_rootfs(state: State, client: Client) -> bool:
+    """Whether the image the client boots fetches a root filesystem after its initrd."""
+    image = image_of(state, client)
+    return image is not None and bool(image.rootfs or image.files)
 
 
 def expected_next(client: Client, has_rootfs: bool) -> str | None:

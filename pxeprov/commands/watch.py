@@ -217,13 +217,10 @@ class Watcher:
             return False  # doctor's DHCP probe, sent with the serving interface's own MAC
         return self.options.mac is None or client.mac == self.options.mac
 
-    def has_rootfs(self, client: Client) -> bool:
-        image = next((i for i in self.state.images if i.kernel == client.kernel), None)
-        return image is not None and bool(image.rootfs or image.files)
-
     def stalled(self, client: Client, now: float) -> str:
         """Why the client is stalled, or "" (it moves, or it is done)."""
-        if bootlog.expected_next(client, self.has_rootfs(client)) is None and not client.problem:
+        done = bootlog.expected_next(client, bootlog.has_rootfs(self.state, client)) is None
+        if done and not client.problem:
             return ""
         if client.problem:
             return client.problem

@@ -157,8 +157,7 @@ def _plan(view: plans_command.PlanView) -> dict[str, Any]:
 def machine_json(
     client: Client, state: State, stalled: str, plan: dict[str, Any] | None
 ) -> dict[str, Any]:
-    image = next((i for i in state.images if i.kernel and i.kernel == client.kernel), None)
-    rootfs = image is not None and bool(image.rootfs or image.files)
+    image = bootlog.image_of(state, client)
     order = sorted(client.reached, key=bootlog.STAGES.index)
     return {
         "mac": client.mac,
@@ -180,7 +179,7 @@ def machine_json(
         "stalled": stalled,
         "done": bool(client.reached)
         and not stalled
-        and bootlog.expected_next(client, rootfs) is None,
+        and bootlog.expected_next(client, bootlog.has_rootfs(state, client)) is None,
         "image": image.name if image is not None else "",
         "earlier": False,
         "plan": plan,
