@@ -255,7 +255,7 @@ class NetLab:
     _servers: list[Server] = field(init=False, default_factory=list)
     _dhcp: DhcpServer | None = field(init=False, default=None)
     _ordinary: Ordinary = field(init=False, default="dnsmasq")
-    _ordinary_options: tuple[str, ...] = field(init=False, default=())
+    _ordinary_options: tuple[str | bool, ...] = field(init=False, default=(False,))
     _boots: int = field(init=False, default=0)
     _count: threading.Lock = field(init=False, default_factory=threading.Lock)
     _taps: list[str] = field(init=False, default_factory=list)
@@ -369,11 +369,12 @@ class NetLab:
             time.sleep(0.1)
         raise LabError(f"{ifname} in {ns} not up after {timeout}s:\n{self._ip(ns, 'link')}")
 
-    def _write_dhcp_conf(self, options: Sequence[str] = ()) -> Path:
+    def _write_dhcp_conf(self, options: Sequence[str] = (), ping: bool = False) -> Path:
         """The lab's A-ra.conf: leases only (no PXE options, no DNS) plus IPv6 RAs, and
         ``options`` (dnsmasq lines: what a misconfigured DHCP server sends).
 
-        Without router advertisements iPXE waits ~13 s for IPv6 autoconfiguration.
+        Without router advertisements iPXE waits ~13 s for IPv6 autoconfiguration. Without
+        ``no-ping`` dnsmasq waits some 3 s for an echo before it offers an address.
         """
         conf = self.workdir / "dhcp.conf"
         lines = [
@@ -385,6 +386,7 @@ class NetLab:
             "log-dhcp",
             "enable-ra",
             f"dhcp-range=::,constructor:{BRIDGE},ra-only",
+            *([] if ping else ["no-ping"]),
             *options,
         ]
         conf.write_text("\n".join(lines) + "\n")
@@ -440,12 +442,18 @@ class NetLab:
         return self._pins[mac]
 
     def use_ordinary(
-        self, kind: Ordinary, dhcpd: Path | None = None, options: Sequence[str] = ()
+        self,
+        kind: Ordinary,
+        dhcpd: Path | None = None,
+        options: Sequence[str] = (),
+        ping: bool = False,
     ) -> None:
         """Make ``kind`` the ordinary DHCP server in ns A (stopping the current one first);
         nothing happens if it already is and still runs. ``dhcpd``: the ISC dhcpd binary,
-        needed for W and Wf; ``options``: more dnsmasq lines for the dnsmasq one; "none": no
-        DHCP server at all.
+        needed for W and Wf; ``options``: more dnsmasq lines for the dnsmasq one; ``ping``:
+        the dnsmasq one checks each address with a ping before it offers it (dnsmasq's own
+        default; off otherwise, as Windows DHCP's conflict detection is); "none": no DHCP
+        server at all.
 
         Only one DHCP server may answer on br0, so the old one is stopped before the new one
         starts; on failure no ordinary server runs and LabError says why.
@@ -453,7 +461,7 @@ class NetLab:
         if self.ns_a not in self._namespaces:
             raise LabError("lab is not up")
         current = self._dhcp
-        same = self._ordinary == kind and tuple(options) == self._ordinary_options
+        same = self._ordinary == kind and (*options, ping) == self._ordinary_options
         if same and (kind == "none" or (current is not None and current.proc.poll() is None)):
             return
         if kind in ("W", "Wf") and dhcpd is None:
@@ -461,11 +469,12 @@ class NetLab:
         if current is not None:
             self._stop_server(current)
             self._dhcp = None
-        self._ordinary_options = tuple(options)
+        self._ordinary_options = (*options, ping)
         if kind == "none":
             pass
         elif kind == "dnsmasq":
-            self._dhcp = self.start_dnsmasq("dhcp", self.ns_a, self._write_dhcp_conf(options))
+            conf = self._write_dhcp_conf(options, ping)
+            self._dhcp = self.start_dnsmasq("dhcp", self.ns_a, conf)
         else:
             assert dhcpd is not None  # checked above
             self._dhcp = self.start_dhcpd(kind, dhcpd, self._write_dhcpd_conf(kind))
