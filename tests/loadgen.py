@@ -3,10 +3,14 @@ boots (run inside the clients' network namespace of a lab, never on a real netwo
 
 Each client: a DHCPDISCOVER with the PXE options of its firmware (architecture 0 BIOS or 7
 UEFI; PXE's retransmissions after 4, 8, 16 and 32 s), the proxy's offer, the TFTP fetch of the
-boot file it names (blksize 1432, tsize, as iPXE asks; a block not answered in a second is asked
-again), then as the loader goes on: iPXE asks the proxy again (user class "iPXE") and fetches
-boot.ipxe, pxelinux fetches ldlinux.c32, its menu and modules; then the kernel and the initrd
-over HTTP (from the menu's base URL) or TFTP. The time to kernel is when both are in, as a
+boot file it names as firmware does it (the file's size asked first, that transfer abandoned,
+then the file, blksize 1468: OVMF's PXE client on the wire), then as the loader goes on: iPXE
+asks the proxy again (user class "iPXE") and fetches boot.ipxe (blksize 1432 and tsize in one
+request, as iPXE asks); pxelinux fetches ldlinux.c32, looks for its config by UUID, MAC and
+address in hex, fetches the default, its modules and the default again (blksize 1408, as
+pxelinux asks); then the kernel and the initrd over HTTP (from the menu's base URL) or TFTP. A
+block not answered in a second is asked again. tests/e2e/test_load.py checks these sequences
+against real QEMU clients' in the same room. The time to kernel is when both are in, as a
 loader starts the kernel. The packets are pxeprov's own DHCP codec (pxeprov.dhcpprobe, checked
 against scapy in tests/test_diagnosis.py); TFTP and HTTP are the standard library's sockets.
 
@@ -27,6 +31,7 @@ import struct
 import sys
 import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -35,7 +40,7 @@ from pxeprov import dhcpprobe
 DHCP_TIMEOUTS = (4.0, 8.0, 16.0, 32.0)  # PXE 2.1: four DISCOVERs, then the ROM gives up
 TFTP_TIMEOUT = 1.0
 TFTP_TRIES = 8
-BLKSIZE = 1432
+BLKSIZE = {"firmware": 1468, "ipxe": 1432, "pxelinux": 1408}  # what each asks for, seen on the wire
 HTTP_TRIES = 3
 CHUNK = 1 << 16
 
@@ -55,6 +60,7 @@ class Client:
     retries: dict[str, int] = field(default_factory=dict)  # dhcp, tftp, http
     bytes: int = 0
     error: str = ""
+    asked: list[tuple[str, str]] = field(default_factory=list)  # (tftp | http, path), in order
     guid: bytes = field(default_factory=lambda: os.urandom(16), repr=False)
 
     def mark(self, stage: str) -> None:
@@ -132,18 +138,21 @@ class Dhcp:
 def boot_request(
     client: Client, offer: dhcpprobe.Reply, arch: int, user_class: bytes = b""
 ) -> dhcpprobe.Reply:
-    """PXE's boot server discovery: a DHCPREQUEST to the proxy's port 4011 (with the menu's
-    first item when the offer had a menu), answered by an ACK that names the boot file."""
+    """PXE's boot server discovery: a DHCPREQUEST to the proxy's port 4011, answered by an ACK
+    that names the boot file. The menu's first item is asked for only when the offer had a
+    menu: OVMF and iPXE send no option 43 otherwise, and dnsmasq then answers with the service
+    of the client's architecture (asking for item 0x8000 gets the first service listed, BIOS's,
+    whatever the architecture: the comparison with real clients found that)."""
     server = offer.server_id
-    item = offer.pxe.get(9, b"")[:2] or b"\x80\x00"  # the first menu item's type
     options = [
         (53, b"\x03"),
         (60, b"PXEClient:Arch:%05d:UNDI:002001" % arch),
         (93, struct.pack("!H", arch)),
         (94, b"\x01\x02\x01"),
         (97, b"\x00" + client.guid),
-        (43, bytes((71, 4)) + item + b"\x00\x00\xff"),
     ]
+    if item := offer.pxe.get(9, b"")[:2]:  # the first menu item's type
+        options.append((43, bytes((71, 4)) + item + b"\x00\x00\xff"))
     if user_class:
         options.append((77, user_class))
     mac = bytes.fromhex(client.mac.replace(":", ""))
@@ -172,15 +181,49 @@ def boot_request(
     raise Failed("no answer from the proxy's port 4011")
 
 
-def tftp_get(client: Client, server: str, path: str, missing_ok: bool = False) -> int:
-    """Fetch `path` over TFTP from the client's own address; the bytes received."""
+def tftp_size(client: Client, server: str, path: str) -> int:
+    """Firmware's size query (PXE's TFTP "get file size"): a read request with tsize, and the
+    transfer abandoned (error 8) once the server's option acknowledgement gave the size."""
+    request = (
+        struct.pack("!H", 1)
+        + path.encode()
+        + b"\0octet\0tsize\x000\0blksize\0%d\0" % (BLKSIZE["firmware"])
+    )
+    client.asked.append(("tftp", path))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((client.ip, 0))
         sock.settimeout(TFTP_TIMEOUT)
-        request = (struct.pack("!H", 1) + path.encode() + b"\0octet\0blksize\0"
-                   + str(BLKSIZE).encode() + b"\0tsize\x000\0")  # fmt: skip
+        for _ in range(TFTP_TRIES):
+            sock.sendto(request, (server, 69))
+            try:
+                data, source = sock.recvfrom(65536)
+            except TimeoutError:
+                client.retry("tftp")
+                continue
+            (op,) = struct.unpack_from("!H", data)
+            if op != 6:
+                raise Failed(f"TFTP {path}: no option acknowledgement to the size query")
+            options = data[2:].split(b"\0")
+            pairs = dict(zip(options[::2], options[1::2], strict=False))
+            sock.sendto(struct.pack("!HH", 5, 8) + b"User aborted the transfer\0", source)
+            return int(pairs.get(b"tsize", b"0"))
+    raise Failed(f"TFTP {path}: no answer to the size query after {TFTP_TRIES} tries")
+
+
+def tftp_get(
+    client: Client, server: str, path: str, blksize: int, tsize: bool = True,
+    missing_ok: bool = False,
+) -> int:  # fmt: skip
+    """Fetch `path` over TFTP from the client's own address; the bytes received."""
+    client.asked.append(("tftp", path))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((client.ip, 0))
+        sock.settimeout(TFTP_TIMEOUT)
+        request = struct.pack("!H", 1) + path.encode() + b"\0octet\0blksize\0%d\0" % blksize
+        if tsize:
+            request += b"tsize\x000\0"
         last, peer = request, (server, 69)
-        expected, size, blksize, tries = 1, 0, 512, 0
+        expected, size, agreed, tries = 1, 0, 512, 0
         while True:
             sock.sendto(last, peer)
             try:
@@ -199,7 +242,7 @@ def tftp_get(client: Client, server: str, path: str, missing_ok: bool = False) -
             if op == 6:  # OACK
                 options = data[2:].split(b"\0")
                 pairs = dict(zip(options[::2], options[1::2], strict=False))
-                blksize = int(pairs.get(b"blksize", b"512"))
+                agreed = int(pairs.get(b"blksize", b"512"))
                 last = struct.pack("!HH", 4, 0)
             elif op == 3:  # DATA
                 (block,) = struct.unpack_from("!H", data, 2)
@@ -207,7 +250,7 @@ def tftp_get(client: Client, server: str, path: str, missing_ok: bool = False) -
                     size += len(data) - 4
                     expected += 1
                 last = struct.pack("!HH", 4, block)
-                if block == (expected - 1) & 0xFFFF and len(data) - 4 < blksize:
+                if block == (expected - 1) & 0xFFFF and len(data) - 4 < agreed:
                     sock.sendto(last, peer)
                     client.bytes += size
                     return size
@@ -221,6 +264,7 @@ def tftp_get(client: Client, server: str, path: str, missing_ok: bool = False) -
 def http_get(client: Client, url: str) -> int:
     host_port, _, path = url.removeprefix("http://").partition("/")
     host, _, port = host_port.partition(":")
+    client.asked.append(("http", path))
     for attempt in range(HTTP_TRIES):
         if attempt:
             client.retry("http")
@@ -244,6 +288,14 @@ def http_get(client: Client, url: str) -> int:
     raise Failed(f"HTTP {url}: no answer")
 
 
+def pxelinux_configs(client: Client) -> list[str]:
+    """The per-client config names pxelinux asks for before `default`: its UUID, its MAC, its
+    address in hex, one digit shorter each time."""
+    address = socket.inet_aton(client.ip).hex().upper()
+    return [str(uuid.UUID(bytes_le=client.guid)), f"01-{client.mac.replace(':', '-')}",
+            *(address[:n] for n in range(len(address), 0, -1))]  # fmt: skip
+
+
 def boot(client: Client, dhcp: Dhcp, kernel: str, initrd: str, base: str | None) -> None:
     """One client's boot, to its kernel (kernel and initrd in)."""
     arch = 0 if client.firmware == "bios" else 7
@@ -253,25 +305,30 @@ def boot(client: Client, dhcp: Dhcp, kernel: str, initrd: str, base: str | None)
     client.mark("offer")
     server = offer.siaddr if offer.siaddr != "0.0.0.0" else offer.server_id
     loader = offer.boot_file
-    tftp_get(client, server, loader)
+    tftp_size(client, server, loader)
+    tftp_get(client, server, loader, BLKSIZE["firmware"], tsize=False)
     client.mark("loader")
     if loader.endswith((".kpxe", ".efi")):  # iPXE: asks again, and gets the menu script
         again = dhcp.proxy_offer(client, arch, user_class=b"iPXE")
         if not again.boot_file:
             again = boot_request(client, again, arch, user_class=b"iPXE")
-        tftp_get(client, server, again.boot_file)
-    else:  # pxelinux: its own modules and its menu (its per-client files first)
-        tftp_get(client, server, "ldlinux.c32")
-        tftp_get(client, server, f"pxelinux.cfg/01-{client.mac.replace(':', '-')}",
-                 missing_ok=True)  # fmt: skip
-        for name in ("pxelinux.cfg/default", "menu.c32", "libutil.c32"):
-            tftp_get(client, server, name)
+        if again.boot_file == loader:  # iPXE would load itself again, and again
+            raise Failed(f"the proxy offered iPXE its own loader {loader} again: a loop")
+        tftp_get(client, server, again.boot_file, BLKSIZE["ipxe"])
+        blksize = BLKSIZE["ipxe"]
+    else:  # pxelinux: its modules, its config (looked for as per client first), its menu
+        blksize = BLKSIZE["pxelinux"]
+        tftp_get(client, server, "ldlinux.c32", blksize)
+        for name in pxelinux_configs(client):
+            tftp_get(client, server, f"pxelinux.cfg/{name}", blksize, missing_ok=True)
+        for name in ("pxelinux.cfg/default", "menu.c32", "libutil.c32", "pxelinux.cfg/default"):
+            tftp_get(client, server, name, blksize)
     client.mark("menu")
     for path in (kernel, initrd):
         if base is not None:
             http_get(client, f"{base}/{path}")
         else:
-            tftp_get(client, server, path)
+            tftp_get(client, server, path, blksize)
     client.mark("kernel")
 
 

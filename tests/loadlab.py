@@ -15,6 +15,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -144,7 +145,9 @@ class Result:
     seconds: float
     server_cpu: dict[str, float]  # dnsmasq, nginx: CPU seconds over the run
     server_rss: dict[str, int]  # peak resident bytes
-    real: list[dict[str, Any]] = field(default_factory=list)  # QEMU clients: mac, kernel_after
+    real: list[dict[str, Any]] = field(default_factory=list)  # QEMU clients: see _RealClient
+    # what the first simulated client of each firmware to reach its kernel asked for
+    simulated: dict[str, list[Fetch]] = field(default_factory=dict)
 
     @property
     def booted(self) -> list[dict[str, Any]]:
@@ -211,7 +214,9 @@ def server(workdir: Path, http: bool, dnsmasq_edit: dict[str, str | None] | None
 
 
 def run(srv: Server, n: int, real: int = 0, spread: float = 1.0) -> Result:
-    """N simulated clients (and `real` QEMU BIOS clients) power on at once."""
+    """N simulated clients power on at once; with `real` QEMU clients (BIOS and UEFI in turn)
+    among them: those start first, and the simulated ones when the first real one's DISCOVER
+    reaches the proxy, so that the real ones boot through the whole burst."""
     lan = srv.lan
     first = ipaddress.IPv4Address(FIRST_CLIENT)
     prefix = SUBNET.prefixlen
@@ -228,13 +233,24 @@ def run(srv: Server, n: int, real: int = 0, spread: float = 1.0) -> Result:
             "--clients", str(n), "--device", vlab.BRIDGE, "--addresses", FIRST_CLIENT,
             "--kernel", KERNEL, "--initrd", INITRD, "--spread", str(spread),
             *(["--http-base", base] if base else [])]  # fmt: skip
-    qemus = [_qemu(lan, i) for i in range(real)]
-    t0 = time.monotonic()
+    watchers: list[_RealClient] = []
     try:
+        for i in range(real):
+            watchers.append(_RealClient(_qemu(lan, i), srv.dnsmasq.log))
+            watchers[-1].start()
+        deadline = time.monotonic() + FIRST_DISCOVER_LIMIT
+        while watchers and not any(w.asked for w in watchers):
+            if time.monotonic() > deadline:
+                raise vlab.LabError(f"no real client asked the proxy in {FIRST_DISCOVER_LIMIT} s")
+            time.sleep(POLL)
         out = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=900,
                              check=False)  # fmt: skip
     finally:
-        real_results = [_qemu_result(q, t0) for q in qemus]
+        for w in watchers:
+            w.join(REAL_LIMIT + 10)
+        for w in watchers:
+            vlab.stop_process(w.qemu.proc)
+            vlab.stop_process(w.qemu.wire)
     for i in range(n):
         vlab.run(["ip", "-n", lan.clients, "addr", "del", f"{first + i}/{prefix}", "dev",
                   vlab.BRIDGE])  # fmt: skip
@@ -243,6 +259,12 @@ def run(srv: Server, n: int, real: int = 0, spread: float = 1.0) -> Result:
     if out.returncode != 0:
         raise vlab.LabError(f"the load generator failed: {out.stderr[-2000:]}")
     found = json.loads(out.stdout)
+    leases = _leases(lan.workdir / "ordinary-dhcp.leases")
+    real_results = [w.result(leases.get(w.qemu.mac)) for w in watchers]
+    simulated = {}
+    for c in found["clients"]:
+        if c["firmware"] not in simulated and "kernel" in c["times"]:
+            simulated[c["firmware"]] = normalized(c["asked"])
     return Result(
         "http" if srv.http else "tftp",
         found["clients"],
@@ -250,42 +272,114 @@ def run(srv: Server, n: int, real: int = 0, spread: float = 1.0) -> Result:
         {k: _cpu(v) - cpu0[k] for k, v in pids.items()},
         {k: _peak_rss(v) for k, v in pids.items()},
         real_results,
+        simulated,
     )
+
+
+FIRST_DISCOVER_LIMIT = 60.0  # QEMU's start and its firmware's, to its first DISCOVER
+REAL_LIMIT = 300.0  # a real client's power-on to its kernel, in the room
+POLL = 0.2
+
+Fetch = tuple[str, str]  # (tftp | http, path): what a client asked the server for
+
+
+def normalized(asked: list[list[str]] | list[Fetch]) -> list[Fetch]:
+    """Requests with the names that differ per client (pxelinux's config looked for by UUID,
+    MAC and address in hex) as one placeholder."""
+    out: list[Fetch] = []
+    for what, path in asked:
+        if path.startswith("pxelinux.cfg/") and path != "pxelinux.cfg/default":
+            path = "pxelinux.cfg/<this client>"
+        out.append((what, path))
+    return out
+
+
+def _leases(path: Path) -> dict[str, str]:
+    """MAC -> address, from dnsmasq's lease file (expiry mac address name client-id)."""
+    found = {}
+    for line in vlab.read_from(path, 0).splitlines():
+        fields = line.split()
+        if len(fields) >= 3:
+            found[fields[1].lower()] = fields[2]
+    return found
 
 
 @dataclass
 class _Qemu:
     mac: str
+    firmware: vlab.Firmware
     proc: subprocess.Popen[bytes]
     serial: Path
+    wire: subprocess.Popen[bytes]  # tests/wire.py on its tap
+    asked: Path  # what wire.py saw it ask for
+
+
+REAL_FIRMWARES: tuple[vlab.Firmware, ...] = ("bios", "uefi")
 
 
 def _qemu(lan: vlab.PrivateLan, i: int) -> _Qemu:
-    """A real BIOS client (SeaBIOS + iPXE ROM, or pxelinux) among the simulated ones: each on a
-    tap of its own on the clients' bridge."""
+    """A real client among the simulated ones, BIOS (SeaBIOS and its NIC's iPXE ROM) and UEFI
+    (OVMF's own PXE client) in turn, each on a tap of its own on the clients' bridge."""
+    firmware = REAL_FIRMWARES[i % len(REAL_FIRMWARES)]
     tap = f"tapq{i}"
     vlab.run(["ip", "-n", lan.clients, "tuntap", "add", "dev", tap, "mode", "tap"])
     vlab.run(["ip", "-n", lan.clients, "link", "set", tap, "master", vlab.BRIDGE])
     vlab.run(["ip", "-n", lan.clients, "link", "set", tap, "up"])
     mac = f"52:54:00:88:00:{i + 1:02x}"
     serial = lan.workdir / f"serial-real-{i}.log"
-    argv = vlab.qemu_argv("bios", mac, serial, lan.workdir / f"vars-{i}", 512, tap)
-    proc = lan.client(["timeout", "-k", "5", "300", *argv], lan.workdir / f"qemu-real-{i}.out")
-    return _Qemu(mac, proc, serial)
+    variables = lan.workdir / f"vars-{i}.fd"
+    template = vlab.vars_template(firmware)
+    if template is not None:
+        shutil.copyfile(template, variables)
+    asked = lan.workdir / f"asked-real-{i}.json"
+    wire = subprocess.Popen(["ip", "netns", "exec", lan.clients, sys.executable, "-m",
+                             "tests.wire", tap, str(asked)], cwd=REPO,
+                            stdin=subprocess.DEVNULL)  # fmt: skip
+    argv = vlab.qemu_argv(firmware, mac, serial, variables, 512, tap)
+    limit = str(int(REAL_LIMIT + FIRST_DISCOVER_LIMIT))
+    try:
+        why = vlab.wait_started(wire, asked.exists, vlab.START_TIMEOUT)  # listening
+        if why:
+            raise vlab.LabError(f"the wire recorder on {tap} did not start ({why})")
+        proc = lan.client(["timeout", "-k", "5", limit, *argv], lan.workdir / f"qemu-real-{i}.out")
+    except BaseException:
+        vlab.stop_process(wire)
+        raise
+    return _Qemu(mac, firmware, proc, serial, wire, asked)
 
 
-def _qemu_result(q: _Qemu, t0: float, limit: float = 240.0) -> dict[str, Any]:
-    """When the real client's kernel started (its console says "Linux version")."""
-    kernel = None
-    while time.monotonic() - t0 < limit:
-        if "Linux version" in vlab.read_from(q.serial, 0):
-            kernel = time.monotonic() - t0
-            break
-        if q.proc.poll() is not None:
-            sys.stderr.write(f"real client {q.mac}: QEMU ended ({q.proc.returncode})\n")
-            break
-        time.sleep(0.5)
-    else:
-        sys.stderr.write(f"real client {q.mac}: no kernel within {limit:.0f} s\n")
-    vlab.stop_process(q.proc)
-    return {"mac": q.mac, "kernel_after": kernel}
+class _RealClient(threading.Thread):
+    """Watches one real client while the room boots: when its first DISCOVER reached the proxy
+    (the proxy's log names its MAC), when its kernel started (its console says "Linux
+    version"); both after QEMU started."""
+
+    def __init__(self, qemu: _Qemu, proxy_log: Path) -> None:
+        super().__init__(daemon=True)
+        self.qemu, self.proxy_log = qemu, proxy_log
+        self.t0 = time.monotonic()
+        self.asked: float | None = None
+        self.kernel: float | None = None
+        self.why = ""
+
+    def run(self) -> None:
+        offset = vlab.size_of(self.proxy_log)
+        while (now := time.monotonic() - self.t0) < REAL_LIMIT:
+            if self.asked is None and f" {self.qemu.mac} " in vlab.read_from(
+                self.proxy_log, offset
+            ):
+                self.asked = now
+            if "Linux version" in vlab.read_from(self.qemu.serial, 0):
+                self.kernel = now
+                return
+            if self.qemu.proc.poll() is not None:
+                self.why = f"QEMU ended ({self.qemu.proc.returncode})"
+                return
+            time.sleep(POLL)
+        self.why = f"no kernel within {REAL_LIMIT:.0f} s"
+
+    def result(self, ip: str | None) -> dict[str, Any]:
+        """Call after its wire.py ended (it writes what the client asked for then)."""
+        asked = json.loads(vlab.read_from(self.qemu.asked, 0) or "[]")
+        return {"mac": self.qemu.mac, "firmware": self.qemu.firmware, "ip": ip,
+                "asked_after": self.asked, "kernel_after": self.kernel, "why": self.why,
+                "fetches": normalized(asked)}  # fmt: skip
