@@ -101,6 +101,7 @@ class Reply:
     file: str
     options: dict[int, bytes] = field(default_factory=dict)
     arch: int = 0  # the architecture of the probe it answers
+    after: float = 0.0  # seconds from the probe's DISCOVERs to this answer
 
     @property
     def server_id(self) -> str:
@@ -216,6 +217,7 @@ def probe(
             tx.bind(("0.0.0.0", 0))
             for xid, arch in xids.items():
                 tx.sendto(build_discover(mac, xid, arch, guid), ("255.255.255.255", 67))
+            sent = time.monotonic()
         except OSError as exc:
             raise ProbeError(f"cannot send on {interface}: {exc.strerror}") from None
         seen: set[bytes] = set()
@@ -232,5 +234,5 @@ def probe(
             if reply is None or reply.xid not in xids:
                 continue
             seen.add(udp[3])
-            found.append(replace(reply, arch=xids[reply.xid]))
+            found.append(replace(reply, arch=xids[reply.xid], after=time.monotonic() - sent))
         return found

@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+from pxeprov.commands import doctor
 from pxeprov.paths import Root
 from pxeprov.pipeline import load_state
 
@@ -56,3 +57,16 @@ def test_doctor_warns_when_the_live_limit_is_below_the_room(loader_root: Path, c
     assert "a room of 120 machines" in check["message"]
     assert "dnsmasq allows 50 TFTP transfers at once" in check["message"], check
     assert "tftp-max=240" in check["fix"]
+
+
+def test_doctor_warns_when_the_dhcp_server_is_too_slow_to_offer_for_the_room() -> None:
+    # an offer 3 s after the DISCOVER: dnsmasq's ping before it offers (tests/e2e/test_doctor.py
+    # measures it against a real one); one client at a time, 200 wait up to 600 s
+    (check,) = doctor._dhcp_pace("10.0.0.1", 3.0, 200)
+    assert check.name == "probe.dhcp.pace" and check.status == "warn"
+    assert "10.0.0.1 offered an address 3.0 s after" in check.message
+    assert "a room of 200" in check.message and "600 s" in check.message
+    assert "-ConflictDetectionAttempts 0" in check.fix and "no-ping" in check.fix
+    assert list(doctor._dhcp_pace("10.0.0.1", 0.02, 200)) == []  # an ordinary server's pace
+    assert list(doctor._dhcp_pace("10.0.0.1", 3.0, 20)) == []  # 60 s: firmware still waits
+    assert len(list(doctor._dhcp_pace("10.0.0.1", 3.0, 21))) == 1

@@ -120,6 +120,23 @@ def test_healthy_segment(lab: NetLab, server: Served) -> None:
     assert "undionly.kpxe" in d.find("fetch.tftp", "pass")["message"]
     assert d.find("nginx.running", "pass") and d.find("fetch.http", "pass")
     assert d.find("dnsmasq.running", "pass") and d.find("files", "pass")
+    assert "probe.dhcp.pace" not in d.text  # the lab's server offers at once (no-ping)
+
+
+def test_dhcp_server_that_pings_each_address_before_offering_it(
+    lab: NetLab, server: Served
+) -> None:
+    # dnsmasq's own default: some 3 s per new address, one client at a time (in a room of 50
+    # a real client's firmware gave up before its offer came: tests/loadlab.py)
+    lab.use_ordinary("dnsmasq", ping=True)
+    d = doctor(lab, server)
+    assert d.code == 1, d.text
+    check = d.find("probe.dhcp.pace", "warn")
+    assert f"DHCP server {A_ADDR} offered an address" in check["message"], check
+    seconds = float(check["message"].split("offered an address ")[1].split(" s ")[0])
+    assert 2.0 <= seconds <= 4.5, check  # dnsmasq's ping timeout
+    assert "a room of 200" in check["message"] and "no-ping" in check["fix"]
+    assert d.find("probe.dhcp", "pass") and d.find("probe.pxeprov", "pass")
 
 
 @pytest.mark.parametrize(
