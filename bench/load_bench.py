@@ -6,7 +6,8 @@ the clients that reached their kernel, p50/p99 time to kernel (kernel and initrd
 Debian installer's, 39 MB), the retries, and the server's CPU seconds and peak memory; then the
 ratio of p99 to one client's time (the goal: 200 at once, none lost, p99 <= 3x one client's),
 and the reference measured in the same run: the same config with dnsmasq's own TFTP limit
-(tftp-max 50, what pxeprov rendered before it was tuned).
+(tftp-max 50, what pxeprov rendered before it was tuned), and the rendered nginx site with
+`sendfile off` (nginx reading each file into its own buffers).
 
 With --real (default 2: one SeaBIOS, one OVMF, under TCG) real QEMU clients boot among the
 simulated ones, and alone in the one-client row: their time from their first DISCOVER to their
@@ -31,10 +32,11 @@ from pxeprov import vlab
 from tests import loadlab
 
 
-def measure(http: bool, n: int, real: int, edit: dict[str, str | None] | None) -> loadlab.Result:
+def measure(http: bool, n: int, real: int, edit: dict[str, str | None] | None,
+            site_edit: dict[str, str] | None = None) -> loadlab.Result:  # fmt: skip
     work = vlab.traversable_tempdir("pxeprov-load-bench-")
     try:
-        with loadlab.server(work, http, edit) as srv:
+        with loadlab.server(work, http, edit, site_edit) as srv:
             return loadlab.run(srv, n, real=real)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -84,7 +86,11 @@ def main() -> int:
         print(row(f"{layout} (one client)", 1, one, single, alone), flush=True)
         for n in sizes:
             print(row(layout, n, measure(http, n, args.real, None), single, alone), flush=True)
-        if not http:  # the reference: dnsmasq's own limit of 50 transfers
+        if http:  # the reference: nginx copying each file through itself
+            n = max(sizes)
+            ref = measure(http, n, 0, None, {"sendfile on;": "sendfile off;"})
+            print(row(f"{layout}, sendfile off (reference)", n, ref, single, []), flush=True)
+        else:  # the reference: dnsmasq's own limit of 50 transfers
             n = max(s for s in sizes if s <= 100)
             ref = measure(http, n, 0, {"tftp-max": None})
             print(row(f"{layout}, dnsmasq's default tftp-max (reference)", n, ref, single, []),

@@ -185,10 +185,11 @@ class Server:
 
 
 @contextmanager
-def server(workdir: Path, http: bool, dnsmasq_edit: dict[str, str | None] | None = None
-           ) -> Iterator[Server]:  # fmt: skip
-    """The private network with pxeprov's server running in it. `dnsmasq_edit`: settings of
-    the rendered dnsmasq config replaced (None: removed), as a reference to measure against."""
+def server(workdir: Path, http: bool, dnsmasq_edit: dict[str, str | None] | None = None,
+           site_edit: dict[str, str] | None = None) -> Iterator[Server]:  # fmt: skip
+    """The private network with pxeprov's server running in it. As a reference to measure
+    against, `dnsmasq_edit`: settings of the rendered dnsmasq config replaced (None: removed);
+    `site_edit`: lines of the rendered nginx site replaced (the line's text: its new text)."""
     # the ordinary server offers addresses to every simulated client too (they never take
     # one): a pool of their number, so that the real clients still get theirs
     lan = vlab.PrivateLan(workdir / "lan", INTERFACE, ADDRESS, SUBNET, tag=f"load{os.getpid()}",
@@ -209,6 +210,12 @@ def server(workdir: Path, http: bool, dnsmasq_edit: dict[str, str | None] | None
         nginx = None
         if http:
             site = _live_copy(root / "etc/nginx/conf.d/pxeprov.conf", workdir / "site.conf", tftp)
+            text = site.read_text()
+            for old, new in (site_edit or {}).items():
+                if f"    {old}\n" not in text:
+                    raise vlab.LabError(f"the rendered site has no line {old!r} to replace")
+                text = text.replace(f"    {old}\n", f"    {new}\n")
+            site.write_text(text)
             nginx = lan.nginx("pxeprov", site)
         yield Server(lan, root, http, dnsmasq, nginx)
 
