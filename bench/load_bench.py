@@ -15,7 +15,7 @@ kernel, and its ratio to the same client's alone, is the goal measured with firm
 pace. (Under TCG each VM needs a core of its own: on 2 cores, beside 200 simulated clients,
 part of a real client's time is the emulation's wait for the CPU, not the server.)
 
-Run as root: sudo .venv/bin/python bench/load_bench.py [--sizes 50,100,200] [--real 2]
+Run as root: sudo .venv/bin/python bench/load_bench.py [--sizes 50,100,200] [--real bios,uefi]
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from pxeprov import vlab
 from tests import loadlab
 
 
-def measure(http: bool, n: int, real: int, edit: dict[str, str | None] | None,
+def measure(http: bool, n: int, real: tuple[vlab.Firmware, ...],
+            edit: dict[str, str | None] | None = None,
             site_edit: dict[str, str] | None = None) -> loadlab.Result:  # fmt: skip
     work = vlab.traversable_tempdir("pxeprov-load-bench-")
     try:
@@ -42,27 +43,32 @@ def measure(http: bool, n: int, real: int, edit: dict[str, str | None] | None,
         shutil.rmtree(work, ignore_errors=True)
 
 
-def real_times(r: loadlab.Result) -> list[float | None]:
-    """Each real client's time from its first DISCOVER to its kernel (None: never got there)."""
-    return [x["kernel_after"] - x["asked_after"] if x["kernel_after"] and x["asked_after"]
-            else None for x in r.real]  # fmt: skip
+def real_times(r: loadlab.Result) -> dict[str, float | None]:
+    """Each real client's time from its first DISCOVER to its kernel (None: never got there),
+    by firmware."""
+    return {x["firmware"]: x["kernel_after"] - x["asked_after"]
+            if x["kernel_after"] is not None and x["asked_after"] is not None else None
+            for x in r.real}  # fmt: skip
 
 
-def row(label: str, n: int, r: loadlab.Result, one: float, real_one: list[float | None]) -> str:
+def row(label: str, n: int, r: loadlab.Result, one: float, alone: dict[str, float | None]
+        ) -> str:  # fmt: skip
     ok = len(r.booted)
     p50, p99 = r.percentile(50), r.percentile(99)
-    ratio = p99 / one if one > 0 and ok else float("nan")
+    ratio = f"{p99 / one:.1f}x" if one > 0 and ok else "-"
     retries = ", ".join(f"{k} {v}" for k, v in sorted(r.retries.items())) or "0"
     reals = []
-    for x, t, alone in zip(r.real, real_times(r), real_one, strict=False):
+    for x in r.real:
+        t, base = real_times(r)[x["firmware"]], alone.get(x["firmware"])
         if t is None:
-            reals.append(f"{x['firmware']} lost")
-        else:
-            times = f"{t / alone:.1f}x" if alone else "-"
-            reals.append(f"{x['firmware']} {t:.0f} s ({times})")
+            reals.append(f"{x['firmware']} lost ({x['why']})")
+            continue
+        times = f"{t / base:.1f}x" if base and n > 1 else "alone"
+        overlap = f", {x['overlap']:.0%} in the room" if n > 1 and x["overlap"] is not None else ""
+        reals.append(f"{x['firmware']} {t:.0f} s ({times}{overlap})")
     cpu = f"{r.server_cpu['dnsmasq']:.1f} / {r.server_cpu['nginx']:.1f}"
     rss = f"{r.server_rss['dnsmasq'] >> 20} / {r.server_rss['nginx'] >> 20}"
-    return (f"| {label} | {n} | {ok}/{n} | {p50:.1f} | {p99:.1f} | {ratio:.1f}x | {retries} | "
+    return (f"| {label} | {n} | {ok}/{n} | {p50:.1f} | {p99:.1f} | {ratio} | {retries} | "
             f"{cpu} | {rss} | {', '.join(reals) or '-'} |")  # fmt: skip
 
 
@@ -70,30 +76,36 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="50,100,200")
     parser.add_argument("--layouts", default="http,tftp")
-    parser.add_argument("--real", type=int, default=2, help="real QEMU clients among them")
+    parser.add_argument(
+        "--real", default="bios,uefi", help="real QEMU clients among them, by firmware ('': none)"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: it creates network namespaces")
     sizes = [int(x) for x in args.sizes.split(",")]
+    real: tuple[vlab.Firmware, ...] = tuple(vlab.FIRMWARES[f] for f in args.real.split(",") if f)
     print("| layout | N | reached the kernel | p50 s | p99 s | p99 / one client | retries | "
           "CPU s dnsmasq / nginx | peak MiB dnsmasq / nginx | real clients: DISCOVER to kernel "
-          "(/ alone) |")  # fmt: skip
+          "(/ alone, share of it in the room) |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---|---|---|---|")
     for layout in args.layouts.split(","):
         http = layout == "http"
-        one = measure(http, 1, args.real, None)
-        single, alone = one.percentile(50), real_times(one)
-        print(row(f"{layout} (one client)", 1, one, single, alone), flush=True)
+        alone: dict[str, float | None] = {}
+        single = 0.0
+        for firmware in real or (None,):  # each real client alone (beside one simulated)
+            one = measure(http, 1, (firmware,) if firmware else ())
+            single = single or one.percentile(50)
+            alone.update(real_times(one))
+            print(row(f"{layout} (one client)", 1, one, single, alone), flush=True)
         for n in sizes:
-            print(row(layout, n, measure(http, n, args.real, None), single, alone), flush=True)
+            print(row(layout, n, measure(http, n, real), single, alone), flush=True)
+        n = max(s for s in sizes if s <= 100) if not http else max(sizes)
         if http:  # the reference: nginx copying each file through itself
-            n = max(sizes)
-            ref = measure(http, n, 0, None, {"sendfile on;": "sendfile off;"})
-            print(row(f"{layout}, sendfile off (reference)", n, ref, single, []), flush=True)
+            ref = measure(http, n, real, site_edit={"sendfile on;": "sendfile off;"})
+            print(row(f"{layout}, sendfile off (reference)", n, ref, single, alone), flush=True)
         else:  # the reference: dnsmasq's own limit of 50 transfers
-            n = max(s for s in sizes if s <= 100)
-            ref = measure(http, n, 0, {"tftp-max": None})
-            print(row(f"{layout}, dnsmasq's default tftp-max (reference)", n, ref, single, []),
+            ref = measure(http, n, (), {"tftp-max": None})
+            print(row(f"{layout}, dnsmasq's default tftp-max (reference)", n, ref, single, {}),
                   flush=True)  # fmt: skip
     return 0
 

@@ -9,10 +9,13 @@ asks the proxy again (user class "iPXE") and fetches boot.ipxe (blksize 1432 and
 request, as iPXE asks); pxelinux fetches ldlinux.c32, looks for its config by UUID, MAC and
 address in hex, fetches the default, its modules and the default again (blksize 1408, as
 pxelinux asks); then the kernel and the initrd over HTTP (from the menu's base URL) or TFTP. A
-block not answered in a second is asked again. tests/e2e/test_load.py checks these sequences
-against real QEMU clients' in the same room. The time to kernel is when both are in, as a
-loader starts the kernel. The packets are pxeprov's own DHCP codec (pxeprov.dhcpprobe, checked
-against scapy in tests/test_diagnosis.py); TFTP and HTTP are the standard library's sockets.
+block not answered in a second is asked again. tests/e2e/test_load.py checks these requests,
+with each read request's options, against what real QEMU clients in the same room ask for on
+their own wire (tests/wire.py): all of OVMF's; a BIOS client's from its loader's first file on
+(QEMU's BIOS ROM is iPXE, so a PXE ROM's own loader fetch is modelled on OVMF's, unchecked).
+The time to kernel is when both are in, as a loader starts the kernel. The packets are
+pxeprov's own DHCP codec (pxeprov.dhcpprobe, checked against scapy in tests/test_diagnosis.py);
+TFTP and HTTP are the standard library's sockets.
 
 `python -m tests.loadgen --clients 50 ...` prints one JSON document: each client's times,
 retries and failure.
@@ -36,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pxeprov import dhcpprobe
+from tests import wire
 
 DHCP_TIMEOUTS = (4.0, 8.0, 16.0, 32.0)  # PXE 2.1: four DISCOVERs, then the ROM gives up
 TFTP_TIMEOUT = 1.0
@@ -60,7 +64,9 @@ class Client:
     retries: dict[str, int] = field(default_factory=dict)  # dhcp, tftp, http
     bytes: int = 0
     error: str = ""
-    asked: list[tuple[str, str]] = field(default_factory=list)  # (tftp | http, path), in order
+    # what it asked for, in order, as tests/wire.py records a real client: (tftp | http, path,
+    # a read request's options)
+    asked: list[tuple[str, str, str]] = field(default_factory=list)
     guid: bytes = field(default_factory=lambda: os.urandom(16), repr=False)
 
     def mark(self, stage: str) -> None:
@@ -189,7 +195,7 @@ def tftp_size(client: Client, server: str, path: str) -> int:
         + path.encode()
         + b"\0octet\0tsize\x000\0blksize\0%d\0" % (BLKSIZE["firmware"])
     )
-    client.asked.append(("tftp", path))
+    client.asked.append(("tftp", *_words(request)))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((client.ip, 0))
         sock.settimeout(TFTP_TIMEOUT)
@@ -215,13 +221,13 @@ def tftp_get(
     missing_ok: bool = False,
 ) -> int:  # fmt: skip
     """Fetch `path` over TFTP from the client's own address; the bytes received."""
-    client.asked.append(("tftp", path))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((client.ip, 0))
         sock.settimeout(TFTP_TIMEOUT)
         request = struct.pack("!H", 1) + path.encode() + b"\0octet\0blksize\0%d\0" % blksize
         if tsize:
             request += b"tsize\x000\0"
+        client.asked.append(("tftp", *_words(request)))
         last, peer = request, (server, 69)
         expected, size, agreed, tries = 1, 0, 512, 0
         while True:
@@ -261,10 +267,16 @@ def tftp_get(
                 raise Failed(f"TFTP {path}: error {text}")
 
 
+def _words(request: bytes) -> tuple[str, str]:
+    found = wire.rrq(request)
+    assert found is not None
+    return found
+
+
 def http_get(client: Client, url: str) -> int:
     host_port, _, path = url.removeprefix("http://").partition("/")
     host, _, port = host_port.partition(":")
-    client.asked.append(("http", path))
+    client.asked.append(("http", path, ""))
     for attempt in range(HTTP_TRIES):
         if attempt:
             client.retry("http")

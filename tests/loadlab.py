@@ -8,6 +8,7 @@ Used by bench/load_bench.py (N = 50, 100, 200, both layouts) and tests/e2e/test_
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,10 +221,12 @@ def server(workdir: Path, http: bool, dnsmasq_edit: dict[str, str | None] | None
         yield Server(lan, root, http, dnsmasq, nginx)
 
 
-def run(srv: Server, n: int, real: int = 0, spread: float = 1.0) -> Result:
-    """N simulated clients power on at once; with `real` QEMU clients (BIOS and UEFI in turn)
-    among them: those start first, and the simulated ones when the first real one's DISCOVER
-    reaches the proxy, so that the real ones boot through the whole burst."""
+def run(srv: Server, n: int, real: Sequence[vlab.Firmware] = (), spread: float = 1.0
+        ) -> Result:  # fmt: skip
+    """N simulated clients power on at once; with real QEMU clients of the firmwares `real`
+    among them: those power on first, and the simulated room when every real one's first
+    DISCOVER has reached the proxy (how much of each real client's boot the room's own then
+    overlapped is in its result)."""
     lan = srv.lan
     first = ipaddress.IPv4Address(FIRST_CLIENT)
     prefix = SUBNET.prefixlen
@@ -241,23 +244,26 @@ def run(srv: Server, n: int, real: int = 0, spread: float = 1.0) -> Result:
             "--kernel", KERNEL, "--initrd", INITRD, "--spread", str(spread),
             *(["--http-base", base] if base else [])]  # fmt: skip
     watchers: list[_RealClient] = []
+    room = (0.0, 0.0)  # the simulated room's start and end (monotonic)
+    done = False
     try:
-        for i in range(real):
-            watchers.append(_RealClient(_qemu(lan, i), srv.dnsmasq.log))
+        for i, firmware in enumerate(real):
+            offset = vlab.size_of(srv.dnsmasq.log)
+            watchers.append(_RealClient(_qemu(lan, i, firmware), srv.dnsmasq.log, offset))
             watchers[-1].start()
         deadline = time.monotonic() + FIRST_DISCOVER_LIMIT
-        while watchers and not any(w.asked for w in watchers):
+        while not all(w.asked is not None or w.why for w in watchers):
             if time.monotonic() > deadline:
-                raise vlab.LabError(f"no real client asked the proxy in {FIRST_DISCOVER_LIMIT} s")
+                raise vlab.LabError(f"a real client did not ask the proxy in "
+                                    f"{FIRST_DISCOVER_LIMIT:.0f} s")  # fmt: skip
             time.sleep(POLL)
+        t0 = time.monotonic()
         out = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=900,
                              check=False)  # fmt: skip
+        room = (t0, time.monotonic())
+        done = out.returncode == 0
     finally:
-        for w in watchers:
-            w.join(REAL_LIMIT + 10)
-        for w in watchers:
-            vlab.stop_process(w.qemu.proc)
-            vlab.stop_process(w.qemu.wire)
+        _stop_real(lan, watchers, wait=done)
     for i in range(n):
         vlab.run(["ip", "-n", lan.clients, "addr", "del", f"{first + i}/{prefix}", "dev",
                   vlab.BRIDGE])  # fmt: skip
@@ -267,7 +273,7 @@ def run(srv: Server, n: int, real: int = 0, spread: float = 1.0) -> Result:
         raise vlab.LabError(f"the load generator failed: {out.stderr[-2000:]}")
     found = json.loads(out.stdout)
     leases = _leases(lan.workdir / "ordinary-dhcp.leases")
-    real_results = [w.result(leases.get(w.qemu.mac)) for w in watchers]
+    real_results = [w.result(leases.get(w.qemu.mac), room) for w in watchers]
     simulated = {}
     for c in found["clients"]:
         if c["firmware"] not in simulated and "kernel" in c["times"]:
@@ -283,22 +289,58 @@ def run(srv: Server, n: int, real: int = 0, spread: float = 1.0) -> Result:
     )
 
 
+def _stop_real(lan: vlab.PrivateLan, watchers: list[_RealClient], wait: bool) -> None:
+    """The real clients' end: with `wait` (the room went as planned) each has until its limit
+    to reach its kernel; then, or at once, QEMU is stopped, its wire recorder (which writes
+    what it saw as it ends), and its tap deleted. Every step is tried; the first error is
+    raised."""
+    errors: list[BaseException] = []
+    for w in watchers:
+        w.join(REAL_LIMIT + 10 if wait else 0)
+    steps = [functools.partial(vlab.stop_process, w.qemu.proc) for w in watchers]
+    steps += [functools.partial(vlab.stop_process, w.qemu.wire) for w in watchers]
+    steps += [functools.partial(vlab.run, ["ip", "-n", lan.clients, "link", "del", w.qemu.tap])
+              for w in watchers]  # fmt: skip
+    for step in steps:
+        try:
+            step()
+        except BaseException as exc:  # raised below, after the rest
+            errors.append(exc)
+    for w in watchers:
+        w.join(POLL * 5)
+    if errors:
+        raise errors[0]
+
+
 FIRST_DISCOVER_LIMIT = 60.0  # QEMU's start and its firmware's, to its first DISCOVER
 REAL_LIMIT = 300.0  # a real client's power-on to its kernel, in the room
 POLL = 0.2
+MENUS = ("boot.ipxe", "ldlinux.c32")  # the first file a loader asks for once it runs
 
-Fetch = tuple[str, str]  # (tftp | http, path): what a client asked the server for
+Fetch = tuple[str, str, str]  # (tftp | http, path, a read request's options): tests/wire.py
 
 
-def normalized(asked: list[list[str]] | list[Fetch]) -> list[Fetch]:
+def normalized(asked: Sequence[Sequence[str]]) -> list[Fetch]:
     """Requests with the names that differ per client (pxelinux's config looked for by UUID,
-    MAC and address in hex) as one placeholder."""
+    MAC and address in hex) as one placeholder, and without TFTP's windowsize option (OVMF
+    asks for it, dnsmasq does not take it up, the simulator does not ask)."""
     out: list[Fetch] = []
-    for what, path in asked:
+    for what, path, options in asked:
         if path.startswith("pxelinux.cfg/") and path != "pxelinux.cfg/default":
             path = "pxelinux.cfg/<this client>"
-        out.append((what, path))
+        words = [w for w in options.split() if not w.startswith("windowsize=")]
+        out.append((what, path, " ".join(words)))
     return out
+
+
+def from_menu(fetches: list[Fetch]) -> list[Fetch]:
+    """What a client asked for from its loader's first file on (iPXE's script, pxelinux's
+    ldlinux.c32): the part a real BIOS client here shares with a PXE ROM's, QEMU's ROM being
+    iPXE already."""
+    for i, (_what, path, _options) in enumerate(fetches):
+        if path in MENUS:
+            return fetches[i:]
+    return []
 
 
 def _leases(path: Path) -> dict[str, str]:
@@ -317,17 +359,14 @@ class _Qemu:
     firmware: vlab.Firmware
     proc: subprocess.Popen[bytes]
     serial: Path
+    tap: str
     wire: subprocess.Popen[bytes]  # tests/wire.py on its tap
     asked: Path  # what wire.py saw it ask for
 
 
-REAL_FIRMWARES: tuple[vlab.Firmware, ...] = ("bios", "uefi")
-
-
-def _qemu(lan: vlab.PrivateLan, i: int) -> _Qemu:
-    """A real client among the simulated ones, BIOS (SeaBIOS and its NIC's iPXE ROM) and UEFI
-    (OVMF's own PXE client) in turn, each on a tap of its own on the clients' bridge."""
-    firmware = REAL_FIRMWARES[i % len(REAL_FIRMWARES)]
+def _qemu(lan: vlab.PrivateLan, i: int, firmware: vlab.Firmware) -> _Qemu:
+    """A real client among the simulated ones (BIOS: SeaBIOS and its NIC's iPXE ROM; UEFI:
+    OVMF's own PXE client) on a tap of its own on the clients' bridge."""
     tap = f"tapq{i}"
     vlab.run(["ip", "-n", lan.clients, "tuntap", "add", "dev", tap, "mode", "tap"])
     vlab.run(["ip", "-n", lan.clients, "link", "set", tap, "master", vlab.BRIDGE])
@@ -352,28 +391,26 @@ def _qemu(lan: vlab.PrivateLan, i: int) -> _Qemu:
     except BaseException:
         vlab.stop_process(wire)
         raise
-    return _Qemu(mac, firmware, proc, serial, wire, asked)
+    return _Qemu(mac, firmware, proc, serial, tap, wire, asked)
 
 
 class _RealClient(threading.Thread):
     """Watches one real client while the room boots: when its first DISCOVER reached the proxy
-    (the proxy's log names its MAC), when its kernel started (its console says "Linux
-    version"); both after QEMU started."""
+    (the proxy's log after `offset` names its MAC), when its kernel started (its console says
+    "Linux version": kernel and initrd loaded, the kernel running); both after QEMU started."""
 
-    def __init__(self, qemu: _Qemu, proxy_log: Path) -> None:
+    def __init__(self, qemu: _Qemu, proxy_log: Path, offset: int) -> None:
         super().__init__(daemon=True)
-        self.qemu, self.proxy_log = qemu, proxy_log
+        self.qemu, self.proxy_log, self.offset = qemu, proxy_log, offset
         self.t0 = time.monotonic()
         self.asked: float | None = None
         self.kernel: float | None = None
         self.why = ""
 
     def run(self) -> None:
-        offset = vlab.size_of(self.proxy_log)
         while (now := time.monotonic() - self.t0) < REAL_LIMIT:
-            if self.asked is None and f" {self.qemu.mac} " in vlab.read_from(
-                self.proxy_log, offset
-            ):
+            log = vlab.read_from(self.proxy_log, self.offset)
+            if self.asked is None and f" {self.qemu.mac} " in log:
                 self.asked = now
             if "Linux version" in vlab.read_from(self.qemu.serial, 0):
                 self.kernel = now
@@ -384,9 +421,15 @@ class _RealClient(threading.Thread):
             time.sleep(POLL)
         self.why = f"no kernel within {REAL_LIMIT:.0f} s"
 
-    def result(self, ip: str | None) -> dict[str, Any]:
-        """Call after its wire.py ended (it writes what the client asked for then)."""
+    def result(self, ip: str | None, room: tuple[float, float]) -> dict[str, Any]:
+        """Call after its wire.py ended (it writes what the client asked for then). `overlap`:
+        the share of its time from DISCOVER to kernel during which the simulated room ran."""
         asked = json.loads(vlab.read_from(self.qemu.asked, 0) or "[]")
+        overlap = None
+        if self.asked is not None and self.kernel is not None and self.kernel > self.asked:
+            start, end = self.t0 + self.asked, self.t0 + self.kernel
+            both = max(0.0, min(end, room[1]) - max(start, room[0]))
+            overlap = both / (end - start)
         return {"mac": self.qemu.mac, "firmware": self.qemu.firmware, "ip": ip,
                 "asked_after": self.asked, "kernel_after": self.kernel, "why": self.why,
-                "fetches": normalized(asked)}  # fmt: skip
+                "overlap": overlap, "fetches": normalized(asked)}  # fmt: skip

@@ -1,11 +1,13 @@
-"""What one client asked the server for, as seen on its own wire: TFTP read requests and HTTP
-GETs, in the order it sent them (run inside a lab's namespace, on a real client's tap).
+"""What one client asked the server for, as seen on its own wire: TFTP read requests (with
+their options) and HTTP GETs, in the order it sent them (run inside a lab's namespace, on a
+real client's tap).
 
 `python -m tests.wire TAP OUT` records from TAP until it is sent SIGTERM, then writes the
-requests to OUT as JSON: [["tftp", "snponly.efi"], ["http", "images/d-i/linux"], ...]. A
-retransmitted request (same source port, same name, or same TCP sequence number) is counted
-once. The simulated clients (tests/loadgen.py) keep the same list of what they asked for, so
-that tests/e2e/test_load.py can compare the two.
+requests to OUT as JSON: [["tftp", "snponly.efi", "blksize=1468 tsize windowsize=4"], ["http",
+"images/d-i/linux", ""], ...]. A retransmitted request (same source port and name, or same TCP
+sequence number) is counted once. The simulated clients (tests/loadgen.py) keep the same list
+of what they asked for, their read requests put in words by `rrq` here, so that
+tests/e2e/test_load.py can compare the two.
 """
 
 from __future__ import annotations
@@ -20,7 +22,25 @@ from types import FrameType
 
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4  # sent towards the client: not its request
-Request = tuple[str, str]  # (tftp | http, path)
+Request = tuple[str, str, str]  # (tftp | http, path, a read request's options)
+
+
+def rrq(data: bytes) -> tuple[str, str] | None:
+    """A TFTP read request's file name and its options in words, sorted ("blksize=1432 tsize":
+    tsize's value, 0 in a request, left out)."""
+    if data[:2] != b"\x00\x01":
+        return None
+    fields = data[2:].split(b"\0")
+    name, pairs = fields[0].decode(errors="replace"), fields[2:-1]
+    options = sorted(
+        key if key == "tsize" else f"{key}={value}"
+        for key, value in zip(
+            (k.decode(errors="replace").lower() for k in pairs[::2]),
+            (v.decode(errors="replace") for v in pairs[1::2]),
+            strict=False,
+        )
+    )
+    return name, " ".join(options)
 
 
 def parse(frame: bytes) -> tuple[tuple[object, ...], Request] | None:
@@ -33,15 +53,14 @@ def parse(frame: bytes) -> tuple[tuple[object, ...], Request] | None:
     if proto == 17 and len(payload) >= 10:  # UDP
         sport, dport = struct.unpack_from("!HH", payload)
         data = payload[8:]
-        if dport == 69 and data[:2] == b"\x00\x01":  # RRQ
-            name = data[2:].split(b"\0", 1)[0].decode(errors="replace")
-            return ("udp", sport, name), ("tftp", name)
+        if dport == 69 and (request := rrq(data)) is not None:
+            return ("udp", sport, request[0]), ("tftp", *request)
     if proto == 6 and len(payload) >= 20:  # TCP
         sport, dport, seq = struct.unpack_from("!HHI", payload)
         data = payload[(payload[12] >> 4) * 4 :]
         if dport == 80 and data.startswith(b"GET "):
             path = data[4:].split(b" ", 1)[0].decode(errors="replace")
-            return ("tcp", sport, seq), ("http", path.lstrip("/"))
+            return ("tcp", sport, seq), ("http", path.lstrip("/"), "")
     return None
 
 
@@ -63,8 +82,6 @@ def record(device: str, out: Path) -> None:
         try:
             frame, address = sock.recvfrom(65535)
         except TimeoutError:
-            continue
-        except InterruptedError:
             continue
         if address[2] == PACKET_OUTGOING:
             continue

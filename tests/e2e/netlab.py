@@ -255,7 +255,8 @@ class NetLab:
     _servers: list[Server] = field(init=False, default_factory=list)
     _dhcp: DhcpServer | None = field(init=False, default=None)
     _ordinary: Ordinary = field(init=False, default="dnsmasq")
-    _ordinary_options: tuple[str | bool, ...] = field(init=False, default=(False,))
+    _ordinary_options: tuple[str, ...] = field(init=False, default=())
+    _ordinary_ping: bool = field(init=False, default=False)
     _boots: int = field(init=False, default=0)
     _count: threading.Lock = field(init=False, default_factory=threading.Lock)
     _taps: list[str] = field(init=False, default_factory=list)
@@ -461,7 +462,8 @@ class NetLab:
         if self.ns_a not in self._namespaces:
             raise LabError("lab is not up")
         current = self._dhcp
-        same = self._ordinary == kind and (*options, ping) == self._ordinary_options
+        same = (self._ordinary == kind and tuple(options) == self._ordinary_options
+                and ping == self._ordinary_ping)  # fmt: skip
         if same and (kind == "none" or (current is not None and current.proc.poll() is None)):
             return
         if kind in ("W", "Wf") and dhcpd is None:
@@ -469,7 +471,7 @@ class NetLab:
         if current is not None:
             self._stop_server(current)
             self._dhcp = None
-        self._ordinary_options = (*options, ping)
+        self._ordinary_options, self._ordinary_ping = tuple(options), ping
         if kind == "none":
             pass
         elif kind == "dnsmasq":
