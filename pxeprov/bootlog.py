@@ -330,9 +330,9 @@ def image_of(state: State, client: Client) -> Image | None:
     return next((i for i in state.images if i.kernel == client.kernel), None)
 
 
-def has_rootfs(state: State, client: Client) -> bool:
-    """Whether the image the client boots fetches a root filesystem after its initrd."""
-    image = image_of(state, client)
+def has_rootfs(image: Image | None) -> bool:
+    """Whether a client booting `image` (image_of) fetches a root filesystem after its
+    initrd."""
     return image is not None and bool(image.rootfs or image.files)
 
 

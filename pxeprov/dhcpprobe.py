@@ -34,9 +34,8 @@ _HEADER = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s")  # the 236-byte BOOTP head
 MESSAGE_TYPES = {1: "DISCOVER", 2: "OFFER", 3: "REQUEST", 4: "DECLINE", 5: "ACK", 6: "NAK"}
 # The options a PXE ROM asks for (Intel PXE 2.1 spec, and what iPXE and OVMF send)
 _REQUESTED = bytes([1, 3, 43, 54, 60, 66, 67, 97, 128, 129, 130, 131, 132, 133, 134, 135])
-DEFAULT_WAIT = (
-    5.0  # an ordinary dnsmasq pings the address for ~3 s before it offers it (doctor warns)
-)
+# an ordinary dnsmasq pings the address for ~3 s before it offers it (doctor warns)
+DEFAULT_WAIT = 5.0
 
 
 class ProbeError(OSError):

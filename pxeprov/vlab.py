@@ -106,6 +106,15 @@ def read_from(path: Path, offset: int) -> str:
         return ""
 
 
+def live_copy(source: Path, dest: Path, edit: Callable[[str], str | None]) -> Path:
+    """A server's live config for a lab: the file, line by line through `edit` (None drops a
+    line), readable by the lab's daemons."""
+    lines = [edit(line) for line in source.read_text().splitlines()]
+    dest.write_text("\n".join(line for line in lines if line is not None) + "\n")
+    dest.chmod(0o644)
+    return dest
+
+
 def size_of(path: Path) -> int:
     try:
         return path.stat().st_size

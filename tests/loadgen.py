@@ -209,10 +209,8 @@ def tftp_size(client: Client, server: str, path: str) -> int:
             (op,) = struct.unpack_from("!H", data)
             if op != 6:
                 raise Failed(f"TFTP {path}: no option acknowledgement to the size query")
-            options = data[2:].split(b"\0")
-            pairs = dict(zip(options[::2], options[1::2], strict=False))
             sock.sendto(struct.pack("!HH", 5, 8) + b"User aborted the transfer\0", source)
-            return int(pairs.get(b"tsize", b"0"))
+            return int(_oack(data).get(b"tsize", b"0"))
     raise Failed(f"TFTP {path}: no answer to the size query after {TFTP_TRIES} tries")
 
 
@@ -246,9 +244,7 @@ def tftp_get(
             peer = source  # the transfer's own port (its TID)
             (op,) = struct.unpack_from("!H", data)
             if op == 6:  # OACK
-                options = data[2:].split(b"\0")
-                pairs = dict(zip(options[::2], options[1::2], strict=False))
-                agreed = int(pairs.get(b"blksize", b"512"))
+                agreed = int(_oack(data).get(b"blksize", b"512"))
                 last = struct.pack("!HH", 4, 0)
             elif op == 3:  # DATA
                 (block,) = struct.unpack_from("!H", data, 2)
@@ -265,6 +261,12 @@ def tftp_get(
                     return 0
                 text = data[4:].split(b"\0", 1)[0].decode(errors="replace")
                 raise Failed(f"TFTP {path}: error {text}")
+
+
+def _oack(data: bytes) -> dict[bytes, bytes]:
+    """A TFTP option acknowledgement's options."""
+    options = data[2:].split(b"\0")
+    return dict(zip(options[::2], options[1::2], strict=False))
 
 
 def _words(request: bytes) -> tuple[str, str]:

@@ -77,29 +77,43 @@ def build_root(root: Path) -> None:
         path.chmod(0o755 if path.is_dir() else 0o644)
 
 
-def _live_copy(
-    source: Path, dest: Path, tftp_root: Path, edit: dict[str, str | None] | None = None
+def _dnsmasq_copy(
+    source: Path, dest: Path, tftp_root: Path, edit: dict[str, str | None] | None
 ) -> Path:
-    lines = []
+    """The rendered dnsmasq config for the lab: its tftp-root moved, no log-facility (the lab
+    names the log), `edit`'s settings replaced (None: removed; one the file lacks: added)."""
     edit = dict(edit or {})
-    for line in source.read_text().splitlines():
+
+    def line_of(line: str) -> str | None:
         key = line.split("=", 1)[0]
         if key in edit:
             value = edit.pop(key)
-            if value is None:
-                continue
-            line = f"{key}={value}"
-        if line.startswith("log-facility="):
-            continue
-        if line.startswith("tftp-root="):
-            line = f"tftp-root={tftp_root}"
-        if line.strip().startswith("root "):
-            line = f"    root {tftp_root};"
-        lines.append(line)
-    lines += [f"{k}={v}" for k, v in edit.items() if v is not None]
-    dest.write_text("\n".join(lines) + "\n")
-    dest.chmod(0o644)
-    return dest
+            return None if value is None else f"{key}={value}"
+        if key == "log-facility":
+            return None
+        return f"tftp-root={tftp_root}" if key == "tftp-root" else line
+
+    conf = vlab.live_copy(source, dest, line_of)
+    with conf.open("a") as f:
+        f.writelines(f"{k}={v}\n" for k, v in edit.items() if v is not None)
+    return conf
+
+
+def _site_copy(source: Path, dest: Path, tftp_root: Path, edit: dict[str, str] | None) -> Path:
+    """The rendered nginx site for the lab: its root moved, `edit`'s lines (by their text)
+    replaced, each of which must be there."""
+    edit = dict(edit or {})
+
+    def line_of(line: str) -> str:
+        text = line.strip()
+        if text.startswith("root "):
+            return f"    root {tftp_root};"
+        return f"    {edit.pop(text)}" if text in edit else line
+
+    site = vlab.live_copy(source, dest, line_of)
+    if edit:
+        raise vlab.LabError(f"the rendered site has no line {next(iter(edit))!r} to replace")
+    return site
 
 
 def _children(pid: int) -> list[int]:
@@ -204,19 +218,14 @@ def server(workdir: Path, http: bool, dnsmasq_edit: dict[str, str | None] | None
                 "--address", str(ADDRESS), "--subnet", str(SUBNET), "--menu-timeout", "1",
                 "--http" if http else "--no-http")  # fmt: skip
         tftp = root / "var/lib/tftpboot"
-        conf = _live_copy(root / "etc/dnsmasq.d/pxeprov.conf", workdir / "dnsmasq.conf", tftp,
-                          dnsmasq_edit or {})  # fmt: skip
+        conf = _dnsmasq_copy(root / "etc/dnsmasq.d/pxeprov.conf", workdir / "dnsmasq.conf",
+                             tftp, dnsmasq_edit)  # fmt: skip
         lan.ordinary_dhcp()  # for the real clients' addresses
         dnsmasq = lan.dnsmasq("pxeprov", lan.server, conf)
         nginx = None
         if http:
-            site = _live_copy(root / "etc/nginx/conf.d/pxeprov.conf", workdir / "site.conf", tftp)
-            text = site.read_text()
-            for old, new in (site_edit or {}).items():
-                if f"    {old}\n" not in text:
-                    raise vlab.LabError(f"the rendered site has no line {old!r} to replace")
-                text = text.replace(f"    {old}\n", f"    {new}\n")
-            site.write_text(text)
+            site = _site_copy(root / "etc/nginx/conf.d/pxeprov.conf", workdir / "site.conf", tftp,
+                              site_edit)  # fmt: skip
             nginx = lan.nginx("pxeprov", site)
         yield Server(lan, root, http, dnsmasq, nginx)
 
@@ -409,9 +418,12 @@ class _RealClient(threading.Thread):
 
     def run(self) -> None:
         while (now := time.monotonic() - self.t0) < REAL_LIMIT:
-            log = vlab.read_from(self.proxy_log, self.offset)
-            if self.asked is None and f" {self.qemu.mac} " in log:
-                self.asked = now
+            if self.asked is None:  # the log's new whole lines only, once each
+                text = vlab.read_from(self.proxy_log, self.offset)
+                text = text[: text.rfind("\n") + 1]
+                self.offset += len(text.encode())
+                if f" {self.qemu.mac} " in text:
+                    self.asked = now
             if "Linux version" in vlab.read_from(self.qemu.serial, 0):
                 self.kernel = now
                 return

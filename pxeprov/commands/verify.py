@@ -127,14 +127,6 @@ def _arch_of(firmware: vlab.Firmware) -> arch.Architecture:
     return arch.ARM64 if firmware.startswith("arm64") else arch.X86_64
 
 
-def _live_copy(source: Path, dest: Path, edit: Callable[[str], str | None]) -> Path:
-    """The live file, line by line through `edit` (None drops a line)."""
-    lines = [edit(line) for line in source.read_text().splitlines()]
-    dest.write_text("\n".join(line for line in lines if line is not None) + "\n")
-    dest.chmod(0o644)
-    return dest
-
-
 def verify(machine: Machine, options: VerifyOptions, say: Callable[[str], None]) -> VerifyResult:
     problems = vlab.missing()
     if problems:
@@ -168,7 +160,7 @@ def verify(machine: Machine, options: VerifyOptions, say: Callable[[str], None])
                 return f"tftp-root={tftp_root}"
             return line
 
-        conf = _live_copy(conf_live, scratch / "dnsmasq.conf", dnsmasq_line)
+        conf = vlab.live_copy(conf_live, scratch / "dnsmasq.conf", dnsmasq_line)
         site = None
         if state.http and not state.http_base_url:
 
@@ -177,7 +169,7 @@ def verify(machine: Machine, options: VerifyOptions, say: Callable[[str], None])
                     return f"    root {tftp_root};"
                 return line
 
-            site = _live_copy(machine.root.path(NGINX_SITE), scratch / "site.conf", site_line)
+            site = vlab.live_copy(machine.root.path(NGINX_SITE), scratch / "site.conf", site_line)
         lan = vlab.PrivateLan(scratch / "lan", net.interface, net.address, net.subnet)
         lan.workdir.mkdir()
         lan.workdir.chmod(0o755)

@@ -219,7 +219,8 @@ class Watcher:
 
     def stalled(self, client: Client, now: float) -> str:
         """Why the client is stalled, or "" (it moves, or it is done)."""
-        done = bootlog.expected_next(client, bootlog.has_rootfs(self.state, client)) is None
+        image = bootlog.image_of(self.state, client)
+        done = bootlog.expected_next(client, bootlog.has_rootfs(image)) is None
         if done and not client.problem:
             return ""
         if client.problem:

@@ -179,7 +179,7 @@ def machine_json(
         "stalled": stalled,
         "done": bool(client.reached)
         and not stalled
-        and bootlog.expected_next(client, bootlog.has_rootfs(state, client)) is None,
+        and bootlog.expected_next(client, bootlog.has_rootfs(image)) is None,
         "image": image.name if image is not None else "",
         "earlier": False,
         "plan": plan,
