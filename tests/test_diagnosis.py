@@ -582,7 +582,7 @@ def test_doctor_looks_at_every_file_an_image_serves(tmp_path: Path) -> None:
     machine = Machine(root=Root.of(tmp_path))
 
     def image_findings() -> list[str]:
-        found = doctor._files(machine, state, boot.Decision())
+        found = doctor.files.served(machine, state, boot.Decision())
         return [c.message for c in found if "of image" in c.message]
 
     assert image_findings() == []  # (the loaders and menus are not there: not looked at here)

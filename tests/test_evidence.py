@@ -338,7 +338,7 @@ def test_the_listener_reads_a_slow_or_silent_sender_without_stalling(tmp_path: P
 
 
 def test_doctor_says_when_nothing_takes_the_reports_and_which_jobs_failed(tmp_path: Path) -> None:
-    from pxeprov.commands.doctor import _plans
+    from pxeprov.commands.doctor.imaging import plans as _plans
     from pxeprov.images.kinds.clonezilla import REPORT_PORT
     from pxeprov.state import Image, State, loads
 

@@ -8,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-from pxeprov.commands import doctor
+from pxeprov.commands.doctor import segment
 from pxeprov.paths import Root
 from pxeprov.pipeline import load_state
 
@@ -62,12 +62,12 @@ def test_doctor_warns_when_the_live_limit_is_below_the_room(loader_root: Path, c
 def test_doctor_warns_when_the_dhcp_server_is_too_slow_to_offer_for_the_room() -> None:
     # an offer 3 s after the DISCOVER: dnsmasq's ping before it offers (tests/e2e/test_doctor.py
     # measures it against a real one)
-    (check,) = doctor._dhcp_pace("10.0.0.1", 3.0, 200)
+    (check,) = segment.dhcp_pace("10.0.0.1", 3.0, 200)
     assert check.name == "probe.dhcp.pace" and check.status == "warn"
     assert "10.0.0.1 offered an address 3.0 s after" in check.message
     assert "a room of 200" in check.message
     assert "-ConflictDetectionAttempts 0" in check.fix and "no-ping" in check.fix
-    assert list(doctor._dhcp_pace("10.0.0.1", 0.02, 200)) == []  # an ordinary server's pace
-    assert list(doctor._dhcp_pace("10.0.0.1", 0.9, 200)) == []  # a slow link, not a ping
-    assert len(list(doctor._dhcp_pace("10.0.0.1", 1.0, 2))) == 1
-    assert list(doctor._dhcp_pace("10.0.0.1", 3.0, 1)) == []  # no room: one machine waits
+    assert list(segment.dhcp_pace("10.0.0.1", 0.02, 200)) == []  # an ordinary server's pace
+    assert list(segment.dhcp_pace("10.0.0.1", 0.9, 200)) == []  # a slow link, not a ping
+    assert len(list(segment.dhcp_pace("10.0.0.1", 1.0, 2))) == 1
+    assert list(segment.dhcp_pace("10.0.0.1", 3.0, 1)) == []  # no room: one machine waits

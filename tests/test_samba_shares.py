@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from pxeprov import fsutil
-from pxeprov.commands.doctor import write_share
+from pxeprov.commands.doctor.imaging import write_share
 from pxeprov.commands.plans import AssignOptions, assign, fire, record_result, unassign
 from pxeprov.commands.repo import repo_init
 from pxeprov.paths import DEFAULT_REPO_PATH, Root

@@ -174,7 +174,7 @@ def test_what_tftp_would_serve_beyond_http_is_reported(
             f"a symbolic link to {secret}, out of the TFTP root: TFTP serves it", True),
     }  # fmt: skip
     state = load_state(Root.of(public_root))
-    checks = list(doctor_module._strays(Machine(Root.of(public_root)), state))
+    checks = list(doctor_module.files.strays(Machine(Root.of(public_root)), state))
     assert [(c.name, c.status) for c in checks if "escape" in c.message] == [
         ("files.link-out", "fail")]  # fmt: skip
     assert ("files.hidden", "warn", "rm -r /var/lib/tftpboot/images/.old") in [
@@ -189,7 +189,7 @@ def test_what_tftp_would_serve_beyond_http_is_reported(
         (tftp_root / p).unlink()
     shutil.rmtree(tftp_root / "images/.old")
     assert strays(Root.of(public_root), PurePosixPath("/var/lib/tftpboot")) == []
-    assert [c.name for c in doctor_module._strays(Machine(Root.of(public_root)), state)] == [
+    assert [c.name for c in doctor_module.files.strays(Machine(Root.of(public_root)), state)] == [
         "files.served"]  # fmt: skip
 
 
